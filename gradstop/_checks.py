@@ -1,0 +1,68 @@
+"""Input checks shared by both backends: each failure names the problem and the fix."""
+
+from __future__ import annotations
+
+
+def check_horizon(horizon) -> None:
+    if isinstance(horizon, bool) or not isinstance(horizon, int):
+        raise ValueError(f"horizon must be a Python int ≥ 1 (a static length), got {horizon!r} of type {type(horizon).__name__}")
+    if horizon < 1:
+        raise ValueError(f"horizon must be ≥ 1, got {horizon}")
+
+
+def framework_of(obj) -> str | None:
+    """'torch' or 'jax' if ``obj``'s class comes from that framework's ecosystem, else None."""
+    modules = {c.__module__.split(".")[0] for c in type(obj).__mro__}
+    if "torch" in modules:
+        return "torch"
+    if modules & {"equinox", "flax", "jax", "jaxlib"}:
+        return "jax"
+    return None
+
+
+def check_framework(policy, sim) -> None:
+    backend = getattr(sim, "backend", None)
+    if backend not in ("jax", "torch"):
+        raise ValueError(f"sim must be a simulator from sims.make(...), got {type(sim).__name__}")
+    found = framework_of(policy)
+    if found is not None and found != backend:
+        build = "gs.jax.mlp(key, sim.obs_dim, sim.action_dim)" if backend == "jax" else "gs.torch.mlp(sim.obs_dim, sim.action_dim)"
+        raise TypeError(
+            f"the policy is a {found} model but the sim computes in {backend}: build the policy with "
+            f"{build}, or the sim with sims.make(..., backend={found!r}); gs.copy_weights moves weights across"
+        )
+    if not callable(policy):
+        raise TypeError(f"the policy must be callable (obs -> action), got {type(policy).__name__}")
+    in_features = getattr(policy, "in_features", None)
+    if isinstance(in_features, int) and in_features != sim.obs_dim:
+        raise ValueError(
+            f"the policy takes {in_features} inputs but {sim.name} observations have {sim.obs_dim}: "
+            f"build it with obs_dim=sim.obs_dim ({sim.obs_dim})"
+        )
+
+
+def check_action_shape(shape, sim) -> None:
+    """The policy's output must be (B, sim.action_dim)."""
+    if len(shape) < 1 or shape[-1] != sim.action_dim:
+        raise ValueError(
+            f"the policy outputs actions of shape {tuple(shape)} but {sim.name} takes {sim.action_dim} "
+            f"action value(s) per state: build the policy with action_dim=sim.action_dim ({sim.action_dim})"
+        )
+
+
+def check_x0_shape(shape, sim) -> None:
+    if len(shape) != 2 or shape[-1] != sim.state_dim:
+        raise ValueError(
+            f"x0 must have shape (batch, {sim.state_dim}) for {sim.name}, got {tuple(shape)}; "
+            f"use sim.reset(key, batch) for valid initial states (a single state: x0[None])"
+        )
+
+
+def check_x0_dtype(x0_dtype, policy_dtype, is_floating: bool) -> None:
+    if not is_floating:
+        raise TypeError(f"x0 must be a floating-point array, got dtype {x0_dtype}; cast it to the policy's dtype {policy_dtype}")
+    if policy_dtype is not None and x0_dtype != policy_dtype:
+        raise TypeError(
+            f"x0 has dtype {x0_dtype} but the policy's parameters are {policy_dtype}: cast x0 to {policy_dtype}, "
+            "or build the policy with dtype= matching x0"
+        )

@@ -1,0 +1,28 @@
+"""Framework-neutral pieces of the MLP policies: sizes, activations, weight-list checks."""
+
+from __future__ import annotations
+
+ACTIVATIONS = ("tanh", "relu", "elu")
+
+
+def layer_sizes(obs_dim, action_dim, hidden, activation) -> list[int]:
+    """[obs_dim, *hidden, action_dim], validated."""
+    hidden = tuple(hidden)
+    for name, value in (("obs_dim", obs_dim), ("action_dim", action_dim)) + tuple(("hidden", h) for h in hidden):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"mlp: {name} sizes must be integers ≥ 1, got {value!r}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"mlp: unknown activation {activation!r}; choose one of {ACTIVATIONS}")
+    return [obs_dim, *hidden, action_dim]
+
+
+def check_weights(own, given) -> None:
+    """Raise a ValueError unless ``given`` has the same number and shapes of arrays as ``own``."""
+    given = list(given)
+    shapes_own = [tuple(w.shape) for w in own]
+    shapes_given = [tuple(getattr(w, "shape", ())) for w in given]
+    if shapes_own != shapes_given:
+        raise ValueError(
+            f"weights do not fit this policy: it has arrays of shapes {shapes_own}, got {shapes_given}; "
+            "build the policy with the same obs_dim, hidden and action_dim as the source"
+        )

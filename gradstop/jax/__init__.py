@@ -1,0 +1,6 @@
+"""gradstop's JAX backend: MLP policies, the rollout, and BPTT training, mirroring ``gradstop.torch``."""
+
+from gradstop.jax.policy import MLP, get_weights, mlp, set_weights
+from gradstop.jax.rollout import rollout, scale_gradient
+
+__all__ = ["MLP", "mlp", "get_weights", "set_weights", "rollout", "scale_gradient"]

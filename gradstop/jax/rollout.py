@@ -1,0 +1,91 @@
+"""The rollout in JAX: ``lax.scan`` over the horizon, flows as ``stop_gradient`` on the cut edges.
+
+``impl="native"``: JAX's own autodiff differentiates the scan; a flow's edge weights k_phys and
+k_in are applied with :func:`scale_gradient`, truncation with a ``stop_gradient`` on the carried
+state, and the combining flows take two gradients (XLA shares their forward when jitted).
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from gradstop import _checks as front
+from gradstop.flows import Flow, combine_gradients, parse_flow
+from gradstop.rollout import Rollout
+
+__all__ = ["rollout", "scale_gradient"]
+
+
+def scale_gradient(tree, k: float):
+    """Identity on values; multiplies the gradient flowing back through ``tree`` by ``k``."""
+    if k == 1.0:
+        return tree
+    if k == 0.0:
+        return jax.lax.stop_gradient(tree)
+    return jax.tree.map(lambda v: k * v + (1.0 - k) * jax.lax.stop_gradient(v), tree)
+
+
+def rollout(policy, sim, *, stop="none", horizon: int, x0=None, key=None, batch: int = 1, impl: str = "native") -> Rollout:
+    """JAX twin of :func:`gradstop.rollout` (same arguments); jit-compatible."""
+    flow = parse_flow(stop)
+    front.check_horizon(horizon)
+    front.check_framework(policy, sim)
+    dtype = _param_dtype(policy)
+    if x0 is None:
+        x0 = sim.reset(key, batch, dtype=dtype)
+    else:
+        x0 = jnp.asarray(x0)
+        front.check_x0_shape(x0.shape, sim)
+        front.check_x0_dtype(x0.dtype, dtype, jnp.issubdtype(x0.dtype, jnp.floating))
+    action = jax.eval_shape(policy, jax.eval_shape(sim.obs, x0))
+    front.check_action_shape(action.shape, sim)
+    if flow.combining:
+        return _combining(policy, sim, flow, horizon, x0)
+    return _single(policy, sim, flow, horizon, x0)
+
+
+def _single(policy, sim, flow: Flow, horizon: int, x0) -> Rollout:
+    def step(x, t):
+        a = policy(sim.obs(scale_gradient(x, flow.k_in)))
+        x_next = sim.step(scale_gradient(x, flow.k_phys), a)
+        cost = sim.cost(x_next, a)
+        carry = x_next
+        if flow.truncate is not None:  # reset λ_{t+1} to its local term: x_{t+1} forgets the future
+            cut = (t + 1) % flow.truncate == 0
+            carry = jax.tree.map(lambda v: jnp.where(cut, jax.lax.stop_gradient(v), v), x_next)
+        return carry, (x_next, a, cost)
+
+    _, (xs, actions, costs) = jax.lax.scan(step, x0, jnp.arange(horizon))
+    x_final = jax.tree.map(lambda v: v[-1], xs)  # x_H as computed, before any truncation cut
+    terminal = sim.terminal_cost(x_final)
+    states = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), x0, xs)
+    loss = jnp.mean(costs.sum(0) + terminal)
+    return Rollout(states, actions, costs, terminal, loss)
+
+
+def _combining(policy, sim, flow: Flow, horizon: int, x0) -> Rollout:
+    """Loss whose gradient is the combination of the ``none`` and ``input`` gradients.
+
+    Both gradients are taken here (two reverse passes), combined per component, and attached
+    with the surrogate L + ⟨sg(g), θ − sg(θ)⟩, whose value is L and whose gradient is g.
+    """
+    params, static = eqx.partition(policy, eqx.is_inexact_array)
+
+    def loss_of(p, component):
+        out = _single(eqx.combine(p, static), sim, component, horizon, x0)
+        return out.loss, out
+
+    results = [jax.grad(loss_of, has_aux=True)(params, f) for f in flow.components()]
+    (g_none, out), (g_input, _) = results
+    g = jax.tree.map(lambda a, b: combine_gradients(flow.base, a, b, jnp), g_none, g_input)
+    g = jax.lax.stop_gradient(g)
+    out = jax.lax.stop_gradient(out)
+    attach = sum(jnp.vdot(gi, p - jax.lax.stop_gradient(p)) for gi, p in zip(jax.tree.leaves(g), jax.tree.leaves(params)))
+    return out._replace(loss=out.loss + attach)
+
+
+def _param_dtype(policy):
+    leaves = [x for x in jax.tree.leaves(policy) if eqx.is_inexact_array(x)]
+    return leaves[0].dtype if leaves else None

@@ -1,0 +1,72 @@
+"""The front door: ``gradstop.rollout(policy, sim, stop=..., horizon=...)`` for either framework.
+
+It parses the flow, checks what can be checked without a framework, and hands over to the
+backend named by ``sim.backend`` (``gradstop.jax`` or ``gradstop.torch``), whose ``rollout``
+has the same signature.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, NamedTuple
+
+from gradstop._checks import check_framework, check_horizon
+from gradstop.flows import FlowLike, parse_flow
+
+__all__ = ["Rollout", "rollout", "IMPLS"]
+
+IMPLS = ("native",)
+
+
+class Rollout(NamedTuple):
+    """What a rollout returns; arrays are time-major.
+
+    Attributes:
+      states: (H+1, B, state_dim), x_0 … x_H.
+      actions: (H, B, action_dim), a_0 … a_{H-1}.
+      costs: (H, B), the running cost c(x_{t+1}, a_t) of each step.
+      terminal: (B,), the terminal cost of x_H (zeros if the task has none).
+      loss: scalar, mean over the batch of Σ_t costs + terminal. Its gradient with respect to the
+        policy parameters is the flow's update direction.
+    """
+
+    states: Any
+    actions: Any
+    costs: Any
+    terminal: Any
+    loss: Any
+
+
+def rollout(policy, sim, *, stop: FlowLike = "none", horizon: int, x0=None, key=None, batch: int = 1,
+            impl: str = "native") -> Rollout:
+    """Roll ``policy`` out in ``sim`` for ``horizon`` steps; the loss's gradient is the flow ``stop``.
+
+        o_t = obs(x_t),  a_t = π(o_t),  x_{t+1} = g(x_t, a_t),  L = mean_B[Σ_t c(x_{t+1}, a_t) + c_H(x_H)]
+
+    Args:
+      policy: JAX: a callable pytree (``gs.jax.mlp``, any equinox module); torch: an
+        ``nn.Module`` (``gs.torch.mlp``). Maps (B, obs_dim) observations to (B, action_dim) actions.
+      sim: a simulator from ``sims.make``; its ``backend`` picks the framework.
+      stop: the gradient flow, a string (``"input"``, ``"input+decay:0.9"``, …) or ``gradstop.Flow``.
+      horizon: number of steps H ≥ 1.
+      x0: initial states (B, state_dim), same dtype as the policy; if None, sampled with ``key``.
+      key: JAX: PRNG key or int seed; torch: int seed or ``torch.Generator`` (None: global RNG).
+      batch: number of initial states to sample when ``x0`` is None.
+      impl: 'native' (the framework's autodiff with stop_gradient/detach on the cut edges).
+
+    Returns:
+      A :class:`Rollout`. For the combining flows (``combined``, ``directional``) only ``loss``
+      carries gradient, and the other fields are cut from the graph.
+
+    Example::
+
+        out = gs.rollout(policy, sim, stop="input", horizon=100, key=0)
+        grads = jax.grad(lambda p: gs.rollout(p, sim, stop="combined", horizon=100, x0=x0).loss)(policy)
+    """
+    flow = parse_flow(stop)
+    check_horizon(horizon)
+    if impl not in IMPLS:
+        raise ValueError(f"unknown impl {impl!r}; choose one of {IMPLS}")
+    check_framework(policy, sim)
+    backend = importlib.import_module(f"gradstop.{sim.backend}")
+    return backend.rollout(policy, sim, stop=flow, horizon=horizon, x0=x0, key=key, batch=batch, impl=impl)

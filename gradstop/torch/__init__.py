@@ -1,0 +1,6 @@
+"""gradstop's PyTorch backend: MLP policies, the rollout, and BPTT training, mirroring ``gradstop.jax``."""
+
+from gradstop.torch.policy import MLP, get_weights, mlp, set_weights
+from gradstop.torch.rollout import rollout, scale_gradient
+
+__all__ = ["MLP", "mlp", "get_weights", "set_weights", "rollout", "scale_gradient"]

@@ -1,0 +1,91 @@
+"""The rollout in PyTorch: a Python loop over the horizon, flows as ``detach`` on the cut edges.
+
+``impl="native"``: torch autograd records the loop; a flow's edge weights k_phys and k_in are
+applied with :func:`scale_gradient`, truncation with a ``detach`` of the carried state, and the
+combining flows run two forward and two backward passes.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gradstop import _checks as front
+from gradstop.flows import Flow, combine_gradients, parse_flow
+from gradstop.rollout import Rollout
+
+__all__ = ["rollout", "scale_gradient"]
+
+
+def scale_gradient(x: torch.Tensor, k: float) -> torch.Tensor:
+    """Identity on values; multiplies the gradient flowing back through ``x`` by ``k``."""
+    if k == 1.0:
+        return x
+    if k == 0.0:
+        return x.detach()
+    return k * x + (1.0 - k) * x.detach()
+
+
+def rollout(policy, sim, *, stop="none", horizon: int, x0=None, key=None, batch: int = 1, impl: str = "native") -> Rollout:
+    """Torch twin of :func:`gradstop.rollout` (same arguments); ``out.loss.backward()`` fills ``.grad``."""
+    flow = parse_flow(stop)
+    front.check_horizon(horizon)
+    front.check_framework(policy, sim)
+    params = _params(policy)
+    dtype = params[0].dtype if params else None
+    if x0 is None:
+        x0 = sim.reset(key, batch, dtype=dtype)
+        if params:
+            x0 = x0.to(params[0].device)
+    else:
+        if not isinstance(x0, torch.Tensor):
+            raise TypeError(f"x0 must be a torch.Tensor for a torch sim, got {type(x0).__name__}; use torch.as_tensor(x0)")
+        front.check_x0_shape(x0.shape, sim)
+        front.check_x0_dtype(x0.dtype, dtype, x0.is_floating_point())
+    if flow.combining:
+        return _combining(policy, sim, flow, horizon, x0, params)
+    return _single(policy, sim, flow, horizon, x0)
+
+
+def _single(policy, sim, flow: Flow, horizon: int, x0: torch.Tensor) -> Rollout:
+    x, states, actions, costs = x0, [x0], [], []
+    for t in range(horizon):
+        a = policy(sim.obs(scale_gradient(x, flow.k_in)))
+        if t == 0:
+            front.check_action_shape(a.shape, sim)
+        x_next = sim.step(scale_gradient(x, flow.k_phys), a)
+        costs.append(sim.cost(x_next, a))
+        actions.append(a)
+        states.append(x_next)
+        # reset λ_{t+1} to its local term: x_{t+1} forgets the future
+        x = x_next.detach() if flow.cut_after(t + 1) else x_next
+    terminal = sim.terminal_cost(states[-1])
+    costs_t = torch.stack(costs)
+    return Rollout(torch.stack(states), torch.stack(actions), costs_t, terminal, (costs_t.sum(0) + terminal).mean())
+
+
+def _combining(policy, sim, flow: Flow, horizon: int, x0, params) -> Rollout:
+    """Loss whose gradient is the combination of the ``none`` and ``input`` gradients.
+
+    Two forward and two backward passes; the combination is attached with the surrogate
+    L + ⟨g, θ − θ.detach()⟩, whose value is L and whose gradient is g.
+    """
+    if not params:
+        raise TypeError(f"flow {flow.name!r} combines parameter gradients: the policy must be an nn.Module with parameters")
+    outs = [_single(policy, sim, f, horizon, x0) for f in flow.components()]
+    detached = Rollout(*(v.detach() for v in outs[0]))
+    if not torch.is_grad_enabled():
+        return detached
+    g_none, g_input = (
+        torch.autograd.grad(out.loss, params, allow_unused=True, materialize_grads=True) for out in outs
+    )
+    attach = sum(
+        (combine_gradients(flow.base, gn, gi, torch) * (p - p.detach())).sum()
+        for gn, gi, p in zip(g_none, g_input, params)
+    )
+    return detached._replace(loss=detached.loss + attach)
+
+
+def _params(policy) -> list[torch.Tensor]:
+    if isinstance(policy, torch.nn.Module):
+        return [p for p in policy.parameters() if p.requires_grad]
+    return []

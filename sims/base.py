@@ -1,0 +1,120 @@
+"""The simulator protocol every gradstop rollout reads, and its shared machinery.
+
+A simulator is small and pure::
+
+    sim.step(x, a) -> x'          x: (B, state_dim), a: (B, action_dim)
+    sim.obs(x) -> o               o: (B, obs_dim)
+    sim.cost(x_next, a) -> c      c: (B,), the running cost of one step
+    sim.terminal_cost(x_H) -> c   c: (B,), zero unless the task defines one
+    sim.reset(key, batch) -> x0   initial states, uniform in [init_low, init_high]
+
+Physics is written once against ``self.xp`` (``jax.numpy`` or ``torch``), so the JAX and torch
+twins of a model are one class with ``backend`` set, and hold identical physics by construction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import numpy as np
+
+from sims import _ops
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Sim:
+    """Base class of the flat-state simulators (point mass, cartpole, neural).
+
+    Subclasses set ``name``, implement ``state_dim``/``obs_dim``/``action_dim``, ``step``, ``obs``,
+    ``cost``, ``init_bounds`` and optionally ``terminal_cost``. Instances are immutable and hash
+    by identity, so JAX can close over them in jitted code.
+    """
+
+    backend: str = "jax"
+    dt: float = 0.01
+
+    name: ClassVar[str] = "sim"
+
+    def __post_init__(self):
+        _ops.ops(self.backend)  # validates the backend and imports its framework once
+        if not (isinstance(self.dt, (int, float)) and self.dt > 0):
+            raise ValueError(f"{self.name}: dt must be a positive number, got {self.dt!r}")
+
+    # -- the framework --------------------------------------------------------------------------
+    @property
+    def ops(self):
+        return _ops.ops(self.backend)
+
+    @property
+    def xp(self):
+        """The array namespace: ``jax.numpy`` or ``torch``."""
+        return self.ops.xp
+
+    # -- the protocol ---------------------------------------------------------------------------
+    @property
+    def state_dim(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def obs_dim(self) -> int:
+        return self.state_dim
+
+    @property
+    def action_dim(self) -> int:
+        raise NotImplementedError
+
+    def step(self, x, a):
+        raise NotImplementedError
+
+    def obs(self, x):
+        return x
+
+    def cost(self, x_next, a):
+        raise NotImplementedError
+
+    def terminal_cost(self, x):
+        return x[..., 0] * 0.0
+
+    def init_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-dimension bounds (low, high) of the uniform initial-state distribution."""
+        raise NotImplementedError
+
+    def reset(self, key=None, batch: int = 1, dtype=None):
+        """Sample ``batch`` initial states uniformly in ``init_bounds()``.
+
+        Args:
+          key: JAX: a PRNG key or int seed; torch: an int seed, a ``torch.Generator`` or None
+            (torch's global generator).
+          batch: number of initial states.
+          dtype: floating dtype (default: the framework's default float).
+        """
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"batch must be an integer ≥ 1, got {batch!r}")
+        dtype = self.ops.default_float() if dtype is None else dtype
+        u = self.ops.uniform(key, (batch, self.state_dim), dtype)
+        low, high = self.init_bounds()
+        return self.ops.constant(low, u) + self.ops.constant(high - low, u) * u
+
+    def describe(self) -> dict:
+        """The sim's name and parameters, for results files."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.repr}
+        return {"name": self.name, **{k: (list(v) if isinstance(v, tuple) else v) for k, v in fields.items()}}
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.describe().items() if k != "name")
+        return f"{type(self).__name__}({params})"
+
+
+def positive(sim: Sim, **values) -> None:
+    """Raise a ValueError naming the parameter if any of ``values`` is not a positive number."""
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(f"{sim.name}: {key} must be a positive number, got {value!r}")
+
+
+def non_negative(sim: Sim, **values) -> None:
+    """Raise a ValueError naming the parameter if any of ``values`` is negative or not a number."""
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise ValueError(f"{sim.name}: {key} must be a number ≥ 0, got {value!r}")

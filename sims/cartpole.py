@@ -1,0 +1,138 @@
+"""Cart with N poles hinged on it: the multi-pole model of the BPTT-stabilisation literature.
+
+State x = (x_cart, θ_1..θ_N, ẋ_cart, θ̇_1..θ̇_N) ∈ R^{2(N+1)}; θ = 0 is upright, θ = π hangs
+down. Action a ∈ R^1, the horizontal force F = force_scale·a on the cart. The poles couple to
+the cart only (no pole-pole terms), as in the published model (Schnell & Thuerey, ICLR 2024;
+equations in shared/data/README.md)::
+
+    A_i  = (F + m·l·sin θ_i·θ̇_i²) / M
+    θ̈_i  = (g·sin θ_i − cos θ_i·A_i) / (l·(4/3 − m·cos²θ_i / M))
+    ẍ    = (F + m·l·Σ_i (sin θ_i·θ̇_i² − θ̈_i·cos θ_i)) / M
+
+then semi-implicit Euler: velocities first, positions with the new velocities.
+
+Cost of one step: angle·mean_i(1 − cos θ_i) + cart·x² + effort·F²; terminal cost
+terminal·mean_i(1 − cos θ_i). Observation: (x, sin θ, cos θ, ẋ, θ̇), 2 + 3N values.
+
+Presets (``make("cartpole", preset="literature")``): ``literature`` is the paper's swing-up task:
+total mass M = 1.1 for every pole count and only the terminal cost 1 − mean_i cos θ_i.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from sims.base import Sim, non_negative, positive
+
+TASKS = ("swingup", "balance")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class CartPole(Sim):
+    """Cart with 1..N poles.
+
+    Args:
+      backend: 'jax' or 'torch'.
+      poles: number of poles N ≥ 1.
+      task: 'swingup' (poles start hanging, θ = π ± π/6) or 'balance' (near upright, ±0.1).
+      gravity, pole_mass, cart_mass, half_length: g, m, cart mass, l (literature values).
+      total_mass: M in the equations; None means cart_mass + poles·pole_mass.
+      dt: time step (literature: 0.01, T = 1 s in 100 steps).
+      force_scale: F = force_scale·a.
+      angle, cart, effort, terminal: cost weights (see the module docstring).
+    """
+
+    poles: int = 1
+    task: str = "swingup"
+    gravity: float = 9.8
+    pole_mass: float = 0.1
+    cart_mass: float = 1.0
+    total_mass: float | None = None
+    half_length: float = 0.5
+    dt: float = 0.01
+    force_scale: float = 1.0
+    angle: float = 1.0
+    cart: float = 0.1
+    effort: float = 0.001
+    terminal: float = 0.0
+
+    name = "cartpole"
+    PRESETS = {
+        "literature": dict(task="swingup", total_mass=1.1, dt=0.01, angle=0.0, cart=0.0, effort=0.0, terminal=1.0),
+    }
+
+    def __post_init__(self):
+        super().__post_init__()
+        if isinstance(self.poles, bool) or not isinstance(self.poles, int) or self.poles < 1:
+            raise ValueError(f"cartpole: poles must be an integer ≥ 1, got {self.poles!r}")
+        if self.task not in TASKS:
+            raise ValueError(f"cartpole: unknown task {self.task!r}; choose one of {TASKS}")
+        positive(self, gravity=self.gravity, pole_mass=self.pole_mass, cart_mass=self.cart_mass,
+                 half_length=self.half_length, force_scale=self.force_scale)
+        if self.total_mass is not None:
+            positive(self, total_mass=self.total_mass)
+        non_negative(self, angle=self.angle, cart=self.cart, effort=self.effort, terminal=self.terminal)
+
+    @property
+    def state_dim(self) -> int:
+        return 2 * (self.poles + 1)
+
+    @property
+    def obs_dim(self) -> int:
+        return 2 + 3 * self.poles
+
+    @property
+    def action_dim(self) -> int:
+        return 1
+
+    @property
+    def M(self) -> float:
+        return self.cart_mass + self.poles * self.pole_mass if self.total_mass is None else self.total_mass
+
+    def _split(self, x):
+        n = self.poles
+        return x[..., 0], x[..., 1 : n + 1], x[..., n + 1], x[..., n + 2 :]
+
+    def step(self, x, a):
+        xp, m, l, M, g, dt = self.xp, self.pole_mass, self.half_length, self.M, self.gravity, self.dt
+        pos, th, vel, om = self._split(x)
+        F = self.force_scale * a[..., 0]
+        sin, cos = xp.sin(th), xp.cos(th)
+        A = (F[..., None] + m * l * sin * om * om) / M
+        th_acc = (g * sin - cos * A) / (l * (4.0 / 3.0 - m * cos * cos / M))
+        x_acc = (F + m * l * (sin * om * om - th_acc * cos).sum(-1)) / M
+        om = om + dt * th_acc
+        vel = vel + dt * x_acc
+        th = th + dt * om
+        pos = pos + dt * vel
+        return self.ops.concat([pos[..., None], th, vel[..., None], om], -1)
+
+    def obs(self, x):
+        pos, th, vel, om = self._split(x)
+        return self.ops.concat([pos[..., None], self.xp.sin(th), self.xp.cos(th), vel[..., None], om], -1)
+
+    def _upright(self, x):
+        return (1.0 - self.xp.cos(self._split(x)[1])).mean(-1)
+
+    def cost(self, x_next, a):
+        pos = self._split(x_next)[0]
+        F = self.force_scale * a[..., 0]
+        return self.angle * self._upright(x_next) + self.cart * pos * pos + self.effort * F * F
+
+    def terminal_cost(self, x):
+        return self.terminal * self._upright(x)
+
+    def init_bounds(self):
+        n = self.poles
+        if self.task == "swingup":  # the literature's distribution (shared/data/README.md)
+            lo = [-0.5] + [math.pi - math.pi / 6] * n + [0.0] + [-0.5] * n
+        else:
+            lo = [-0.1] + [-0.1] * n + [0.0] + [-0.1] * n
+        low = np.asarray(lo)
+        high = -low
+        if self.task == "swingup":
+            high[1 : n + 1] = math.pi + math.pi / 6
+        return low, high
