@@ -22,8 +22,13 @@ def framework_of(obj) -> str | None:
 
 def check_framework(policy, sim) -> None:
     backend = getattr(sim, "backend", None)
+    if backend is None:
+        raise TypeError(f"sim must be a simulator from sims.make(...), got {type(sim).__name__}")
     if backend not in ("jax", "torch"):
-        raise ValueError(f"sim must be a simulator from sims.make(...), got {type(sim).__name__}")
+        raise ValueError(
+            f"a {backend} sim simulates forward only and cannot be differentiated: "
+            "build it with sims.make(..., backend='jax') or backend='torch'"
+        )
     found = framework_of(policy)
     if found is not None and found != backend:
         build = "gs.jax.mlp(key, sim.obs_dim, sim.action_dim)" if backend == "jax" else "gs.torch.mlp(sim.obs_dim, sim.action_dim)"

@@ -28,7 +28,7 @@ def names() -> list[str]:
 
 
 def make(name: str, backend: str = "jax", preset: str | None = None, **params) -> Sim:
-    """Build the simulator ``name`` for ``backend`` ('jax' or 'torch').
+    """Build the simulator ``name`` for ``backend`` ('jax', 'torch', or 'numpy' to simulate without gradients).
 
     Args:
       name: one of :func:`names`.

@@ -12,7 +12,10 @@ from types import SimpleNamespace
 
 import numpy as np
 
-BACKENDS = ("jax", "torch")
+BACKENDS = ("jax", "torch", "numpy")
+# Backends a rollout can differentiate through; 'numpy' simulates forward only (it also runs on
+# complex arrays, which the tests' complex-step reference uses).
+DIFFERENTIABLE = ("jax", "torch")
 
 
 def _jax_ops():
@@ -71,12 +74,28 @@ def _torch_ops():
     )
 
 
-_LOADERS = {"jax": _jax_ops, "torch": _torch_ops}
+def _numpy_ops():
+    def uniform(key, shape, dtype):
+        gen = key if isinstance(key, np.random.Generator) else np.random.default_rng(key)
+        return gen.random(shape).astype(dtype)
+
+    def clip(x, lo, hi):
+        # Compares the real part only, so complex-step derivatives pass through (zero where clipped).
+        return np.where(x.real < lo, lo, np.where(x.real > hi, hi, x))
+
+    return SimpleNamespace(
+        xp=np, concat=np.concatenate, clip=clip, uniform=uniform,
+        constant=lambda array, like: np.asarray(array, dtype=like.dtype),
+        default_float=lambda: np.float64, is_floating=lambda x: np.issubdtype(x.dtype, np.inexact),
+    )
+
+
+_LOADERS = {"jax": _jax_ops, "torch": _torch_ops, "numpy": _numpy_ops}
 _LOADED: dict[str, SimpleNamespace] = {}
 
 
 def ops(backend: str) -> SimpleNamespace:
-    """The operations namespace of ``backend`` ('jax' or 'torch'), imported on first use."""
+    """The operations namespace of ``backend`` ('jax', 'torch' or 'numpy'), imported on first use."""
     if backend not in _LOADERS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
     if backend not in _LOADED:

@@ -15,7 +15,7 @@ Cost of one step: angle·mean_i(1 − cos θ_i) + cart·x² + effort·F²; termi
 terminal·mean_i(1 − cos θ_i). Observation: (x, sin θ, cos θ, ẋ, θ̇), 2 + 3N values.
 
 Presets (``make("cartpole", preset="literature")``): ``literature`` is the paper's swing-up task:
-total mass M = 1.1 for every pole count and only the terminal cost 1 − mean_i cos θ_i.
+total mass M = 1.1 for every pole count, F = a, and only the terminal cost 1 − mean_i cos θ_i.
 """
 
 from __future__ import annotations
@@ -35,13 +35,13 @@ class CartPole(Sim):
     """Cart with 1..N poles.
 
     Args:
-      backend: 'jax' or 'torch'.
+      backend: 'jax' or 'torch' ('numpy': forward simulation only).
       poles: number of poles N ≥ 1.
       task: 'swingup' (poles start hanging, θ = π ± π/6) or 'balance' (near upright, ±0.1).
       gravity, pole_mass, cart_mass, half_length: g, m, cart mass, l (literature values).
       total_mass: M in the equations; None means cart_mass + poles·pole_mass.
       dt: time step (literature: 0.01, T = 1 s in 100 steps).
-      force_scale: F = force_scale·a.
+      force_scale: F = force_scale·a (10; the literature preset applies a directly, 1).
       angle, cart, effort, terminal: cost weights (see the module docstring).
     """
 
@@ -53,7 +53,7 @@ class CartPole(Sim):
     total_mass: float | None = None
     half_length: float = 0.5
     dt: float = 0.01
-    force_scale: float = 1.0
+    force_scale: float = 10.0
     angle: float = 1.0
     cart: float = 0.1
     effort: float = 0.001
@@ -61,7 +61,7 @@ class CartPole(Sim):
 
     name = "cartpole"
     PRESETS = {
-        "literature": dict(task="swingup", total_mass=1.1, dt=0.01, angle=0.0, cart=0.0, effort=0.0, terminal=1.0),
+        "literature": dict(task="swingup", total_mass=1.1, dt=0.01, force_scale=1.0, angle=0.0, cart=0.0, effort=0.0, terminal=1.0),
     }
 
     def __post_init__(self):

@@ -21,7 +21,7 @@ class Neural(Sim):
     """Random-MLP dynamics x' = x + dt·clip(MLP([x, a])).
 
     Args:
-      backend: 'jax' or 'torch'.
+      backend: 'jax' or 'torch' ('numpy': forward simulation only).
       state: state dimension (12).
       control: action dimension (6).
       hidden: hidden layer width (128); two hidden layers.

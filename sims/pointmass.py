@@ -27,7 +27,7 @@ class PointMass(Sim):
     """n-D point mass with mass, linear drag and force control.
 
     Args:
-      backend: 'jax' or 'torch'.
+      backend: 'jax' or 'torch' ('numpy': forward simulation only).
       dims: number of spatial dimensions n (state 2n, action n).
       mass: m > 0.
       drag: linear drag coefficient ≥ 0.

@@ -2,5 +2,6 @@
 
 from gradstop.jax.policy import MLP, get_weights, mlp, set_weights
 from gradstop.jax.rollout import rollout, scale_gradient
+from gradstop.jax.train import bptt
 
-__all__ = ["MLP", "mlp", "get_weights", "set_weights", "rollout", "scale_gradient"]
+__all__ = ["MLP", "mlp", "get_weights", "set_weights", "rollout", "scale_gradient", "bptt"]

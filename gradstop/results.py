@@ -1,0 +1,99 @@
+"""Results folders: written completely or not at all, never over an existing one.
+
+A run writes into a hidden staging folder next to its destination and renames it into place at
+the end, so an interrupted run leaves no half-written results folder, and an existing folder is
+never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime as _dt
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["run_folder", "unique_path", "write_csv", "write_json", "plot_curves"]
+
+
+def unique_path(root: Path | str, name: str) -> Path:
+    """``root/name-YYYYmmdd-HHMMSS``, with ``-2``, ``-3``, … appended if that exists."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path(root) / f"{name}-{stamp}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
+@contextlib.contextmanager
+def run_folder(dest: Path | str):
+    """Yield a staging folder; on success publish it as ``dest`` (which must not exist yet).
+
+    Raises:
+      FileExistsError: ``dest`` exists (before the run, or was created during it — then the
+        staged results are kept beside it and the error names them).
+    """
+    dest = Path(dest)
+    if dest.exists():
+        raise FileExistsError(f"results folder {dest} already exists: choose another --out, or move it away first")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
+    staging.mkdir()
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    try:
+        os.rename(staging, dest)  # atomic; fails rather than replace a non-empty folder
+    except OSError as err:
+        raise FileExistsError(f"{dest} appeared while the run was writing; its results are kept in {staging}") from err
+
+
+def write_csv(path: Path, header: list[str], rows) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def write_json(path: Path, data) -> None:
+    with open(path, "w") as f:
+        json.dump(data, f, indent=2, default=_jsonable)
+        f.write("\n")
+
+
+def _jsonable(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def plot_curves(path: Path, curves: dict[str, np.ndarray], *, title: str, ylabel: str = "loss", log: bool = True) -> None:
+    """One line per named curve against the iteration, saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    for label, values in curves.items():
+        ax.plot(np.arange(1, len(values) + 1), values, label=label, linewidth=1.4)
+    if log and all(np.all(np.asarray(v) > 0) for v in curves.values()):
+        ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(title="flow")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,82 @@
+"""Shared test helpers: the per-dtype tolerance table, closeness checks, and test problems.
+
+A *problem* is a sim, MLP weights and initial states, built in NumPy once and then loaded into
+either framework, so JAX, torch and the NumPy reference all start from the same numbers.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+import gradstop as gs
+from sims import make
+
+# Relative tolerance per dtype, applied to the largest entry (max-norm relative error).
+RTOL = {"float64": 1e-10, "float32": 1e-5}
+
+# Small, fast variants of each sim; the cartpole gets a terminal cost so λ_H has that term too.
+SIMS = {
+    "pointmass": dict(dims=2),
+    "cartpole": dict(poles=2, terminal=1.0),
+    "neural": dict(state=6, control=3, hidden=32),
+}
+HIDDEN = (16, 16)
+BATCH = 2
+
+
+def assert_close(actual, expected, dtype: str = "float64", what: str = "") -> None:
+    """max|actual − expected| ≤ RTOL[dtype]·max(max|expected|, tiny)."""
+    actual, expected = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} vs {expected.shape}"
+    scale = max(np.abs(expected).max(initial=0.0), 1e-30)
+    err = np.abs(actual - expected).max(initial=0.0) / scale
+    assert err <= RTOL[dtype], f"{what}: relative error {err:.3e} > {RTOL[dtype]:.0e} (scale {scale:.3e})"
+
+
+def flat(weights) -> np.ndarray:
+    return np.concatenate([np.ravel(np.asarray(w, dtype=np.float64)) for w in weights])
+
+
+@functools.lru_cache(maxsize=None)
+def problem(sim_name: str, seed: int = 0, batch: int = BATCH):
+    """(weights, x0) in float64 NumPy for ``SIMS[sim_name]``."""
+    sim = make(sim_name, backend="numpy", **SIMS[sim_name])
+    rng = np.random.default_rng(seed)
+    sizes = [sim.obs_dim, *HIDDEN, sim.action_dim]
+    weights = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        bound = 1.0 / np.sqrt(n_in)
+        weights += [rng.uniform(-bound, bound, (n_out, n_in)), rng.uniform(-bound, bound, n_out)]
+    x0 = sim.reset(rng, batch)
+    return weights, x0
+
+
+def load(backend: str, sim_name: str, dtype: str = "float64", seed: int = 0, batch: int = BATCH, **sim_overrides):
+    """(sim, policy, x0) of ``problem(sim_name)`` in ``backend`` and ``dtype``."""
+    weights, x0 = problem(sim_name, seed, batch)
+    sim = make(sim_name, backend=backend, **{**SIMS[sim_name], **sim_overrides})
+    if backend == "jax":
+        import jax.numpy as jnp
+
+        policy = gs.jax.mlp(0, sim.obs_dim, sim.action_dim, hidden=HIDDEN, dtype=getattr(jnp, dtype))
+        return sim, gs.jax.set_weights(policy, weights), jnp.asarray(x0, dtype=getattr(jnp, dtype))
+    import torch
+
+    policy = gs.torch.mlp(sim.obs_dim, sim.action_dim, hidden=HIDDEN, dtype=getattr(torch, dtype))
+    return sim, gs.torch.set_weights(policy, weights), torch.as_tensor(x0, dtype=getattr(torch, dtype))
+
+
+def gradient(backend: str, policy, sim, x0, stop, horizon: int, impl: str = "native"):
+    """(loss, flat gradient) of one rollout's loss in ``backend``, as float64 NumPy."""
+    if backend == "jax":
+        import jax
+
+        fn = jax.jit(jax.value_and_grad(lambda p: gs.rollout(p, sim, stop=stop, horizon=horizon, x0=x0, impl=impl).loss))
+        loss, g = fn(policy)
+        return float(loss), flat(gs.jax.get_weights(g))
+    policy.zero_grad(set_to_none=True)
+    out = gs.rollout(policy, sim, stop=stop, horizon=horizon, x0=x0, impl=impl)
+    out.loss.backward()
+    return float(out.loss), flat(p.grad.detach().numpy() for lin in policy.linears for p in (lin.weight, lin.bias))
