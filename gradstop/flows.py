@@ -117,7 +117,7 @@ class Flow:
         if self.base != "none" or (self.decay == 1.0 and self.truncate is None):
             parts.append(self.base)
         if self.decay != 1.0:
-            parts.append(f"decay:{self.decay:g}")
+            parts.append(f"decay:{self.decay!r}")  # shortest repr that round-trips
         if self.truncate is not None:
             parts.append(f"truncate:{self.truncate}")
         return "+".join(parts)

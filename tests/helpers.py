@@ -79,4 +79,9 @@ def gradient(backend: str, policy, sim, x0, stop, horizon: int, impl: str = "nat
     policy.zero_grad(set_to_none=True)
     out = gs.rollout(policy, sim, stop=stop, horizon=horizon, x0=x0, impl=impl)
     out.loss.backward()
-    return float(out.loss), flat(p.grad.detach().numpy() for lin in policy.linears for p in (lin.weight, lin.bias))
+    return float(out.loss.detach()), flat(p.grad.detach().numpy() for lin in policy.linears for p in (lin.weight, lin.bias))
+
+
+def to_numpy(x) -> np.ndarray:
+    """An array of either framework as NumPy (torch tensors are detached first)."""
+    return np.asarray(x.detach() if hasattr(x, "detach") else x)

@@ -6,6 +6,7 @@ import time
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from tqdm.auto import trange
@@ -35,7 +36,7 @@ def bptt(policy, sim, *, stop="none", horizon: int, iters: int, lr: float = 1e-3
 
         loss, grads = jax.value_and_grad(loss_fn)(params)
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss, optax.global_norm(grads)
+        return optax.apply_updates(params, updates), opt_state, loss, _global_norm(grads)
 
     key = jax.random.key(key) if isinstance(key, int) else key
     losses, norms, seconds = np.empty(iters), np.empty(iters), np.empty(iters)
@@ -48,3 +49,8 @@ def bptt(policy, sim, *, stop="none", horizon: int, iters: int, lr: float = 1e-3
         seconds[i] = time.perf_counter() - start
         bar.set_postfix(loss=f"{losses[i]:.4g}", refresh=False)
     return eqx.combine(params, static), History(losses, norms, seconds)
+
+
+def _global_norm(tree):
+    # spelled out: optax renamed its helper across versions (global_norm, tree_l2_norm, tree_norm)
+    return jnp.sqrt(sum(jnp.sum(g * g) for g in jax.tree.leaves(tree)))
