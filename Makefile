@@ -1,0 +1,32 @@
+# gradstop: `make demo` runs the main job, `make test` the tests. Both create .venv on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install demo test test-slow test-all clean
+
+install: $(STAMP)
+
+# constraints.txt pins torch to the CPU wheel on these machines; pyproject keeps ranges.
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[all]"
+	touch $(STAMP)
+
+# Main job: BPTT on the cartpole swing-up with three flows; writes loss.png + loss.csv under results/.
+demo: $(STAMP)
+	$(BIN)/gradstop train --sim cartpole --backend jax --stop none,input,combined --horizon 100 --iters 300
+
+# Default test run (excludes tests marked slow).
+test: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis
