@@ -10,6 +10,17 @@ def check_horizon(horizon) -> None:
         raise ValueError(f"horizon must be ≥ 1, got {horizon}")
 
 
+IMPLS = ("native", "fused")
+MEMORY_POLICIES = ("residuals", "recompute")
+
+
+def check_impl(impl, memory) -> None:
+    if impl not in IMPLS:
+        raise ValueError(f"unknown impl {impl!r}; choose one of {IMPLS}")
+    if memory not in MEMORY_POLICIES:
+        raise ValueError(f"unknown memory policy {memory!r}; choose one of {MEMORY_POLICIES} (impl='fused' reads it)")
+
+
 def framework_of(obj) -> str | None:
     """'torch' or 'jax' if ``obj``'s class comes from that framework's ecosystem, else None."""
     modules = {c.__module__.split(".")[0] for c in type(obj).__mro__}

@@ -10,12 +10,10 @@ from __future__ import annotations
 import importlib
 from typing import Any, NamedTuple
 
-from gradstop._checks import check_framework, check_horizon
+from gradstop._checks import IMPLS, MEMORY_POLICIES, check_framework, check_horizon, check_impl
 from gradstop.flows import FlowLike, parse_flow
 
-__all__ = ["Rollout", "rollout", "IMPLS"]
-
-IMPLS = ("native",)
+__all__ = ["Rollout", "rollout", "IMPLS", "MEMORY_POLICIES"]
 
 
 class Rollout(NamedTuple):
@@ -38,7 +36,7 @@ class Rollout(NamedTuple):
 
 
 def rollout(policy, sim, *, stop: FlowLike = "none", horizon: int, x0=None, key=None, batch: int = 1,
-            impl: str = "native") -> Rollout:
+            impl: str = "native", memory: str = "residuals") -> Rollout:
     """Roll ``policy`` out in ``sim`` for ``horizon`` steps; the loss's gradient is the flow ``stop``.
 
         o_t = obs(x_t),  a_t = π(o_t),  x_{t+1} = g(x_t, a_t),  L = mean_B[Σ_t c(x_{t+1}, a_t) + c_H(x_H)]
@@ -52,11 +50,15 @@ def rollout(policy, sim, *, stop: FlowLike = "none", horizon: int, x0=None, key=
       x0: initial states (B, state_dim), same dtype as the policy; if None, sampled with ``key``.
       key: JAX: PRNG key or int seed; torch: int seed or ``torch.Generator`` (None: global RNG).
       batch: number of initial states to sample when ``x0`` is None.
-      impl: 'native' (the framework's autodiff with stop_gradient/detach on the cut edges).
+      impl: 'native' (the framework's autodiff with stop_gradient/detach on the cut edges) or
+        'fused' (one forward and one reverse sweep of per-step VJPs, see ``gradstop.gradients``).
+      memory: for ``impl='fused'``: 'residuals' keeps each step's VJP residuals (fastest),
+        'recompute' keeps only (x_t, a_t) and re-linearises each step in the reverse sweep.
 
     Returns:
-      A :class:`Rollout`. For the combining flows (``combined``, ``directional``) only ``loss``
-      carries gradient, and the other fields are cut from the graph.
+      A :class:`Rollout`. For the combining flows (``combined``, ``directional``), and for every
+      flow with ``impl='fused'``, only ``loss`` carries gradient; the other fields are cut from
+      the graph.
 
     Example::
 
@@ -65,8 +67,7 @@ def rollout(policy, sim, *, stop: FlowLike = "none", horizon: int, x0=None, key=
     """
     flow = parse_flow(stop)
     check_horizon(horizon)
-    if impl not in IMPLS:
-        raise ValueError(f"unknown impl {impl!r}; choose one of {IMPLS}")
+    check_impl(impl, memory)
     check_framework(policy, sim)
     backend = importlib.import_module(f"gradstop.{sim.backend}")
-    return backend.rollout(policy, sim, stop=flow, horizon=horizon, x0=x0, key=key, batch=batch, impl=impl)
+    return backend.rollout(policy, sim, stop=flow, horizon=horizon, x0=x0, key=key, batch=batch, impl=impl, memory=memory)

@@ -99,8 +99,10 @@ def test_sim_must_be_a_simulator():
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_unknown_impl_and_flow(backend):
     sim, policy, x0 = load(backend, "pointmass")
-    with pytest.raises(ValueError, match=r"unknown impl 'fast'; choose one of \('native',\)"):
+    with pytest.raises(ValueError, match=r"unknown impl 'fast'; choose one of \('native', 'fused'\)"):
         gs.rollout(policy, sim, horizon=2, x0=x0, impl="fast")
+    with pytest.raises(ValueError, match=r"unknown memory policy 'all'; choose one of \('residuals', 'recompute'\)"):
+        gs.rollout(policy, sim, horizon=2, x0=x0, impl="fused", memory="all")
     with pytest.raises(ValueError, match="unknown flow part 'inputs'.*valid flows"):
         gs.rollout(policy, sim, horizon=2, x0=x0, stop="inputs")
 

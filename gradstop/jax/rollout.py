@@ -1,8 +1,11 @@
-"""The rollout in JAX: ``lax.scan`` over the horizon, flows as ``stop_gradient`` on the cut edges.
+"""The rollout in JAX: ``lax.scan`` over the horizon, with two implementations of every flow.
 
 ``impl="native"``: JAX's own autodiff differentiates the scan; a flow's edge weights k_phys and
 k_in are applied with :func:`scale_gradient`, truncation with a ``stop_gradient`` on the carried
 state, and the combining flows take two gradients (XLA shares their forward when jitted).
+
+``impl="fused"``: a ``jax.custom_vjp`` whose backward is the fused sweep of ``gradstop.jax.fused``
+(one forward scan, one reverse scan of per-step VJPs carrying every component flow's adjoint).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import jax.numpy as jnp
 
 from gradstop import _checks as front
 from gradstop.flows import Flow, combine_gradients, parse_flow
+from gradstop.jax import fused
 from gradstop.rollout import Rollout
 
 __all__ = ["rollout", "scale_gradient"]
@@ -27,11 +31,23 @@ def scale_gradient(tree, k: float):
     return jax.tree.map(lambda v: k * v + (1.0 - k) * jax.lax.stop_gradient(v), tree)
 
 
-def rollout(policy, sim, *, stop="none", horizon: int, x0=None, key=None, batch: int = 1, impl: str = "native") -> Rollout:
+def rollout(policy, sim, *, stop="none", horizon: int, x0=None, key=None, batch: int = 1, impl: str = "native",
+            memory: str = "residuals") -> Rollout:
     """JAX twin of :func:`gradstop.rollout` (same arguments); jit-compatible."""
     flow = parse_flow(stop)
     front.check_horizon(horizon)
+    front.check_impl(impl, memory)
     front.check_framework(policy, sim)
+    x0 = _initial_states(policy, sim, x0, key, batch)
+    if impl == "fused":
+        return _fused(policy, sim, flow, horizon, x0, memory)
+    if flow.combining:
+        return _combining(policy, sim, flow, horizon, x0)
+    return _single(policy, sim, flow, horizon, x0)
+
+
+def _initial_states(policy, sim, x0, key, batch):
+    """x0 as given (checked) or sampled with ``key``; also checks the policy's action size."""
     dtype = _param_dtype(policy)
     if x0 is None:
         x0 = sim.reset(key, batch, dtype=dtype)
@@ -41,9 +57,7 @@ def rollout(policy, sim, *, stop="none", horizon: int, x0=None, key=None, batch:
         front.check_x0_dtype(x0.dtype, dtype, jnp.issubdtype(x0.dtype, jnp.floating))
     action = jax.eval_shape(policy, jax.eval_shape(sim.obs, x0))
     front.check_action_shape(action.shape, sim)
-    if flow.combining:
-        return _combining(policy, sim, flow, horizon, x0)
-    return _single(policy, sim, flow, horizon, x0)
+    return x0
 
 
 def _single(policy, sim, flow: Flow, horizon: int, x0) -> Rollout:
@@ -84,6 +98,39 @@ def _combining(policy, sim, flow: Flow, horizon: int, x0) -> Rollout:
     out = jax.lax.stop_gradient(out)
     attach = sum(jnp.vdot(gi, p - jax.lax.stop_gradient(p)) for gi, p in zip(jax.tree.leaves(g), jax.tree.leaves(params)))
     return out._replace(loss=out.loss + attach)
+
+
+def _fused(policy, sim, flow: Flow, horizon: int, x0, memory: str) -> Rollout:
+    """Loss with a custom VJP: the fused sweep over the flow's components, combined if need be.
+
+    Only ``loss`` carries gradient: the policy parameters get the flow's direction, and x0 gets λ_0
+    (zero for the combining flows, whose direction is defined for parameters only).
+    """
+    params, static = eqx.partition(policy, eqx.is_inexact_array)
+    components = flow.components()
+
+    @jax.custom_vjp
+    def run(params, x0):
+        out = _single(eqx.combine(params, static), sim, Flow(), horizon, x0)
+        return jax.lax.stop_gradient(out)
+
+    def run_fwd(params, x0):
+        out, grads, lam0 = fused.sweep(params, static, sim, components, horizon, x0, memory)
+        return out, (grads, lam0)
+
+    def run_bwd(residuals, ct):
+        grads, lam0 = residuals
+        if flow.combining:
+            g = jax.tree.map(lambda v: combine_gradients(flow.base, v[0], v[1], jnp), grads)
+            g_x0 = jax.tree.map(lambda v: jnp.zeros_like(v[0]), lam0)
+        else:
+            g, g_x0 = jax.tree.map(lambda v: v[0], grads), jax.tree.map(lambda v: v[0], lam0)
+        return jax.tree.map(lambda v: ct.loss * v, g), jax.tree.map(lambda v: ct.loss * v, g_x0)
+
+    run.defvjp(run_fwd, run_bwd)
+    out = run(params, x0)
+    return out._replace(states=jax.lax.stop_gradient(out.states), actions=jax.lax.stop_gradient(out.actions),
+                        costs=jax.lax.stop_gradient(out.costs), terminal=jax.lax.stop_gradient(out.terminal))
 
 
 def _param_dtype(policy):

@@ -1,8 +1,12 @@
-"""The rollout in PyTorch: a Python loop over the horizon, flows as ``detach`` on the cut edges.
+"""The rollout in PyTorch: a Python loop over the horizon, with two implementations of every flow.
 
 ``impl="native"``: torch autograd records the loop; a flow's edge weights k_phys and k_in are
 applied with :func:`scale_gradient`, truncation with a ``detach`` of the carried state, and the
 combining flows run two forward and two backward passes.
+
+``impl="fused"``: a ``torch.autograd.Function`` whose backward is the fused sweep of
+``gradstop.torch.fused`` (one forward loop, one reverse loop of per-step VJPs carrying every
+component flow's adjoint).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import torch
 from gradstop import _checks as front
 from gradstop.flows import Flow, combine_gradients, parse_flow
 from gradstop.rollout import Rollout
+from gradstop.torch import fused
 
 __all__ = ["rollout", "scale_gradient"]
 
@@ -25,10 +30,12 @@ def scale_gradient(x: torch.Tensor, k: float) -> torch.Tensor:
     return k * x + (1.0 - k) * x.detach()
 
 
-def rollout(policy, sim, *, stop="none", horizon: int, x0=None, key=None, batch: int = 1, impl: str = "native") -> Rollout:
+def rollout(policy, sim, *, stop="none", horizon: int, x0=None, key=None, batch: int = 1, impl: str = "native",
+            memory: str = "residuals") -> Rollout:
     """Torch twin of :func:`gradstop.rollout` (same arguments); ``out.loss.backward()`` fills ``.grad``."""
     flow = parse_flow(stop)
     front.check_horizon(horizon)
+    front.check_impl(impl, memory)
     front.check_framework(policy, sim)
     params = _params(policy)
     dtype = params[0].dtype if params else None
@@ -41,6 +48,8 @@ def rollout(policy, sim, *, stop="none", horizon: int, x0=None, key=None, batch:
             raise TypeError(f"x0 must be a torch.Tensor for a torch sim, got {type(x0).__name__}; use torch.as_tensor(x0)")
         front.check_x0_shape(x0.shape, sim)
         front.check_x0_dtype(x0.dtype, dtype, x0.is_floating_point())
+    if impl == "fused":
+        return _fused(policy, sim, flow, horizon, x0, memory)
     if flow.combining:
         return _combining(policy, sim, flow, horizon, x0, params)
     return _single(policy, sim, flow, horizon, x0)
@@ -83,6 +92,46 @@ def _combining(policy, sim, flow: Flow, horizon: int, x0, params) -> Rollout:
         for gn, gi, p in zip(g_none, g_input, params)
     )
     return detached._replace(loss=detached.loss + attach)
+
+
+class _FusedLoss(torch.autograd.Function):
+    """Forward: the fused forward loop. Backward: the fused reverse sweep, combined if need be.
+
+    Only the loss is differentiable; parameters get the flow's direction and x0 gets λ_0 (zero
+    for the combining flows, whose direction is defined for parameters only).
+    """
+
+    @staticmethod
+    def forward(ctx, spec, x0, *tensors):
+        policy, sim, flow, horizon, memory, names = spec
+        params = dict(zip(names, (p.detach() for p in tensors)))
+        tape = fused.forward(policy, sim, params, horizon, x0.detach(), memory)
+        ctx.spec, ctx.params, ctx.tape = spec, params, tape
+        out = tape.rollout
+        ctx.mark_non_differentiable(out.states, out.actions, out.costs, out.terminal)
+        return tuple(out)  # Rollout field order: states, actions, costs, terminal, loss
+
+    @staticmethod
+    def backward(ctx, *cotangents):
+        g_loss = cotangents[-1]
+        policy, sim, flow, _, _, names = ctx.spec
+        grads, lam0 = fused.backward(policy, sim, ctx.params, flow.components(), ctx.tape)
+        ctx.tape = None  # release the residuals now rather than with the graph
+        if flow.combining:
+            g = {k: combine_gradients(flow.base, v[0], v[1], torch) for k, v in grads.items()}
+            g_x0 = None
+        else:
+            g = {k: v[0] for k, v in grads.items()}
+            g_x0 = g_loss * lam0[0] if ctx.needs_input_grad[1] else None
+        return (None, g_x0, *(g_loss * g[k] for k in names))
+
+
+def _fused(policy, sim, flow: Flow, horizon: int, x0, memory: str) -> Rollout:
+    if not isinstance(policy, torch.nn.Module):
+        raise TypeError("impl='fused' calls the policy through torch.func.functional_call: it must be an nn.Module")
+    named = [(k, p) for k, p in policy.named_parameters() if p.requires_grad]
+    spec = (policy, sim, flow, horizon, memory, tuple(k for k, _ in named))
+    return Rollout(*_FusedLoss.apply(spec, x0, *(p for _, p in named)))
 
 
 def _params(policy) -> list[torch.Tensor]:
