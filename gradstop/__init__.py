@@ -19,8 +19,9 @@ from gradstop.flows import Flow, parse_flow
 from gradstop._checks import framework_of
 from gradstop.rollout import IMPLS, Rollout, rollout
 from gradstop.training import History, bptt
+from gradstop.gradients import FlowGradients, gradients
 
-__all__ = ["Flow", "parse_flow", "Rollout", "rollout", "IMPLS", "bptt", "History", "copy_weights", "get_weights", "jax", "torch"]
+__all__ = ["Flow", "parse_flow", "Rollout", "rollout", "IMPLS", "gradients", "FlowGradients", "bptt", "History", "copy_weights", "get_weights", "jax", "torch"]
 __version__ = "0.1.0"
 
 

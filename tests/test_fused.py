@@ -87,3 +87,40 @@ def test_fused_gives_x0_its_adjoint(backend):
             gs.rollout(policy, sim, stop="input", horizon=6, x0=x, impl=impl).loss.backward()
             grads.append(x.grad)
     assert_close(to_numpy(grads[1]), to_numpy(grads[0]))
+
+
+def _flat_grad(backend, policy, grad):
+    if backend == "jax":
+        return np.concatenate([np.ravel(w) for w in gs.jax.get_weights(grad)])
+    return np.concatenate([to_numpy(grad[k]).ravel() for k, _ in policy.named_parameters()])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gradients_of_several_flows_in_one_sweep(backend):
+    """gs.gradients: each flow equals its own rollout gradient; norms and cosines are those of the vectors."""
+    sim, policy, x0 = load(backend, "neural")
+    flows = ["none", "input", "combined", "directional", "decay:0.9"]
+    results = {impl: gs.gradients(policy, sim, flows=flows, horizon=12, x0=x0, impl=impl) for impl in ("fused", "native")}
+    vectors = {}
+    for flow in flows:
+        loss, expected = gradient(backend, policy, sim, x0, flow, 12)
+        for impl, res in results.items():
+            got = _flat_grad(backend, policy, res.grads[flow])
+            assert_close(got, expected, what=f"{impl} {flow}")
+            assert_close(float(to_numpy(res.loss)), loss, what="loss")
+            assert_close(float(to_numpy(res.norms[flow])), np.linalg.norm(expected), what="norm")
+        vectors[flow] = expected
+    assert list(results["fused"].cosine) == [(a, b) for i, a in enumerate(flows) for b in flows[i + 1:]]
+    for (a, b), value in results["fused"].cosine.items():
+        expected = vectors[a] @ vectors[b] / (np.linalg.norm(vectors[a]) * np.linalg.norm(vectors[b]))
+        assert abs(float(to_numpy(value)) - expected) < 1e-10
+
+
+def test_gradients_rejects_bad_flow_lists():
+    sim, policy, x0 = load("torch", "pointmass")
+    with pytest.raises(ValueError, match="flows is empty"):
+        gs.gradients(policy, sim, flows=[], horizon=3, x0=x0)
+    with pytest.raises(ValueError, match="flows names a flow twice"):
+        gs.gradients(policy, sim, flows=["input", "input+decay:1"], horizon=3, x0=x0)
+    with pytest.raises(ValueError, match="unknown flow part 'nope'"):
+        gs.gradients(policy, sim, flows=["nope"], horizon=3, x0=x0)

@@ -3,5 +3,6 @@
 from gradstop.jax.policy import MLP, get_weights, mlp, set_weights
 from gradstop.jax.rollout import rollout, scale_gradient
 from gradstop.jax.train import bptt
+from gradstop.jax.gradients import gradients
 
-__all__ = ["MLP", "mlp", "get_weights", "set_weights", "rollout", "scale_gradient", "bptt"]
+__all__ = ["MLP", "mlp", "get_weights", "set_weights", "rollout", "scale_gradient", "bptt", "gradients"]

@@ -3,5 +3,6 @@
 from gradstop.torch.policy import MLP, get_weights, mlp, set_weights
 from gradstop.torch.rollout import rollout, scale_gradient
 from gradstop.torch.train import bptt
+from gradstop.torch.gradients import gradients
 
-__all__ = ["MLP", "mlp", "get_weights", "set_weights", "rollout", "scale_gradient", "bptt"]
+__all__ = ["MLP", "mlp", "get_weights", "set_weights", "rollout", "scale_gradient", "bptt", "gradients"]

@@ -37,22 +37,27 @@ def rollout(policy, sim, *, stop="none", horizon: int, x0=None, key=None, batch:
     front.check_horizon(horizon)
     front.check_impl(impl, memory)
     front.check_framework(policy, sim)
+    x0 = _initial_states(policy, sim, x0, key, batch)
     params = _params(policy)
-    dtype = params[0].dtype if params else None
-    if x0 is None:
-        x0 = sim.reset(key, batch, dtype=dtype)
-        if params:
-            x0 = x0.to(params[0].device)
-    else:
-        if not isinstance(x0, torch.Tensor):
-            raise TypeError(f"x0 must be a torch.Tensor for a torch sim, got {type(x0).__name__}; use torch.as_tensor(x0)")
-        front.check_x0_shape(x0.shape, sim)
-        front.check_x0_dtype(x0.dtype, dtype, x0.is_floating_point())
     if impl == "fused":
         return _fused(policy, sim, flow, horizon, x0, memory)
     if flow.combining:
         return _combining(policy, sim, flow, horizon, x0, params)
     return _single(policy, sim, flow, horizon, x0)
+
+
+def _initial_states(policy, sim, x0, key, batch):
+    """x0 as given (checked) or sampled with ``key`` in the policy's dtype and device."""
+    params = _params(policy)
+    dtype = params[0].dtype if params else None
+    if x0 is None:
+        x0 = sim.reset(key, batch, dtype=dtype)
+        return x0.to(params[0].device) if params else x0
+    if not isinstance(x0, torch.Tensor):
+        raise TypeError(f"x0 must be a torch.Tensor for a torch sim, got {type(x0).__name__}; use torch.as_tensor(x0)")
+    front.check_x0_shape(x0.shape, sim)
+    front.check_x0_dtype(x0.dtype, dtype, x0.is_floating_point())
+    return x0
 
 
 def _single(policy, sim, flow: Flow, horizon: int, x0: torch.Tensor) -> Rollout:

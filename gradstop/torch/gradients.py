@@ -1,0 +1,38 @@
+"""Several flows' gradients at once in PyTorch (see ``gradstop.gradients``)."""
+
+from __future__ import annotations
+
+import torch
+
+from gradstop.flows import Flow
+from gradstop.gradients import FlowGradients, assemble, components_of
+from gradstop.torch import fused
+from gradstop.torch.rollout import _initial_states, _single
+
+__all__ = ["gradients"]
+
+
+def _tree_map(fn, *dicts):
+    return {k: fn(*(d[k] for d in dicts)) for k in dicts[0]}
+
+
+def gradients(policy, sim, *, flows, horizon: int, x0=None, key=None, batch: int = 1, impl: str = "fused",
+              memory: str = "residuals") -> FlowGradients:
+    """Torch twin of :func:`gradstop.gradients` (same arguments); gradients are {parameter name: tensor}."""
+    flows = list(flows)
+    x0 = _initial_states(policy, sim, x0, key, batch)
+    named = {k: p for k, p in policy.named_parameters() if p.requires_grad}
+    components = components_of(flows)
+    if impl == "fused":
+        params = {k: p.detach() for k, p in named.items()}
+        out, stacked, _ = fused.sweep(policy, sim, params, components, horizon, x0, memory)
+        by_name = {c.name: {k: v[i] for k, v in stacked.items()} for i, c in enumerate(components)}
+        loss = out.loss
+    else:
+        by_name = {}
+        for c in components:
+            g = torch.autograd.grad(_single(policy, sim, c, horizon, x0).loss, list(named.values()), materialize_grads=True)
+            by_name[c.name] = dict(zip(named, g))
+        with torch.no_grad():
+            loss = _single(policy, sim, Flow(), horizon, x0).loss
+    return assemble(loss, flows, by_name, _tree_map, lambda d: list(d.values()), torch)
