@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-slow test-all clean
+.PHONY: install demo test test-slow test-all bench clean
 
 install: $(STAMP)
 
@@ -18,12 +18,17 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/gradstop train --sim cartpole --backend jax --stop none,input,combined --horizon 100 --iters 300
 
-# Default test run (excludes tests marked slow).
+# Default test run (excludes tests marked slow), then the benchmark suite's smoke subset, untimed.
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest benchmarks --quick --benchmark-disable -q
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
+
+# The whole benchmark grid (long): writes benchmark.json.
+bench: $(STAMP)
+	$(BIN)/python -m pytest benchmarks --benchmark-json benchmark.json
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest
