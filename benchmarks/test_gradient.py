@@ -25,6 +25,16 @@ BATCHES = [1, 256]
 FLOWS = ["none", "input", "combined", "none+input"]
 
 
+def grid(test):
+    """The benchmark grid, shared by both frameworks' tests."""
+    for mark in (pytest.mark.parametrize("impl", ["native", "fused"]),
+                 pytest.mark.parametrize("flow", FLOWS),
+                 pytest.mark.parametrize("horizon", HORIZONS, ids=[f"H{h}" for h in HORIZONS]),
+                 pytest.mark.parametrize("batch", BATCHES, ids=[f"b{b}" for b in BATCHES])):
+        test = mark(test)
+    return test
+
+
 def _problem(backend, batch):
     sim = make("neural", backend=backend)
     ref = gs.jax.mlp(0, sim.obs_dim, sim.action_dim, hidden=(128, 128))
@@ -46,10 +56,7 @@ def _jax_fn(sim, flow, horizon, impl):
     return jax.grad(lambda p, x0: gs.rollout(p, sim, stop=flow, horizon=horizon, x0=x0, impl=impl).loss)
 
 
-@pytest.mark.parametrize("impl", ["native", "fused"])
-@pytest.mark.parametrize("flow", FLOWS)
-@pytest.mark.parametrize("horizon", HORIZONS, ids=[f"H{h}" for h in HORIZONS])
-@pytest.mark.parametrize("batch", BATCHES, ids=[f"b{b}" for b in BATCHES])
+@grid
 def test_jax(benchmark, batch, horizon, flow, impl):
     import jax
 
@@ -65,10 +72,7 @@ def test_jax(benchmark, batch, horizon, flow, impl):
     benchmark(lambda: jax.block_until_ready(compiled(policy, x0)))
 
 
-@pytest.mark.parametrize("impl", ["native", "fused"])
-@pytest.mark.parametrize("flow", FLOWS)
-@pytest.mark.parametrize("horizon", HORIZONS, ids=[f"H{h}" for h in HORIZONS])
-@pytest.mark.parametrize("batch", BATCHES, ids=[f"b{b}" for b in BATCHES])
+@grid
 def test_torch(benchmark, batch, horizon, flow, impl):
     sim, policy, x0 = _problem("torch", batch)
 
