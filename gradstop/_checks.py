@@ -13,10 +13,21 @@ def check_horizon(horizon) -> None:
 IMPLS = ("native", "fused")
 MEMORY_POLICIES = ("residuals", "recompute")
 
+# The fused sweep's one tuning constant, shared by both backends. At batch ≤ SMALL_BATCH a step's
+# arrays are so small that per-operation overhead dominates on CPU: the sweep then leaves ∇θ to one
+# large VJP over all H·B visited states after the sweep (JAX also packs each step's record into
+# one buffer). Above it arithmetic dominates, and ∇θ is accumulated step by step instead, which
+# spares the policy's recomputed forward. Measured on the neural benchmark: docs/benchmarks.md.
+SMALL_BATCH = 8
+
 
 def check_impl(impl, memory) -> None:
     if impl not in IMPLS:
         raise ValueError(f"unknown impl {impl!r}; choose one of {IMPLS}")
+    check_memory(memory)
+
+
+def check_memory(memory) -> None:
     if memory not in MEMORY_POLICIES:
         raise ValueError(f"unknown memory policy {memory!r}; choose one of {MEMORY_POLICIES} (impl='fused' reads it)")
 

@@ -1,38 +1,142 @@
 """The fused reverse sweep in JAX: several flows from one forward and one reverse ``lax.scan``.
 
 Forward: one ``lax.scan`` over the horizon that keeps, per step, either the VJP residuals of the
-policy and the physics (``memory="residuals"``: ``jax.vjp`` closures are pytrees of arrays, so the
-scan stacks them) or only (x_t, a_t) (``memory="recompute"``: each step is re-linearised in the
-sweep; memory O(H·(|x|+|a|)) plus one step's activations). The local cost gradients ∂c_t/∂x_{t+1}
-and ∂c_t/∂a_t are the same for every flow and are taken in the forward pass.
+policy and the physics (``memory="residuals"``) or only (x_t, a_t) (``memory="recompute"``: each
+step is re-linearised in the sweep; memory O(H·(|x|+|a|)) plus one step's activations). The
+local cost gradients ∂c_t/∂x_{t+1} and ∂c_t/∂a_t are the same for every flow and are taken here.
+Residuals that depend only on loop constants (weight matrices, their transposes) are found by a
+dependency pass over the VJP's jaxpr and kept once, not H times (:class:`_SplitVJP`).
 
-Reverse: one ``lax.scan`` carrying the adjoints λ of F flows stacked on a leading axis, so each
-step is one F-batched VJP through the physics and one through the policy (DESIGN §2)::
+Reverse: one ``lax.scan`` carrying the adjoint λ of every flow (DESIGN §2)::
 
     μ_t = ∂c_t/∂a_t + (∂g/∂a)ᵀ λ_{t+1}
     λ_t = ∂c_{t-1}/∂x_t + k_phys·(∂g/∂x)ᵀ λ_{t+1} + k_in·(∂π∘obs/∂x)ᵀ μ_t   (local term at a cut)
     ∇θ += (∂π/∂θ)ᵀ μ_t
 
-No Jacobian is ever formed: every product is a VJP.
+The flows share the forward, the residuals and the local cost gradients; per step each pays one
+VJP through the physics and, if its k_in ≠ 0, one through the policy. They are unrolled over the
+(static, few) flows rather than vmapped: with the weights static, k = 0 and k = 1 cost nothing,
+and on CPU F vector products are cheaper than one (F, n) matrix product (measured:
+docs/design.md). No Jacobian is ever formed: every product is a VJP.
 """
 
 from __future__ import annotations
 
 import equinox as eqx
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 
+from gradstop._checks import SMALL_BATCH, check_memory
 from gradstop.flows import Flow
 from gradstop.rollout import Rollout
 
-__all__ = ["sweep", "MEMORY_POLICIES"]
+__all__ = ["sweep"]
 
-MEMORY_POLICIES = ("residuals", "recompute")
+class _SplitVJP:
+    """``jax.vjp`` of ``fn`` whose residuals are split into loop-invariant and per-step parts.
+
+    A ``jax.vjp`` closure is a pytree whose leaves are its residuals. Some of them depend only on
+    what is constant over the horizon (the policy's weights, the simulator's constants); stacking
+    those H times in a scan costs memory and copies. A dependency pass over the traced jaxpr marks
+    the residuals that depend on the per-step arguments; only those are kept per step, the others
+    once. ``varying`` says which of ``fn``'s arguments change from step to step.
+    """
+
+    def __init__(self, fn, varying: tuple[bool, ...], *example):
+        self.fn = fn
+        treedefs = []
+
+        def residuals(*args):
+            _, pullback = jax.vjp(fn, *args)
+            leaves, treedef = jax.tree.flatten(pullback)
+            treedefs.append(treedef)
+            return leaves
+
+        closed = jax.make_jaxpr(residuals)(*example)
+        self.treedef = treedefs[0]
+        n_args = [len(jax.tree.leaves(a)) for a in example]
+        starts = np.cumsum([0] + n_args)
+        flags = [flag for i, flag in enumerate(varying) for _ in range(starts[i], starts[i + 1])]
+        self.mask = tuple(_depends(closed.jaxpr, flags))
+        self.constant = [leaf for leaf, m in zip(residuals(*example), self.mask) if not m]
+
+    def __call__(self, *args):
+        """``(value, per-step residuals)``."""
+        out, pullback = jax.vjp(self.fn, *args)
+        leaves = jax.tree.leaves(pullback)
+        if len(leaves) != len(self.mask):
+            raise AssertionError("the VJP's residual structure changed between traces")
+        return out, [leaf for leaf, m in zip(leaves, self.mask) if m]
+
+    def pullback(self, per_step):
+        """The VJP closure rebuilt from one step's residuals and the invariant ones."""
+        per_step, constant = iter(per_step), iter(self.constant)
+        return jax.tree.unflatten(self.treedef, [next(per_step) if m else next(constant) for m in self.mask])
 
 
-def _tree_scale(k, tree):
-    return jax.tree.map(lambda v: k.reshape(k.shape + (1,) * (v.ndim - k.ndim)).astype(v.dtype) * v, tree)
+class _Packer:
+    """Packs a list of arrays into one flat buffer per dtype, and back.
+
+    The forward scan emits every per-step residual as a scan output; on CPU each output costs a
+    dynamic-update-slice per step (and each input of the reverse scan a dynamic-slice), a fixed
+    cost that dominates at batch 1. Packed, a step writes one buffer per dtype.
+    """
+
+    def __init__(self, like, enabled: bool = True):
+        self.enabled = enabled
+        self.shapes = [(v.shape, jnp.dtype(v.dtype)) for v in like]
+        self.dtypes = sorted({d for _, d in self.shapes}, key=str)
+
+    def pack(self, leaves):
+        if not self.enabled:
+            return list(leaves)
+        return {str(d): jnp.concatenate([v.ravel() for v, (_, dv) in zip(leaves, self.shapes) if dv == d])
+                for d in self.dtypes}
+
+    def unpack(self, packed):
+        if not self.enabled:
+            return list(packed)
+        offsets = {str(d): 0 for d in self.dtypes}
+        out = []
+        for shape, d in self.shapes:
+            size, start = int(np.prod(shape)), offsets[str(d)]
+            out.append(packed[str(d)][start:start + size].reshape(shape))
+            offsets[str(d)] = start + size
+        return out
+
+
+def _is_var(v):
+    return not isinstance(v, jax.extend.core.Literal)
+
+
+def _depends(jaxpr, flags: list[bool]) -> list[bool]:
+    """Which outputs of ``jaxpr`` depend on the inputs flagged True (conservative).
+
+    Recurses into call-like equations (``jit``, ``closed_call``, custom derivatives) whose inner
+    jaxpr maps inputs to outputs one to one, so that, e.g., the transpose of a weight matrix taken
+    inside an equinox module's call counts as loop-invariant; any other equation with a flagged
+    input has all its outputs flagged.
+    """
+    depends = {v for v, flag in zip(jaxpr.invars, flags) if flag}
+    for eqn in jaxpr.eqns:
+        inputs = [_is_var(v) and v in depends for v in eqn.invars]
+        if not any(inputs):
+            continue
+        inner = next((eqn.params[k] for k in ("jaxpr", "call_jaxpr") if k in eqn.params), None)
+        inner = getattr(inner, "jaxpr", inner)
+        if inner is not None and len(inner.invars) == len(inputs) and len(inner.outvars) == len(eqn.outvars):
+            outputs = _depends(inner, inputs)
+        else:
+            outputs = [True] * len(eqn.outvars)
+        depends.update(v for v, flag in zip(eqn.outvars, outputs) if flag)
+    return [_is_var(v) and v in depends for v in jaxpr.outvars]
+
+
+def _scale(k: float, tree):
+    """k·tree for a static k (no work when k is 1)."""
+    return tree if k == 1.0 else jax.tree.map(lambda v: k * v, tree)
 
 
 def sweep(params, static, sim, flows: tuple[Flow, ...], horizon: int, x0, memory: str = "residuals"):
@@ -41,7 +145,7 @@ def sweep(params, static, sim, flows: tuple[Flow, ...], horizon: int, x0, memory
     Args:
       params, static: the policy split by ``eqx.partition(policy, eqx.is_inexact_array)``.
       sim: the simulator.
-      flows: F non-combining flows; their adjoints are stacked on a leading axis of size F.
+      flows: F non-combining flows.
       horizon: H.
       x0: initial states (pytree of (B, ...) arrays).
       memory: 'residuals' or 'recompute'.
@@ -50,13 +154,7 @@ def sweep(params, static, sim, flows: tuple[Flow, ...], horizon: int, x0, memory
       ``(rollout, grads, lam0)``: the forward :class:`Rollout` (values only), the parameter
       gradients with a leading axis F, and the adjoints λ_0 (leading axis F).
     """
-    if memory not in MEMORY_POLICIES:
-        raise ValueError(f"unknown memory policy {memory!r}; choose one of {MEMORY_POLICIES}")
-    F = len(flows)
-    k_phys = jnp.asarray([f.k_phys for f in flows])
-    k_in = jnp.asarray([f.k_in for f in flows])
-    period = np.asarray([f.truncate or 0 for f in flows])
-    truncating = bool(period.any())
+    check_memory(memory)
     batch = jax.tree.leaves(x0)[0].shape[0]
 
     def act(p, x):
@@ -67,52 +165,110 @@ def sweep(params, static, sim, flows: tuple[Flow, ...], horizon: int, x0, memory
         return jnp.sum(sim.cost(x_next, a)) / batch
 
     # -- forward ----------------------------------------------------------------------------------
-    def forward(x, _):
-        if memory == "residuals":
-            a, pi_vjp = jax.vjp(act, params, x)
-            x_next, g_vjp = jax.vjp(sim.step, x, a)
-            saved = (pi_vjp, g_vjp)
+    keep = memory == "residuals"
+    small = batch <= SMALL_BATCH
+    if keep:  # per-step residuals: the policy's w.r.t. its input only (θ is handled after the sweep)
+        a0 = act(params, x0)
+        if small:
+            policy_vjp = _SplitVJP(lambda x: act(params, x), (True,), x0)
+        else:
+            policy_vjp = _SplitVJP(act, (False, True), params, x0)
+        physics_vjp = _SplitVJP(sim.step, (True, True), x0, a0)
+
+    layout = {}  # the per-step record's structure, set when the forward scan traces its body
+
+    def forward(carry, _):
+        x, cx_prev = carry
+        if keep:
+            a, pi_res = policy_vjp(x) if small else policy_vjp(params, x)
+            x_next, g_res = physics_vjp(x, a)
+            saved = (pi_res, g_res)
         else:
             a = act(params, x)
             x_next = sim.step(x, a)
             saved = (x, a)
         cost = sim.cost(x_next, a)
         cx, ca = jax.grad(step_cost, argnums=(0, 1))(x_next, a)
-        return x_next, (x_next, a, cost, cx, ca, saved)
+        # the local term of λ_t is ∂c_{t-1}/∂x_t: the previous step's cx (zero at t = 0)
+        leaves, layout["treedef"] = jax.tree.flatten((ca, cx_prev, saved))
+        layout.setdefault("packer", _Packer(leaves, enabled=small))
+        return (x_next, cx), (x_next, a, cost, layout["packer"].pack(leaves))
 
-    x_final, (xs, actions, costs, cxs, cas, saved) = jax.lax.scan(forward, x0, None, length=horizon)
+    zero_cx = jax.tree.map(jnp.zeros_like, x0)
+    (x_final, cx_last), (xs, actions, costs, record) = jax.lax.scan(forward, (x0, zero_cx), None, length=horizon)
     terminal = sim.terminal_cost(x_final)
     tx = jax.grad(lambda x: jnp.sum(sim.terminal_cost(x)) / batch)(x_final)
     states = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), x0, xs)
     out = Rollout(states, actions, costs, terminal, jnp.mean(costs.sum(0) + terminal))
 
     # -- reverse ----------------------------------------------------------------------------------
-    def stack(tree):
-        return jax.tree.map(lambda v: jnp.broadcast_to(v, (F,) + v.shape), tree)
+    # One adjoint per flow, carried as a tuple: the flows' edge weights and cuts are static, so a
+    # flow with k_in = 0 never pays the policy's input VJP, k = 1 costs no multiply, and at batch 1
+    # F separate vector products are cheaper on CPU than one (F, n) matrix product.
+    lam_H = tuple(jax.tree.map(jnp.add, cx_last, tx) for _ in flows)
 
-    # local term of λ_t is ∂c_{t-1}/∂x_t: shift cx by one step (zero for t = 0)
-    local = jax.tree.map(lambda c: jnp.concatenate([jnp.zeros_like(c[:1]), c[:-1]]), cxs)
-    lam_H = stack(jax.tree.map(lambda c, t: c[-1] + t, cxs, tx))
-    grads0 = jax.tree.map(lambda p: jnp.zeros((F,) + p.shape, p.dtype), params)
+    def unpack(packed):
+        return jax.tree.unflatten(layout["treedef"], layout["packer"].unpack(packed))
 
-    def backward(carry, inputs):
-        lam, grads = carry
-        t, ca, loc, res = inputs
-        if memory == "residuals":
-            pi_vjp, g_vjp = res
-        else:
-            x, a = res
+    def adjoint_step(t, lams, ca, loc, g_vjp, pi_vjp):
+        """(μ_t, λ_t) of every flow from λ_{t+1}: per flow, one VJP through the physics and, if its
+        k_in ≠ 0, one through the policy's input (``pi_vjp(μ) -> ∂π∘obs/∂x ᵀ μ``)."""
+        mus, new = [], []
+        for flow, lam in zip(flows, lams):
+            lam_x, lam_a = g_vjp(lam)
+            mu = jax.tree.map(jnp.add, ca, lam_a)
+            lam = jax.tree.map(jnp.add, loc, _scale(flow.k_phys, lam_x))
+            if flow.k_in:
+                lam = jax.tree.map(jnp.add, lam, _scale(flow.k_in, pi_vjp(mu)))
+            if flow.truncate is not None:
+                cut = (t > 0) & (t % flow.truncate == 0)
+                lam = jax.tree.map(lambda lo, la: jnp.where(cut, lo, la), loc, lam)
+            mus.append(mu)
+            new.append(lam)
+        return tuple(mus), tuple(new)
+
+    inputs = (jnp.arange(horizon), record)
+    if keep and small:
+        # The sweep carries λ only and emits μ_t; ∇θ = Σ_t (∂π/∂θ)ᵀ μ_t is then ONE F-batched VJP of
+        # the policy over all H·B states (large matrix products instead of H small outer products).
+        def backward(lams, inputs):
+            t, packed = inputs
+            ca, loc, (pi_res, g_res) = unpack(packed)
+            pi_x = policy_vjp.pullback(pi_res)
+            mus, lams = adjoint_step(t, lams, ca, loc, physics_vjp.pullback(g_res), lambda mu: pi_x(mu)[0])
+            return lams, jnp.stack(mus)
+
+        lams, mus = jax.lax.scan(backward, lam_H, inputs, reverse=True)
+        visited = jax.tree.map(lambda v: v[:-1], states)
+        _, theta_vjp = jax.vjp(lambda p: jax.vmap(act, in_axes=(None, 0))(p, visited), params)
+        (grads,) = jax.vmap(theta_vjp)(jnp.swapaxes(mus, 0, 1))
+    elif keep:
+        def backward(carry, inputs):
+            lams, grads = carry
+            t, packed = inputs
+            ca, loc, (pi_res, g_res) = unpack(packed)
+            pi_vjp = policy_vjp.pullback(pi_res)
+            mus, lams = adjoint_step(t, lams, ca, loc, physics_vjp.pullback(g_res), lambda mu: pi_vjp(mu)[1])
+            grads = tuple(jax.tree.map(jnp.add, g, pi_vjp(mu)[0]) for g, mu in zip(grads, mus))
+            return (lams, grads), None
+
+        grads0 = tuple(jax.tree.map(jnp.zeros_like, params) for _ in flows)
+        (lams, grads), _ = jax.lax.scan(backward, (lam_H, grads0), inputs, reverse=True)
+        grads = jax.tree.map(lambda *g: jnp.stack(g), *grads)
+    else:
+        # recompute: re-linearise each step in the sweep and accumulate ∇θ in the carry, so that
+        # nothing but (x_t, a_t) is kept per step
+        def backward(carry, inputs):
+            lams, grads = carry
+            t, packed = inputs
+            ca, loc, (x, a) = unpack(packed)
             _, pi_vjp = jax.vjp(act, params, x)
             _, g_vjp = jax.vjp(sim.step, x, a)
-        lam_x, lam_a = jax.vmap(g_vjp)(lam)                    # one F-batched VJP through the physics
-        mu = jax.tree.map(lambda c, l: c[None] + l, ca, lam_a)
-        g_theta, mu_x = jax.vmap(pi_vjp)(mu)                   # one F-batched VJP through the policy
-        grads = jax.tree.map(jnp.add, grads, g_theta)
-        lam = jax.tree.map(lambda lo, gx, px: lo[None] + gx + px, loc, _tree_scale(k_phys, lam_x), _tree_scale(k_in, mu_x))
-        if truncating:
-            cut = jnp.asarray(period > 0) & (t % jnp.maximum(jnp.asarray(period), 1) == 0) & (t > 0)
-            lam = jax.tree.map(lambda l, lo: jnp.where(cut.reshape((F,) + (1,) * lo.ndim), lo[None], l), lam, loc)
-        return (lam, grads), None
+            mus, lams = adjoint_step(t, lams, ca, loc, g_vjp, lambda mu: pi_vjp(mu)[1])
+            grads = tuple(jax.tree.map(jnp.add, g, pi_vjp(mu)[0]) for g, mu in zip(grads, mus))
+            return (lams, grads), None
 
-    (lam0, grads), _ = jax.lax.scan(backward, (lam_H, grads0), (jnp.arange(horizon), cas, local, saved), reverse=True)
-    return jax.lax.stop_gradient(out), grads, lam0
+        grads0 = tuple(jax.tree.map(jnp.zeros_like, params) for _ in flows)
+        (lams, grads), _ = jax.lax.scan(backward, (lam_H, grads0), inputs, reverse=True)
+        grads = jax.tree.map(lambda *g: jnp.stack(g), *grads)
+    return jax.lax.stop_gradient(out), grads, jax.tree.map(lambda *l: jnp.stack(l), *lams)

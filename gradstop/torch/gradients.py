@@ -24,8 +24,7 @@ def gradients(policy, sim, *, flows, horizon: int, x0=None, key=None, batch: int
     named = {k: p for k, p in policy.named_parameters() if p.requires_grad}
     components = components_of(flows)
     if impl == "fused":
-        params = {k: p.detach() for k, p in named.items()}
-        out, stacked, _ = fused.sweep(policy, sim, params, components, horizon, x0, memory)
+        out, stacked, _ = fused.sweep(policy, sim, components, horizon, x0, memory)
         by_name = {c.name: {k: v[i] for k, v in stacked.items()} for i, c in enumerate(components)}
         loss = out.loss
     else:

@@ -109,9 +109,8 @@ class _FusedLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, spec, x0, *tensors):
         policy, sim, flow, horizon, memory, names = spec
-        params = dict(zip(names, (p.detach() for p in tensors)))
-        tape = fused.forward(policy, sim, params, horizon, x0.detach(), memory)
-        ctx.spec, ctx.params, ctx.tape = spec, params, tape
+        tape = fused.forward(policy, sim, horizon, x0.detach(), memory)
+        ctx.spec, ctx.tape = spec, tape
         out = tape.rollout
         ctx.mark_non_differentiable(out.states, out.actions, out.costs, out.terminal)
         return tuple(out)  # Rollout field order: states, actions, costs, terminal, loss
@@ -120,7 +119,7 @@ class _FusedLoss(torch.autograd.Function):
     def backward(ctx, *cotangents):
         g_loss = cotangents[-1]
         policy, sim, flow, _, _, names = ctx.spec
-        grads, lam0 = fused.backward(policy, sim, ctx.params, flow.components(), ctx.tape)
+        grads, lam0 = fused.backward(policy, sim, flow.components(), ctx.tape)
         ctx.tape = None  # release the residuals now rather than with the graph
         if flow.combining:
             g = {k: combine_gradients(flow.base, v[0], v[1], torch) for k, v in grads.items()}
@@ -133,7 +132,7 @@ class _FusedLoss(torch.autograd.Function):
 
 def _fused(policy, sim, flow: Flow, horizon: int, x0, memory: str) -> Rollout:
     if not isinstance(policy, torch.nn.Module):
-        raise TypeError("impl='fused' calls the policy through torch.func.functional_call: it must be an nn.Module")
+        raise TypeError("impl='fused' needs the policy's parameters: it must be an nn.Module")
     named = [(k, p) for k, p in policy.named_parameters() if p.requires_grad]
     spec = (policy, sim, flow, horizon, memory, tuple(k for k, _ in named))
     return Rollout(*_FusedLoss.apply(spec, x0, *(p for _, p in named)))
