@@ -93,3 +93,13 @@ def check_x0_dtype(x0_dtype, policy_dtype, is_floating: bool) -> None:
             f"x0 has dtype {x0_dtype} but the policy's parameters are {policy_dtype}: cast x0 to {policy_dtype}, "
             "or build the policy with dtype= matching x0"
         )
+
+
+def check_pytree_x0(x0, example, structure, leaves) -> None:
+    """x0 of a pytree-state sim: the structure of ``sim.reset`` and one batch size on every leaf."""
+    if structure(x0) != structure(example):
+        raise ValueError("x0 does not have the structure of this sim's states: pass a state from sim.reset(key, batch) "
+                         "or a rollout's states (sliced at one time step)")
+    sizes = {getattr(v, "shape", (None,))[:1] for v in leaves(x0)}
+    if len(sizes) != 1 or not all(sizes.pop()):
+        raise ValueError("x0's leaves must share one leading batch axis (B, ...), as sim.reset(key, B) returns")

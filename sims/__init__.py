@@ -5,6 +5,8 @@
     >>> sim = make("cartpole", backend="jax", preset="literature", poles=3)
 
 Every simulator exists in JAX and PyTorch with identical physics (one class, ``backend=``).
+Brax environments are JAX-only and have pytree states: ``make("brax:hopper", pipeline="spring")``
+(``sims.brax``; needs the ``brax`` extra).
 """
 
 from __future__ import annotations
@@ -23,15 +25,27 @@ _REGISTRY: dict[str, type[Sim]] = {cls.name: cls for cls in (PointMass, CartPole
 
 
 def names() -> list[str]:
-    """The registered simulator names."""
+    """The registered simulator names (plus ``brax:<env>`` for any Brax environment)."""
     return sorted(_REGISTRY)
+
+
+def _make_brax(name: str, backend: str, preset, params) -> Sim:
+    from sims.brax import Brax
+
+    if preset is not None:
+        raise ValueError(f"{name} has no presets; pass its parameters (pipeline, solver_iterations) directly")
+    allowed = {"pipeline", "solver_iterations"}
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise ValueError(f"brax simulators have no parameter {', '.join(map(repr, unknown))}; their parameters: {', '.join(sorted(allowed))}")
+    return Brax(env=name.removeprefix("brax:"), backend=backend, **params)
 
 
 def make(name: str, backend: str = "jax", preset: str | None = None, **params) -> Sim:
     """Build the simulator ``name`` for ``backend`` ('jax', 'torch', or 'numpy' to simulate without gradients).
 
     Args:
-      name: one of :func:`names`.
+      name: one of :func:`names`, or ``"brax:<env>"`` for a Brax environment (JAX only).
       backend: the framework the simulator computes in.
       preset: a named set of parameters (e.g. cartpole's ``"literature"``); explicit ``params``
         override it.
@@ -41,10 +55,12 @@ def make(name: str, backend: str = "jax", preset: str | None = None, **params) -
       ValueError: unknown name, backend, preset or parameter, or an invalid value; the message
         lists what is valid.
     """
-    if not isinstance(name, str) or name not in _REGISTRY:
-        raise ValueError(f"unknown simulator {name!r}; available: {', '.join(names())}")
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+    if isinstance(name, str) and name.startswith("brax:"):
+        return _make_brax(name, backend, preset, params)
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise ValueError(f"unknown simulator {name!r}; available: {', '.join(names())}, or brax:<env> (JAX)")
     cls = _REGISTRY[name]
     presets = getattr(cls, "PRESETS", {})
     if preset is not None and preset not in presets:

@@ -51,6 +51,8 @@ def _initial_states(policy, sim, x0, key, batch):
     dtype = _param_dtype(policy)
     if x0 is None:
         x0 = sim.reset(key, batch, dtype=dtype)
+    elif getattr(sim, "pytree_state", False):
+        front.check_pytree_x0(x0, jax.eval_shape(lambda: sim.reset(0, 1)), jax.tree.structure, jax.tree.leaves)
     else:
         x0 = jnp.asarray(x0)
         front.check_x0_shape(x0.shape, sim)

@@ -1,0 +1,114 @@
+"""Brax environments behind the simulator protocol: pytree states through every flow and both impls.
+
+Brax's compile times (30–60 s per gradient on these machines) put every gradient test in the
+slow target; the default run checks construction, errors and one forward rollout.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("brax", reason="Brax simulators need the brax extra: pip install 'gradstop[brax]'")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+import gradstop as gs  # noqa: E402
+from helpers import assert_close  # noqa: E402
+from sims import make  # noqa: E402
+
+FLOWS = ["none", "input", "state", "all", "decay:0.8", "input+truncate:3", "combined", "directional"]
+ENVS = ["inverted_pendulum", "reacher", "hopper", "halfcheetah", "ant"]
+
+
+def _policy(sim, seed=0):
+    return gs.jax.mlp(seed, sim.obs_dim, sim.action_dim, hidden=(16, 16), dtype=jnp.float32)
+
+
+def _flat(tree):
+    return np.concatenate([np.ravel(w) for w in gs.get_weights(tree)])
+
+
+@pytest.fixture(scope="module")
+def pendulum():
+    return make("brax:inverted_pendulum", pipeline="spring")
+
+
+def test_brax_sim_describes_itself(pendulum):
+    assert pendulum.describe() == {"name": "brax:inverted_pendulum", "pipeline": "spring",
+                                   "solver_iterations": None, "dt": pytest.approx(pendulum.dt)}
+    assert (pendulum.obs_dim, pendulum.action_dim) == (4, 1)
+
+
+@pytest.mark.parametrize("make_it, message", [
+    (lambda: make("brax:no_such_env"), "unknown Brax environment 'no_such_env'; this Brax has: "),
+    (lambda: make("brax:hopper", backend="torch"), "runs in JAX only"),
+    (lambda: make("brax:hopper", pipeline="euler"), "unknown pipeline 'euler'"),
+    (lambda: make("brax:hopper", solver_iterations=2), "solver_iterations applies to pipeline='mjx' only"),
+    (lambda: make("brax:hopper", pipeline="mjx", solver_iterations=0), "solver_iterations must be an integer ≥ 1"),
+    (lambda: make("brax:hopper", poles=2), "no parameter 'poles'"),
+    (lambda: make("brax:hopper", preset="literature"), "has no presets"),
+])
+def test_brax_errors_name_the_fix(make_it, message):
+    with pytest.raises(ValueError) as err:
+        make_it()
+    assert message in str(err.value)
+
+
+def test_pytree_x0_is_checked(pendulum):
+    policy = _policy(pendulum)
+    with pytest.raises(ValueError, match="structure of this sim's states"):
+        gs.rollout(policy, pendulum, horizon=2, x0=jnp.zeros((1, 4)))
+
+
+def test_rollout_of_pytree_states_is_time_major(pendulum):
+    policy = _policy(pendulum)
+    out = jax.jit(lambda p: gs.rollout(p, pendulum, horizon=3, key=jax.random.key(1), batch=2))(policy)
+    assert out.states.obs.shape == (4, 2, 4)
+    assert out.states.pipeline_state.q.shape == (4, 2, 2)
+    assert out.actions.shape == (3, 2, 1) and out.costs.shape == (3, 2) and out.terminal.shape == (2,)
+    np.testing.assert_allclose(out.states.obs[1:], jax.vmap(pendulum.step)(
+        jax.tree.map(lambda v: v[:-1], out.states), out.actions).obs, rtol=1e-6)
+
+
+def _gradients(sim, flows, impl, memory="residuals", horizon=5, batch=2):
+    policy = _policy(sim)
+    x0 = sim.reset(3, batch)
+    fn = jax.jit(lambda p: gs.gradients(p, sim, flows=flows, horizon=horizon, x0=x0, impl=impl, memory=memory))
+    return fn(policy)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("memory", ["residuals", "recompute"])
+def test_fused_equals_native_every_flow_on_brax(pendulum, memory):
+    """float32 (Brax's dtype): within 1e-5 of native, relative to each gradient's largest entry."""
+    native = _gradients(pendulum, FLOWS, "native")
+    fused = _gradients(pendulum, FLOWS, "fused", memory)
+    assert_close(np.asarray(fused.loss), np.asarray(native.loss), dtype="float32", what="loss")
+    for flow in FLOWS:
+        g_native = _flat(native.grads[flow])
+        assert np.abs(g_native).max() > 0, f"{flow}: the gradient is zero, the comparison would prove nothing"
+        assert_close(_flat(fused.grads[flow]), g_native, dtype="float32", what=flow)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("env", ENVS[1:])
+def test_fused_equals_native_on_brax_envs(env):
+    sim = make(f"brax:{env}", pipeline="spring")
+    native = _gradients(sim, ["none", "input"], "native", horizon=3)
+    fused = _gradients(sim, ["none", "input"], "fused", horizon=3)
+    for flow in ("none", "input"):
+        g_native = _flat(native.grads[flow])
+        assert np.isfinite(g_native).all() and np.abs(g_native).max() > 0
+        assert_close(_flat(fused.grads[flow]), g_native, dtype="float32", what=f"{env} {flow}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pipeline", ["positional", "generalized", "mjx"])
+def test_every_differentiable_pipeline_gives_a_finite_gradient(pipeline):
+    sim = make("brax:inverted_pendulum", pipeline=pipeline)
+    policy, x0 = _policy(sim), sim.reset(0, 1)
+    g = jax.jit(jax.grad(lambda p: gs.rollout(p, sim, stop="none", horizon=3, x0=x0, impl="fused").loss))(policy)
+    flat = _flat(g)
+    assert np.isfinite(flat).all() and np.abs(flat).max() > 0
