@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-slow test-all bench clean
+.PHONY: install demo test test-slow test-all bench figures clean
 
 install: $(STAMP)
 
@@ -26,9 +26,14 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
 
-# The whole benchmark grid (long): writes benchmark.json.
+# The whole benchmark grid (hours; Brax compiles dominate): writes benchmark.json.
+# Pass a subset with BENCH_ARGS, e.g. make bench BENCH_ARGS='-k "neural and b1"'.
 bench: $(STAMP)
-	$(BIN)/python -m pytest benchmarks --benchmark-json benchmark.json
+	$(BIN)/python -m pytest benchmarks --benchmark-json benchmark.json $(BENCH_ARGS)
+
+# Runtime/memory-vs-horizon figures and the ratio tables from benchmark.json, into results/.
+figures: $(STAMP)
+	$(BIN)/python experiments/benchmark_figures.py benchmark.json
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest

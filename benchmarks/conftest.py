@@ -2,15 +2,23 @@
 
 
 def pytest_addoption(parser):
-    parser.addoption("--quick", action="store_true", help="small subset of the benchmark grid (H 1 and 10, batch 1)")
+    parser.addoption("--quick", action="store_true",
+                     help="small subset of the benchmark grid: batch 1; neural at H 1 and 10; the other flat "
+                          "sims at H 1 with the none+input pair; no Brax (its compile takes a minute)")
 
 
 def pytest_collection_modifyitems(config, items):
     if not config.getoption("--quick"):
         return
+
     def small(item):
         params = getattr(item, "callspec", None) and item.callspec.params
-        return bool(params) and params.get("batch") == 1 and params.get("horizon") in (1, 10)
+        if not params or params.get("batch") != 1:
+            return False
+        if params.get("sim_name") == "neural":
+            return params.get("horizon") in (1, 10)
+        return params.get("sim_name") in ("cartpole", "pointmass") and params.get("horizon") == 1 \
+            and params.get("flow") == "none+input"
 
     keep = [item for item in items if small(item)]
     config.hook.pytest_deselected(items=[i for i in items if i not in keep])

@@ -1,18 +1,30 @@
-"""Time (and, in JAX, compiled memory) of one gradient: framework × impl × flow × horizon × batch.
+"""Time and peak memory of one gradient: framework × impl × flow × horizon × sim × batch.
 
-    pytest benchmarks --benchmark-json out.json          # the whole grid
-    pytest benchmarks --quick --benchmark-disable        # smoke test
+    pytest benchmarks --benchmark-json out.json          # the whole grid (hours: see docs/benchmarks.md)
+    pytest benchmarks --quick --benchmark-disable        # smoke test (CI)
 
-Sim: ``neural`` (state 12, control 6, hidden 128: the published efficiency benchmark's shape),
-policy MLP 12→128→128→6, float32, the same weights in both frameworks. ``flow`` ``none+input``
-is the pair from ``gs.gradients`` (native: two autodiff passes; fused: one sweep). JAX is timed
-jitted with ``block_until_ready``; its compile time and XLA's compiled temp memory
-(``memory_analysis``) go into ``extra_info``. torch is eager. Tests never assert on time.
+Sims: ``neural`` (state 12, control 6, hidden 128: the published efficiency benchmark's shape),
+``cartpole`` (one pole, swing-up), ``pointmass`` (2-D) and ``brax`` (Brax inverted_pendulum on the
+spring pipeline; JAX only). Policy: MLP obs→128→128→action, float32, the same weights in both
+frameworks. ``impl``: ``native`` (the framework's autodiff), ``fused`` (the fused sweep, keeping
+residuals) and ``fused-recompute`` (memory="recompute"). ``flow`` ``none+input`` is the pair from
+``gs.gradients`` (native: two autodiff passes; fused: one sweep).
+
+Timing: JAX jitted with ``block_until_ready`` (compile time in ``extra_info['compile_s']``);
+torch eager. Peak memory of one gradient goes into ``extra_info['memory_bytes']``, measured by
+``extra_info['memory_method']``: for JAX XLA's compiled ``memory_analysis().temp_size_in_bytes``;
+for torch the peak of the profiler's memory timeline (``torch.profiler`` with
+``profile_memory=True``, ``export_memory_timeline``). Tests never assert on time.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import tempfile
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -23,22 +35,35 @@ from sims import make
 HORIZONS = [1, 10, 25, 50, 100, 150]
 BATCHES = [1, 256]
 FLOWS = ["none", "input", "combined", "none+input"]
+IMPLS = ["native", "fused", "fused-recompute"]
+SIMS = {"neural": ("neural", {}), "cartpole": ("cartpole", {"poles": 1}), "pointmass": ("pointmass", {}),
+        "brax": ("brax:inverted_pendulum", {"pipeline": "spring"})}
 
 
-def grid(test):
-    """The benchmark grid, shared by both frameworks' tests."""
-    for mark in (pytest.mark.parametrize("impl", ["native", "fused"]),
-                 pytest.mark.parametrize("flow", FLOWS),
-                 pytest.mark.parametrize("horizon", HORIZONS, ids=[f"H{h}" for h in HORIZONS]),
-                 pytest.mark.parametrize("batch", BATCHES, ids=[f"b{b}" for b in BATCHES])):
-        test = mark(test)
-    return test
+def grid(frameworks_sims):
+    """The benchmark grid over the given sims (shared by both frameworks' tests)."""
+    def decorate(test):
+        for mark in (pytest.mark.parametrize("impl", IMPLS),
+                     pytest.mark.parametrize("flow", FLOWS),
+                     pytest.mark.parametrize("horizon", HORIZONS, ids=[f"H{h}" for h in HORIZONS]),
+                     pytest.mark.parametrize("batch", BATCHES, ids=[f"b{b}" for b in BATCHES]),
+                     pytest.mark.parametrize("sim_name", frameworks_sims)):
+            test = mark(test)
+        return test
+    return decorate
 
 
-def _problem(backend, batch):
-    sim = make("neural", backend=backend)
+def _split(impl):
+    return ("fused", "recompute") if impl == "fused-recompute" else (impl, "residuals")
+
+
+def _problem(backend, sim_name, batch):
+    name, params = SIMS[sim_name]
+    sim = make(name, backend=backend, **params)
     ref = gs.jax.mlp(0, sim.obs_dim, sim.action_dim, hidden=(128, 128))
-    x0 = np.asarray(make("neural", backend="numpy").reset(0, batch), dtype=np.float32)
+    if name.startswith("brax:"):
+        return sim, ref, sim.reset(0, batch)
+    x0 = np.asarray(make(name, backend="numpy", **params).reset(0, batch), dtype=np.float32)
     if backend == "jax":
         import jax.numpy as jnp
 
@@ -48,40 +73,61 @@ def _problem(backend, batch):
     return sim, gs.copy_weights(ref, gs.torch.mlp(sim.obs_dim, sim.action_dim, hidden=(128, 128))), torch.as_tensor(x0)
 
 
-def _jax_fn(sim, flow, horizon, impl):
+def _info(benchmark, **info):
+    benchmark.extra_info.update(info)
+
+
+@grid(list(SIMS))
+def test_jax(benchmark, sim_name, batch, horizon, flow, impl):
     import jax
 
+    sim, policy, x0 = _problem("jax", sim_name, batch)
+    impl_, memory = _split(impl)
     if flow == "none+input":
-        return lambda p, x0: gs.gradients(p, sim, flows=["none", "input"], horizon=horizon, x0=x0, impl=impl).grads
-    return jax.grad(lambda p, x0: gs.rollout(p, sim, stop=flow, horizon=horizon, x0=x0, impl=impl).loss)
-
-
-@grid
-def test_jax(benchmark, batch, horizon, flow, impl):
-    import jax
-
-    sim, policy, x0 = _problem("jax", batch)
-    fn = jax.jit(_jax_fn(sim, flow, horizon, impl))
+        fn = jax.jit(lambda p, x0: gs.gradients(p, sim, flows=["none", "input"], horizon=horizon, x0=x0,
+                                                impl=impl_, memory=memory).grads)
+    else:
+        fn = jax.jit(jax.grad(lambda p, x0: gs.rollout(p, sim, stop=flow, horizon=horizon, x0=x0, impl=impl_,
+                                                       memory=memory).loss))
     start = time.perf_counter()
     compiled = fn.lower(policy, x0).compile()
     jax.block_until_ready(compiled(policy, x0))
-    benchmark.extra_info.update(framework="jax", impl=impl, flow=flow, horizon=horizon, batch=batch,
-                                compile_s=time.perf_counter() - start,
-                                memory_bytes=compiled.memory_analysis().temp_size_in_bytes,
-                                memory_method="XLA compiled memory_analysis().temp_size_in_bytes")
+    _info(benchmark, framework="jax", sim=sim_name, impl=impl, flow=flow, horizon=horizon, batch=batch,
+          compile_s=time.perf_counter() - start, memory_bytes=compiled.memory_analysis().temp_size_in_bytes,
+          memory_method="XLA compiled memory_analysis().temp_size_in_bytes")
     benchmark(lambda: jax.block_until_ready(compiled(policy, x0)))
 
 
-@grid
-def test_torch(benchmark, batch, horizon, flow, impl):
-    sim, policy, x0 = _problem("torch", batch)
+def _torch_peak_bytes(fn) -> int:
+    """Peak CPU memory of ``fn()`` from the torch profiler's memory timeline."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with warnings.catch_warnings(), contextlib.redirect_stderr(open(os.devnull, "w")):
+        warnings.simplefilter("ignore")
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
+            fn()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "timeline.json")
+            prof.export_memory_timeline(path, device="cpu")
+            with open(path) as f:
+                _, sizes = json.load(f)[:2]
+    return int(max((sum(s) for s in sizes), default=0))
+
+
+@grid([s for s in SIMS if s != "brax"])
+def test_torch(benchmark, sim_name, batch, horizon, flow, impl):
+    sim, policy, x0 = _problem("torch", sim_name, batch)
+    impl_, memory = _split(impl)
 
     def one_gradient():
         if flow == "none+input":
-            return gs.gradients(policy, sim, flows=["none", "input"], horizon=horizon, x0=x0, impl=impl).grads
+            return gs.gradients(policy, sim, flows=["none", "input"], horizon=horizon, x0=x0, impl=impl_,
+                                memory=memory).grads
         policy.zero_grad(set_to_none=True)
-        gs.rollout(policy, sim, stop=flow, horizon=horizon, x0=x0, impl=impl).loss.backward()
+        gs.rollout(policy, sim, stop=flow, horizon=horizon, x0=x0, impl=impl_, memory=memory).loss.backward()
 
     one_gradient()  # warm-up
-    benchmark.extra_info.update(framework="torch", impl=impl, flow=flow, horizon=horizon, batch=batch)
+    _info(benchmark, framework="torch", sim=sim_name, impl=impl, flow=flow, horizon=horizon, batch=batch,
+          memory_bytes=_torch_peak_bytes(one_gradient),
+          memory_method="torch.profiler memory timeline peak (profile_memory=True, export_memory_timeline)")
     benchmark(one_gradient)

@@ -31,7 +31,8 @@ def _fused_grad(backend, sim, policy, x0, flow, horizon, memory):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("flow", FLOWS)
-@pytest.mark.parametrize("horizon", [1, 7, pytest.param(50, marks=pytest.mark.slow), pytest.param(150, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("horizon", [1, pytest.param(2, marks=pytest.mark.slow), 7, pytest.param(50, marks=pytest.mark.slow),
+                                     pytest.param(150, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("sim_name", sorted(SIMS))
 def test_fused_equals_native_float64(sim_name, horizon, flow, backend):
     sim, policy, x0 = load(backend, sim_name)

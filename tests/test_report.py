@@ -1,0 +1,58 @@
+"""The benchmark report: ratios computed from a pytest-benchmark JSON, figures and CSV written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gradstop.report import load_cases, ratio_tables, write_report
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench(framework, impl, flow, horizon, ms, memory, sim="neural", batch=1):
+    return {"stats": {"median": ms / 1e3}, "extra_info": {"framework": framework, "sim": sim, "impl": impl, "flow": flow,
+                                                          "horizon": horizon, "batch": batch, "memory_bytes": memory}}
+
+
+@pytest.fixture
+def benchmark_json(tmp_path):
+    benches = []
+    for h in (10, 150):
+        benches += [_bench("jax", "native", "combined", h, 4.0 * h, 8e6 * h), _bench("jax", "fused", "combined", h, 2.0 * h, 9e6 * h),
+                    _bench("jax", "fused-recompute", "combined", h, 3.0 * h, 1e6 * h),
+                    _bench("torch", "native", "combined", h, 40.0 * h, 7e6 * h), _bench("torch", "fused", "combined", h, 25.0 * h, 7e6 * h)]
+    path = tmp_path / "out.json"
+    path.write_text(json.dumps({"benchmarks": benches}))
+    return path
+
+
+def test_ratio_tables_divide_native_by_fused(benchmark_json):
+    table = ratio_tables(load_cases(benchmark_json))
+    assert "| jax | neural | 1 | combined | 150 | 600.00 | 300.00 | 2.00× | 1.33× | 1200.00 | 150.00 | 12% |" in table
+    assert "| torch | neural | 1 | combined | 10 | 400.00 | 250.00 | 1.60× | — | 70.00 | nan | — |" in table
+    assert "| neural | 1 | combined | 10 | native | 40.00 | 400.00 | 0.100 |" in table
+
+
+def test_report_writes_figures_table_and_csv(benchmark_json, tmp_path):
+    dest = write_report(benchmark_json, tmp_path / "report")
+    assert sorted(p.name for p in dest.iterdir()) == ["cases.csv", "memory-neural.png", "ratios.md", "runtime-neural.png"]
+    assert len((dest / "cases.csv").read_text().splitlines()) == 11
+    with pytest.raises(FileExistsError, match="already exists"):
+        write_report(benchmark_json, dest)
+
+
+@pytest.mark.parametrize("content, message", [(None, "no such benchmark file"), ("{", "is not JSON"),
+                                               ('{"benchmarks": []}', "holds no gradstop benchmark cases")])
+def test_bad_benchmark_files_are_named(tmp_path, content, message):
+    path = tmp_path / "bench.json"
+    if content is not None:
+        path.write_text(content)
+    result = subprocess.run([sys.executable, str(ROOT / "experiments" / "benchmark_figures.py"), str(path),
+                             "--out", str(tmp_path / "r")], capture_output=True, text=True)
+    assert result.returncode == 2 and message in result.stderr
+    assert not (tmp_path / "r").exists()
