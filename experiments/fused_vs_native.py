@@ -1,0 +1,125 @@
+"""Paired timing of fused vs native: the ratios the fused sweep's targets are stated in.
+
+    python experiments/fused_vs_native.py [--framework jax torch] [--batch 1 256] [--horizon 10 50 150]
+                                          [--flows none input combined none+input] [--rounds 15]
+                                          [--out results/fused-vs-native]
+
+pytest-benchmark times each case in its own test, minutes apart; on shared VMs whose speed
+drifts by up to 2× that makes a ratio of two such medians unreliable. Here, for each (framework,
+batch, horizon), every (flow, impl) runs once per round, interleaved, for ``--rounds`` rounds;
+the ratio native/fused is taken within each round and the median over rounds is reported
+(> 1: fused is faster). Neural sim (12/6/128), MLP 12→128→128→6, float32, as in benchmarks/.
+Writes ``ratios.md`` and ``ratios.csv`` into a new results folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+import gradstop as gs
+from gradstop.results import run_folder, unique_path, write_csv
+from sims import make
+
+FLOWS = ["none", "input", "combined", "none+input"]
+
+
+def _problem(framework, batch):
+    sim = make("neural", backend=framework)
+    ref = gs.jax.mlp(0, sim.obs_dim, sim.action_dim, hidden=(128, 128))
+    x0 = np.asarray(make("neural", backend="numpy").reset(0, batch), dtype=np.float32)
+    if framework == "jax":
+        import jax.numpy as jnp
+
+        return sim, ref, jnp.asarray(x0)
+    import torch
+
+    return sim, gs.copy_weights(ref, gs.torch.mlp(sim.obs_dim, sim.action_dim, hidden=(128, 128))), torch.as_tensor(x0)
+
+
+def _gradient_fn(framework, sim, policy, x0, flow, horizon, impl):
+    """A no-argument callable computing one gradient (JAX: compiled, blocking)."""
+    if framework == "jax":
+        import jax
+
+        if flow == "none+input":
+            fn = jax.jit(lambda p, x: gs.gradients(p, sim, flows=["none", "input"], horizon=horizon, x0=x, impl=impl).grads)
+        else:
+            fn = jax.jit(jax.grad(lambda p, x: gs.rollout(p, sim, stop=flow, horizon=horizon, x0=x, impl=impl).loss))
+        compiled = fn.lower(policy, x0).compile()
+        return lambda: jax.block_until_ready(compiled(policy, x0))
+
+    def one():
+        if flow == "none+input":
+            return gs.gradients(policy, sim, flows=["none", "input"], horizon=horizon, x0=x0, impl=impl).grads
+        policy.zero_grad(set_to_none=True)
+        gs.rollout(policy, sim, stop=flow, horizon=horizon, x0=x0, impl=impl).loss.backward()
+
+    return one
+
+
+def paired(framework, batch, horizon, flows, rounds):
+    """{(flow, impl): [seconds per round]} with all cases interleaved in every round."""
+    sim, policy, x0 = _problem(framework, batch)
+    fns = {(f, impl): _gradient_fn(framework, sim, policy, x0, f, horizon, impl) for f in flows for impl in ("native", "fused")}
+    for fn in fns.values():
+        fn()  # warm-up
+    reps = {}
+    for key, fn in fns.items():  # repetitions per round: about 20 ms of work, at least one
+        start = time.perf_counter()
+        fn()
+        reps[key] = max(1, int(0.02 / max(time.perf_counter() - start, 1e-6)))
+    times = {key: [] for key in fns}
+    for _ in range(rounds):
+        for key, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(reps[key]):
+                fn()
+            times[key].append((time.perf_counter() - start) / reps[key])
+    return times
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--framework", nargs="+", default=["jax", "torch"], choices=["jax", "torch"])
+    parser.add_argument("--batch", nargs="+", type=int, default=[1, 256])
+    parser.add_argument("--horizon", nargs="+", type=int, default=[10, 50, 150])
+    parser.add_argument("--flows", nargs="+", default=FLOWS, choices=FLOWS)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--out", help="results folder to create (default results/fused-vs-native-<time>)")
+    args = parser.parse_args(argv)
+    if args.rounds < 3 or min(args.batch) < 1 or min(args.horizon) < 1:
+        parser.error("--rounds must be ≥ 3, --batch and --horizon ≥ 1")
+    dest = args.out or unique_path("results", "fused-vs-native")
+    header = ["framework", "batch", "horizon", "flow", "native_ms", "fused_ms", "native_over_fused",
+              "ratio_q25", "ratio_q75", "fused_over_native_none"]
+    rows = []
+    for framework in args.framework:
+        for batch in args.batch:
+            for horizon in args.horizon:
+                times = paired(framework, batch, horizon, args.flows, args.rounds)
+                for flow in args.flows:
+                    n, f = np.asarray(times[(flow, "native")]), np.asarray(times[(flow, "fused")])
+                    ratio = n / f
+                    base = np.median(np.asarray(times[("none", "native")]) / f) if "none" in args.flows else np.nan
+                    rows.append([framework, batch, horizon, flow, np.median(n) * 1e3, np.median(f) * 1e3,
+                                 np.median(ratio), *np.percentile(ratio, [25, 75]), 1 / base])
+                    print(f"{framework:5s} b{batch:<4d} H{horizon:<4d} {flow:11s} native {rows[-1][4]:9.2f} ms  "
+                          f"fused {rows[-1][5]:9.2f} ms  native/fused {rows[-1][6]:.2f}× "
+                          f"[{rows[-1][7]:.2f}, {rows[-1][8]:.2f}]", flush=True)
+    table = ["| framework | batch | H | flow | native ms | fused ms | native/fused (median of paired rounds) | IQR |",
+             "|---|---|---|---|---|---|---|---|"]
+    table += [f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]:.2f} | {r[5]:.2f} | {r[6]:.2f}× | {r[7]:.2f}–{r[8]:.2f} |" for r in rows]
+    command = "python experiments/fused_vs_native.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    with run_folder(dest) as folder:
+        (folder / "ratios.md").write_text(f"Command: `{command.strip()}`, {args.rounds} paired rounds.\n\n" + "\n".join(table) + "\n")
+        write_csv(folder / "ratios.csv", header, rows)
+    print(f"wrote {dest}/ratios.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
