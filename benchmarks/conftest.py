@@ -4,7 +4,7 @@
 def pytest_addoption(parser):
     parser.addoption("--quick", action="store_true",
                      help="small subset of the benchmark grid: batch 1; neural at H 1 and 10; the other flat "
-                          "sims at H 1 with the none+input pair; no Brax (its compile takes a minute)")
+                          "sims at H 1 with the none+input pair; no Brax and no torch.compile (their compiles take a minute)")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -13,7 +13,7 @@ def pytest_collection_modifyitems(config, items):
 
     def small(item):
         params = getattr(item, "callspec", None) and item.callspec.params
-        if not params or params.get("batch") != 1:
+        if not params or params.get("batch") != 1 or params.get("impl") == "native-compile":
             return False
         if params.get("sim_name") == "neural":
             return params.get("horizon") in (1, 10)

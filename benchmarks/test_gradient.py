@@ -8,7 +8,11 @@ Sims: ``neural`` (state 12, control 6, hidden 128: the published efficiency benc
 spring pipeline; JAX only). Policy: MLP obs→128→128→action, float32, the same weights in both
 frameworks. ``impl``: ``native`` (the framework's autodiff), ``fused`` (the fused sweep, keeping
 residuals) and ``fused-recompute`` (memory="recompute"). ``flow`` ``none+input`` is the pair from
-``gs.gradients`` (native: two autodiff passes; fused: one sweep).
+``gs.gradients`` (native: two autodiff passes; fused: one sweep). ``test_torch_compile`` adds the
+row ``native-compile``: the native torch loss under ``torch.compile`` (inductor, CPU), sim neural,
+flows none / input / none+input (two compiled gradients; ``combined`` costs the pair plus an
+elementwise op). Its compile time (about a minute at H = 10, it unrolls the loop) goes into
+``extra_info['compile_s']``; the smoke subset leaves it out.
 
 Timing: JAX jitted with ``block_until_ready`` (compile time in ``extra_info['compile_s']``);
 torch eager. Peak memory of one gradient goes into ``extra_info['memory_bytes']``, measured by
@@ -130,5 +134,31 @@ def test_torch(benchmark, sim_name, batch, horizon, flow, impl):
     one_gradient()  # warm-up
     _info(benchmark, framework="torch", sim=sim_name, impl=impl, flow=flow, horizon=horizon, batch=batch,
           memory_bytes=_torch_peak_bytes(one_gradient),
+          memory_method="torch.profiler (profile_memory=True): peak of the running sum of allocations")
+    benchmark(one_gradient)
+
+
+@pytest.mark.parametrize("sim_name", ["neural"])
+@pytest.mark.parametrize("batch", BATCHES, ids=[f"b{b}" for b in BATCHES])
+@pytest.mark.parametrize("horizon", HORIZONS, ids=[f"H{h}" for h in HORIZONS])
+@pytest.mark.parametrize("flow", ["none", "input", "none+input"])
+@pytest.mark.parametrize("impl", ["native-compile"])
+def test_torch_compile(benchmark, sim_name, batch, horizon, flow, impl):
+    import torch
+
+    sim, policy, x0 = _problem("torch", sim_name, batch)
+    stops = ["none", "input"] if flow == "none+input" else [flow]
+    # one compiled loss per flow: the flow string is a constant of the traced graph
+    losses = [torch.compile(lambda x, stop=stop: gs.rollout(policy, sim, stop=stop, horizon=horizon, x0=x).loss)
+              for stop in stops]
+    params = list(policy.parameters())
+
+    def one_gradient():
+        return [torch.autograd.grad(loss(x0), params) for loss in losses]
+
+    start = time.perf_counter()
+    one_gradient()  # compiles forward and backward (AOTAutograd)
+    _info(benchmark, framework="torch", sim=sim_name, impl=impl, flow=flow, horizon=horizon, batch=batch,
+          compile_s=time.perf_counter() - start, memory_bytes=_torch_peak_bytes(one_gradient),
           memory_method="torch.profiler (profile_memory=True): peak of the running sum of allocations")
     benchmark(one_gradient)

@@ -2,13 +2,16 @@
 
     python experiments/fused_vs_native.py [--framework jax torch] [--batch 1 256] [--horizon 10 50 150]
                                           [--flows none input combined none+input] [--rounds 15]
-                                          [--out results/fused-vs-native]
+                                          [--torch-compile] [--out results/fused-vs-native]
 
 pytest-benchmark times each case in its own test, minutes apart; on shared VMs whose speed
 drifts by up to 2× that makes a ratio of two such medians unreliable. Here, for each (framework,
 batch, horizon), every (flow, impl) runs once per round, interleaved, for ``--rounds`` rounds;
 the ratio native/fused is taken within each round and the median over rounds is reported
 (> 1: fused is faster). Neural sim (12/6/128), MLP 12→128→128→6, float32, as in benchmarks/.
+``--torch-compile`` adds, for torch and the flows none / input / none+input, native autodiff
+under ``torch.compile`` (inductor; about a minute of compile per case, which is reported) to the
+same rounds, and the ratio eager/compiled.
 Writes ``ratios.md`` and ``ratios.csv`` into a new results folder.
 """
 
@@ -41,7 +44,8 @@ def _problem(framework, batch):
 
 
 def _gradient_fn(framework, sim, policy, x0, flow, horizon, impl):
-    """A no-argument callable computing one gradient (JAX: compiled, blocking)."""
+    """A no-argument callable computing one gradient (JAX: compiled, blocking; torch
+    ``impl="compiled"``: native autodiff of a ``torch.compile``d loss per flow)."""
     if framework == "jax":
         import jax
 
@@ -52,6 +56,14 @@ def _gradient_fn(framework, sim, policy, x0, flow, horizon, impl):
         compiled = fn.lower(policy, x0).compile()
         return lambda: jax.block_until_ready(compiled(policy, x0))
 
+    if impl == "compiled":
+        import torch
+
+        losses = [torch.compile(lambda x, stop=stop: gs.rollout(policy, sim, stop=stop, horizon=horizon, x0=x).loss)
+                  for stop in (["none", "input"] if flow == "none+input" else [flow])]
+        params = list(policy.parameters())
+        return lambda: [torch.autograd.grad(loss(x0), params) for loss in losses]
+
     def one():
         if flow == "none+input":
             return gs.gradients(policy, sim, flows=["none", "input"], horizon=horizon, x0=x0, impl=impl).grads
@@ -61,12 +73,22 @@ def _gradient_fn(framework, sim, policy, x0, flow, horizon, impl):
     return one
 
 
-def paired(framework, batch, horizon, flows, rounds):
-    """{(flow, impl): [seconds per round]} with all cases interleaved in every round."""
+COMPILABLE = ("none", "input", "none+input")  # torch.compile cases (combined costs the pair plus an elementwise op)
+
+
+def paired(framework, batch, horizon, flows, rounds, torch_compile=False):
+    """``({(flow, impl): [seconds per round]}, {flow: compile seconds})``, all cases interleaved in every round."""
     sim, policy, x0 = _problem(framework, batch)
     fns = {(f, impl): _gradient_fn(framework, sim, policy, x0, f, horizon, impl) for f in flows for impl in ("native", "fused")}
-    for fn in fns.values():
-        fn()  # warm-up
+    if torch_compile and framework == "torch":
+        fns.update({(f, "compiled"): _gradient_fn(framework, sim, policy, x0, f, horizon, "compiled")
+                    for f in flows if f in COMPILABLE})
+    compile_s = {}
+    for (flow, impl), fn in fns.items():
+        start = time.perf_counter()
+        fn()  # warm-up (and torch.compile's compile)
+        if impl == "compiled":
+            compile_s[flow] = time.perf_counter() - start
     reps = {}
     for key, fn in fns.items():  # repetitions per round: about 20 ms of work, at least one
         start = time.perf_counter()
@@ -79,7 +101,7 @@ def paired(framework, batch, horizon, flows, rounds):
             for _ in range(reps[key]):
                 fn()
             times[key].append((time.perf_counter() - start) / reps[key])
-    return times
+    return times, compile_s
 
 
 def main(argv=None) -> int:
@@ -89,30 +111,40 @@ def main(argv=None) -> int:
     parser.add_argument("--horizon", nargs="+", type=int, default=[10, 50, 150])
     parser.add_argument("--flows", nargs="+", default=FLOWS, choices=FLOWS)
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--torch-compile", action="store_true",
+                        help="also time torch native under torch.compile (flows none, input, none+input)")
     parser.add_argument("--out", help="results folder to create (default results/fused-vs-native-<time>)")
     args = parser.parse_args(argv)
     if args.rounds < 3 or min(args.batch) < 1 or min(args.horizon) < 1:
         parser.error("--rounds must be ≥ 3, --batch and --horizon ≥ 1")
     dest = args.out or unique_path("results", "fused-vs-native")
     header = ["framework", "batch", "horizon", "flow", "native_ms", "fused_ms", "native_over_fused",
-              "ratio_q25", "ratio_q75", "fused_over_native_none"]
+              "ratio_q25", "ratio_q75", "fused_over_native_none", "compiled_ms", "native_over_compiled",
+              "compile_s"]
     rows = []
     for framework in args.framework:
         for batch in args.batch:
             for horizon in args.horizon:
-                times = paired(framework, batch, horizon, args.flows, args.rounds)
+                times, compile_s = paired(framework, batch, horizon, args.flows, args.rounds, args.torch_compile)
                 for flow in args.flows:
                     n, f = np.asarray(times[(flow, "native")]), np.asarray(times[(flow, "fused")])
                     ratio = n / f
                     base = np.median(np.asarray(times[("none", "native")]) / f) if "none" in args.flows else np.nan
+                    c = np.asarray(times.get((flow, "compiled"), [np.nan]))
                     rows.append([framework, batch, horizon, flow, np.median(n) * 1e3, np.median(f) * 1e3,
-                                 np.median(ratio), *np.percentile(ratio, [25, 75]), 1 / base])
+                                 np.median(ratio), *np.percentile(ratio, [25, 75]), 1 / base,
+                                 np.median(c) * 1e3, np.median(n / c) if c.size == n.size else np.nan,
+                                 compile_s.get(flow, np.nan)])
                     print(f"{framework:5s} b{batch:<4d} H{horizon:<4d} {flow:11s} native {rows[-1][4]:9.2f} ms  "
                           f"fused {rows[-1][5]:9.2f} ms  native/fused {rows[-1][6]:.2f}× "
-                          f"[{rows[-1][7]:.2f}, {rows[-1][8]:.2f}]", flush=True)
-    table = ["| framework | batch | H | flow | native ms | fused ms | native/fused (median of paired rounds) | IQR |",
-             "|---|---|---|---|---|---|---|---|"]
-    table += [f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]:.2f} | {r[5]:.2f} | {r[6]:.2f}× | {r[7]:.2f}–{r[8]:.2f} |" for r in rows]
+                          f"[{rows[-1][7]:.2f}, {rows[-1][8]:.2f}]"
+                          + (f"  compiled {rows[-1][9]:.2f} ms  native/compiled {rows[-1][10]:.2f}× "
+                             f"(compile {rows[-1][11]:.0f} s)" if (flow, "compiled") in times else ""), flush=True)
+    table = ["| framework | batch | H | flow | native ms | fused ms | native/fused (median of paired rounds) | IQR "
+             "| torch.compile ms | native/compiled | compile s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    table += [f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]:.2f} | {r[5]:.2f} | {r[6]:.2f}× | {r[7]:.2f}–{r[8]:.2f} | "
+              + (f"{r[9]:.2f} | {r[10]:.2f}× | {r[11]:.0f} |" if np.isfinite(r[9]) else "— | — | — |") for r in rows]
     command = "python experiments/fused_vs_native.py " + " ".join(argv if argv is not None else sys.argv[1:])
     with run_folder(dest) as folder:
         (folder / "ratios.md").write_text(f"Command: `{command.strip()}`, {args.rounds} paired rounds.\n\n" + "\n".join(table) + "\n")

@@ -7,8 +7,9 @@ results folder (written completely or not at all):
 
 - ``runtime-<sim>.png`` and ``memory-<sim>.png``: median time / peak memory of one gradient
   against the horizon, one panel per (batch, flow), one line per (framework, impl);
-- ``ratios.md``: Markdown tables of fused/native per framework and horizon (time and memory)
-  and JAX/torch per impl;
+- ``ratios.md``: Markdown tables of fused/native per framework and horizon (time and memory),
+  JAX/torch per impl, and torch eager/``torch.compile`` (the ``native-compile`` rows) with JAX
+  against the compiled torch;
 - ``cases.csv``: every case, one row each.
 """
 
@@ -42,7 +43,8 @@ def load_cases(path) -> list[dict]:
         if not all(k in info for k in ("framework", "impl", "flow", "horizon", "batch")):
             continue
         cases.append({**{k: info.get(k) for k in KEY}, "sim": info.get("sim", "neural"),
-                      "ms": bench["stats"]["median"] * 1e3, "memory_bytes": info.get("memory_bytes")})
+                      "ms": bench["stats"]["median"] * 1e3, "memory_bytes": info.get("memory_bytes"),
+                      "compile_s": info.get("compile_s")})
     if not cases:
         raise ValueError(f"{path} holds no gradstop benchmark cases: was it written by `pytest benchmarks --benchmark-json`?")
     return cases
@@ -83,6 +85,20 @@ def ratio_tables(cases: list[dict]) -> str:
         j, t = idx.get(("jax", sim, batch, flow, impl, h)), idx.get(("torch", sim, batch, flow, impl, h))
         if j and t:
             lines.append(f"| {sim} | {batch} | {flow} | {h} | {impl} | {j['ms']:.2f} | {t['ms']:.2f} | {j['ms'] / t['ms']:.3f} |")
+    compiled = sorted((c["sim"], c["batch"], c["flow"], c["horizon"]) for c in cases
+                      if c["framework"] == "torch" and c["impl"] == "native-compile")
+    if compiled:
+        lines += ["", "### torch.compile: torch eager over compiled (> 1: compiled is faster); JAX jitted over "
+                  "compiled torch (< 1: JAX is faster)", "",
+                  "| sim | batch | flow | H | eager ms | compiled ms | eager/compiled | compile s | JAX ms | JAX/compiled |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for sim, batch, flow, h in compiled:
+            c = idx[("torch", sim, batch, flow, "native-compile", h)]
+            e, j = idx.get(("torch", sim, batch, flow, "native", h)), idx.get(("jax", sim, batch, flow, "native", h))
+            jax_over = f"{j['ms'] / c['ms']:.3f}" if j else "—"
+            lines.append(f"| {sim} | {batch} | {flow} | {h} | {e['ms'] if e else float('nan'):.2f} | {c['ms']:.2f} "
+                         f"| {_fmt_ratio(e and e['ms'], c['ms'])} | {c['compile_s'] or float('nan'):.0f} "
+                         f"| {j['ms'] if j else float('nan'):.2f} | {jax_over} |")
     return "\n".join(lines) + "\n"
 
 
@@ -101,7 +117,7 @@ def plot_vs_horizon(path, cases: list[dict], sim: str, quantity: str) -> bool:
     rows = sorted({p[0] for p in panels})
     fig, axes = plt.subplots(len(rows), len(cols), figsize=(3.6 * len(cols), 3.0 * len(rows)), dpi=110,
                              squeeze=False, sharex=True)
-    styles = {"native": "-", "fused": "--", "fused-recompute": ":"}
+    styles = {"native": "-", "fused": "--", "fused-recompute": ":", "native-compile": "-."}
     colors = {"jax": "tab:blue", "torch": "tab:orange"}
     for r, batch in enumerate(rows):
         for c, flow in enumerate(cols):

@@ -125,3 +125,66 @@ def test_gradients_rejects_bad_flow_lists():
         gs.gradients(policy, sim, flows=["input", "input+decay:1"], horizon=3, x0=x0)
     with pytest.raises(ValueError, match="unknown flow part 'nope'"):
         gs.gradients(policy, sim, flows=["nope"], horizon=3, x0=x0)
+
+
+class _CountingPointMass:
+    """A JAX point mass whose state is a pytree with an integer and a boolean leaf, as Brax's mjx
+    states are: {'q': (B, 6) float, 'steps': (B,) int32, 'braking': (B,) bool}. The boolean leaf
+    changes the physics (extra damping once x > 0), so it must ride along correctly."""
+
+    pytree_state = True
+    backend = "jax"
+    obs_dim, action_dim = 7, 3
+
+    def __init__(self):
+        self.flat = make("pointmass", backend="jax")
+
+    def reset(self, key, batch, dtype=None):
+        import jax.numpy as jnp
+
+        q = jnp.asarray(make("pointmass", backend="numpy").reset(0, batch), dtype=dtype or jnp.float64)
+        return {"q": q, "steps": jnp.zeros(batch, jnp.int32), "braking": q[:, 0] > 0}
+
+    def step(self, x, a):
+        import jax.numpy as jnp
+
+        q = self.flat.step(x["q"], a)
+        q = q.at[:, 3:].multiply(jnp.where(x["braking"], 0.9, 1.0)[:, None])
+        return {"q": q, "steps": x["steps"] + 1, "braking": q[:, 0] > 0}
+
+    def obs(self, x):
+        import jax.numpy as jnp
+
+        return jnp.concatenate([x["q"], 0.1 * x["steps"][:, None].astype(x["q"].dtype)], axis=1)
+
+    def cost(self, x_next, a):
+        return self.flat.cost(x_next["q"], a)
+
+    def terminal_cost(self, x):
+        return self.flat.terminal_cost(x["q"])
+
+
+@pytest.mark.parametrize("flow", ["none", "decay:0.8", "input+truncate:3", "combined"])
+def test_fused_equals_native_on_states_with_integer_and_boolean_leaves(flow):
+    import jax
+
+    sim = _CountingPointMass()
+    policy = gs.jax.mlp(0, sim.obs_dim, sim.action_dim, hidden=(8,), dtype=np.float64)
+    for batch in (3, 12):  # both sides of the fused sweep's small-batch path
+        x0 = sim.reset(0, batch)
+
+        def loss(p, impl, memory="residuals"):
+            return gs.rollout(p, sim, stop=flow, horizon=6, x0=x0, impl=impl, memory=memory).loss
+
+        native = np.concatenate([np.ravel(w) for w in gs.get_weights(jax.grad(loss)(policy, "native"))])
+        assert np.abs(native).max() > 0
+        for memory in ("residuals", "recompute"):
+            g = jax.jit(jax.grad(loss), static_argnums=(1, 2))(policy, "fused", memory)
+            assert_close(np.concatenate([np.ravel(w) for w in gs.get_weights(g)]), native, what=f"{memory} b{batch}")
+
+    def loss_of_x0(x0, impl):
+        return gs.rollout(policy, sim, stop=flow, horizon=6, x0=x0, impl=impl).loss
+
+    g_native, g_fused = (jax.grad(loss_of_x0, allow_int=True)(x0, impl) for impl in ("native", "fused"))
+    assert g_fused["steps"].dtype == jax.dtypes.float0 and g_fused["braking"].dtype == jax.dtypes.float0
+    assert_close(g_fused["q"], g_native["q"], what="x0 adjoint")

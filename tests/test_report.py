@@ -38,6 +38,17 @@ def test_ratio_tables_divide_native_by_fused(benchmark_json):
     assert "| neural | 1 | combined | 10 | native | 40.00 | 400.00 | 0.100 |" in table
 
 
+def test_torch_compile_rows_get_their_own_table(tmp_path):
+    compiled = _bench("torch", "native-compile", "none", 10, 5.0, 1e6)
+    compiled["extra_info"]["compile_s"] = 48.6
+    path = tmp_path / "out.json"
+    path.write_text(json.dumps({"benchmarks": [_bench("torch", "native", "none", 10, 20.0, 2e6), compiled,
+                                               _bench("jax", "native", "none", 10, 1.0, 1e6)]}))
+    table = ratio_tables(load_cases(path))
+    assert "| neural | 1 | none | 10 | 20.00 | 5.00 | 4.00× | 49 | 1.00 | 0.200 |" in table
+    assert "torch.compile" not in ratio_tables(load_cases(path)[:1] + load_cases(path)[2:])
+
+
 def test_report_writes_figures_table_and_csv(benchmark_json, tmp_path):
     dest = write_report(benchmark_json, tmp_path / "report")
     assert sorted(p.name for p in dest.iterdir()) == ["cases.csv", "memory-neural.png", "ratios.md", "runtime-neural.png"]

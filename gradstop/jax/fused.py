@@ -41,15 +41,16 @@ class _SplitVJP:
     what is constant over the horizon (the policy's weights, the simulator's constants); stacking
     those H times in a scan costs memory and copies. A dependency pass over the traced jaxpr marks
     the residuals that depend on the per-step arguments; only those are kept per step, the others
-    once. ``varying`` says which of ``fn``'s arguments change from step to step.
+    once. ``varying`` says which of ``fn``'s arguments change from step to step; with
+    ``has_aux``, ``fn`` returns ``(value, aux)`` and only ``value`` is differentiated.
     """
 
-    def __init__(self, fn, varying: tuple[bool, ...], *example):
-        self.fn = fn
+    def __init__(self, fn, varying: tuple[bool, ...], *example, has_aux: bool = False):
+        self.fn, self.has_aux = fn, has_aux
         treedefs = []
 
         def residuals(*args):
-            _, pullback = jax.vjp(fn, *args)
+            pullback = jax.vjp(fn, *args, has_aux=has_aux)[1]
             leaves, treedef = jax.tree.flatten(pullback)
             treedefs.append(treedef)
             return leaves
@@ -63,12 +64,12 @@ class _SplitVJP:
         self.constant = [leaf for leaf, m in zip(residuals(*example), self.mask) if not m]
 
     def __call__(self, *args):
-        """``(value, per-step residuals)``."""
-        out, pullback = jax.vjp(self.fn, *args)
+        """``(value, per-step residuals)``; with ``has_aux`` ``((value, aux), per-step residuals)``."""
+        out, pullback, *aux = jax.vjp(self.fn, *args, has_aux=self.has_aux)
         leaves = jax.tree.leaves(pullback)
         if len(leaves) != len(self.mask):
             raise AssertionError("the VJP's residual structure changed between traces")
-        return out, [leaf for leaf, m in zip(leaves, self.mask) if m]
+        return (out, *aux) if self.has_aux else out, [leaf for leaf, m in zip(leaves, self.mask) if m]
 
     def pullback(self, per_step):
         """The VJP closure rebuilt from one step's residuals and the invariant ones."""
@@ -152,52 +153,68 @@ def sweep(params, static, sim, flows: tuple[Flow, ...], horizon: int, x0, memory
 
     Returns:
       ``(rollout, grads, lam0)``: the forward :class:`Rollout` (values only), the parameter
-      gradients with a leading axis F, and the adjoints λ_0 (leading axis F).
+      gradients with a leading axis F, and the adjoints λ_0 (leading axis F) of the inexact
+      leaves of x0 (``None`` in place of integer and boolean leaves).
     """
     check_memory(memory)
     batch = jax.tree.leaves(x0)[0].shape[0]
 
+    # A state may hold integer or boolean leaves (Brax's mjx pipeline does): only its inexact part
+    # xf is differentiated and carries an adjoint; the rest xr rides along as a constant of each step.
+    def split(x):
+        return eqx.partition(x, eqx.is_inexact_array)
+
     def act(p, x):
         return eqx.combine(p, static)(sim.obs(x))
 
-    def step_cost(x_next, a):
+    def act_f(p, xf, xr):
+        return act(p, eqx.combine(xf, xr))
+
+    def step_f(xf, a, xr):  # (xf_{t+1}, aux xr_{t+1})
+        return split(sim.step(eqx.combine(xf, xr), a))
+
+    def step_cost(xf_next, a, xr_next):
         # mean over the batch: the loss is a batch mean, so its local gradients carry 1/B
-        return jnp.sum(sim.cost(x_next, a)) / batch
+        return jnp.sum(sim.cost(eqx.combine(xf_next, xr_next), a)) / batch
 
     # -- forward ----------------------------------------------------------------------------------
     keep = memory == "residuals"
     small = batch <= SMALL_BATCH
     if keep:  # per-step residuals: the policy's w.r.t. its input only (θ is handled after the sweep)
-        a0 = act(params, x0)
+        a0, (xf0, xr0) = act(params, x0), split(x0)
         if small:
-            policy_vjp = _SplitVJP(lambda x: act(params, x), (True,), x0)
+            policy_vjp = _SplitVJP(lambda xf, xr: act_f(params, xf, xr), (True, True), xf0, xr0)
         else:
-            policy_vjp = _SplitVJP(act, (False, True), params, x0)
-        physics_vjp = _SplitVJP(sim.step, (True, True), x0, a0)
+            policy_vjp = _SplitVJP(act_f, (False, True, True), params, xf0, xr0)
+        physics_vjp = _SplitVJP(step_f, (True, True, True), xf0, a0, xr0, has_aux=True)
 
     layout = {}  # the per-step record's structure, set when the forward scan traces its body
 
     def forward(carry, _):
         x, cx_prev = carry
+        xf, xr = split(x)
         if keep:
-            a, pi_res = policy_vjp(x) if small else policy_vjp(params, x)
-            x_next, g_res = physics_vjp(x, a)
+            a, pi_res = policy_vjp(xf, xr) if small else policy_vjp(params, xf, xr)
+            (xf_next, xr_next), g_res = physics_vjp(xf, a, xr)
+            x_next = eqx.combine(xf_next, xr_next)
             saved = (pi_res, g_res)
         else:
             a = act(params, x)
             x_next = sim.step(x, a)
+            xf_next, xr_next = split(x_next)
             saved = (x, a)
         cost = sim.cost(x_next, a)
-        cx, ca = jax.grad(step_cost, argnums=(0, 1))(x_next, a)
+        cx, ca = jax.grad(step_cost, argnums=(0, 1))(xf_next, a, xr_next)
         # the local term of λ_t is ∂c_{t-1}/∂x_t: the previous step's cx (zero at t = 0)
         leaves, layout["treedef"] = jax.tree.flatten((ca, cx_prev, saved))
         layout.setdefault("packer", _Packer(leaves, enabled=small))
         return (x_next, cx), (x_next, a, cost, layout["packer"].pack(leaves))
 
-    zero_cx = jax.tree.map(jnp.zeros_like, x0)
+    zero_cx = jax.tree.map(jnp.zeros_like, split(x0)[0])
     (x_final, cx_last), (xs, actions, costs, record) = jax.lax.scan(forward, (x0, zero_cx), None, length=horizon)
     terminal = sim.terminal_cost(x_final)
-    tx = jax.grad(lambda x: jnp.sum(sim.terminal_cost(x)) / batch)(x_final)
+    xf_final, xr_final = split(x_final)
+    tx = jax.grad(lambda xf: jnp.sum(sim.terminal_cost(eqx.combine(xf, xr_final))) / batch)(xf_final)
     states = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), x0, xs)
     out = Rollout(states, actions, costs, terminal, jnp.mean(costs.sum(0) + terminal))
 
@@ -215,7 +232,7 @@ def sweep(params, static, sim, flows: tuple[Flow, ...], horizon: int, x0, memory
         k_in ≠ 0, one through the policy's input (``pi_vjp(μ) -> ∂π∘obs/∂x ᵀ μ``)."""
         mus, new = [], []
         for flow, lam in zip(flows, lams):
-            lam_x, lam_a = g_vjp(lam)
+            lam_x, lam_a, _ = g_vjp(lam)
             mu = jax.tree.map(jnp.add, ca, lam_a)
             lam = jax.tree.map(jnp.add, loc, _scale(flow.k_phys, lam_x))
             if flow.k_in:
@@ -262,8 +279,9 @@ def sweep(params, static, sim, flows: tuple[Flow, ...], horizon: int, x0, memory
             lams, grads = carry
             t, packed = inputs
             ca, loc, (x, a) = unpack(packed)
-            _, pi_vjp = jax.vjp(act, params, x)
-            _, g_vjp = jax.vjp(sim.step, x, a)
+            xf, xr = split(x)
+            _, pi_vjp = jax.vjp(act_f, params, xf, xr)
+            _, g_vjp, _ = jax.vjp(step_f, xf, a, xr, has_aux=True)
             mus, lams = adjoint_step(t, lams, ca, loc, g_vjp, lambda mu: pi_vjp(mu)[1])
             grads = tuple(jax.tree.map(jnp.add, g, pi_vjp(mu)[0]) for g, mu in zip(grads, mus))
             return (lams, grads), None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradstop import _checks as front
 from gradstop.flows import Flow, combine_gradients, parse_flow
@@ -23,12 +24,13 @@ __all__ = ["rollout", "scale_gradient"]
 
 
 def scale_gradient(tree, k: float):
-    """Identity on values; multiplies the gradient flowing back through ``tree`` by ``k``."""
+    """Identity on values; multiplies the gradient flowing back through ``tree`` by ``k``
+    (integer and boolean leaves, which carry no gradient, pass through unchanged)."""
     if k == 1.0:
         return tree
     if k == 0.0:
         return jax.lax.stop_gradient(tree)
-    return jax.tree.map(lambda v: k * v + (1.0 - k) * jax.lax.stop_gradient(v), tree)
+    return jax.tree.map(lambda v: k * v + (1.0 - k) * jax.lax.stop_gradient(v) if eqx.is_inexact_array(v) else v, tree)
 
 
 def rollout(policy, sim, *, stop="none", horizon: int, x0=None, key=None, batch: int = 1, impl: str = "native",
@@ -127,7 +129,11 @@ def _fused(policy, sim, flow: Flow, horizon: int, x0, memory: str) -> Rollout:
             g_x0 = jax.tree.map(lambda v: jnp.zeros_like(v[0]), lam0)
         else:
             g, g_x0 = jax.tree.map(lambda v: v[0], grads), jax.tree.map(lambda v: v[0], lam0)
-        return jax.tree.map(lambda v: ct.loss * v, g), jax.tree.map(lambda v: ct.loss * v, g_x0)
+        # integer and boolean leaves of x0 (lam0 holds None there) take float0 zero cotangents
+        no_grad = jax.tree.map(lambda v: np.zeros(np.shape(v), jax.dtypes.float0),
+                               eqx.filter(x0, eqx.is_inexact_array, inverse=True))
+        return (jax.tree.map(lambda v: ct.loss * v, g),
+                eqx.combine(jax.tree.map(lambda v: ct.loss * v, g_x0), no_grad))
 
     run.defvjp(run_fwd, run_bwd)
     out = run(params, x0)
