@@ -72,11 +72,15 @@ def test_bad_benchmark_files_are_named(tmp_path, content, message):
 def test_paired_timing_script_writes_its_table(tmp_path):
     out = tmp_path / "paired"
     result = subprocess.run([sys.executable, str(ROOT / "experiments" / "fused_vs_native.py"), "--batch", "1",
-                             "--horizon", "2", "--flows", "none", "combined", "--rounds", "3", "--out", str(out)],
+                             "--horizon", "2", "--flows", "none", "combined", "--rounds", "3", "--torch-compile",
+                             "--out", str(out)],
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     table = (out / "ratios.md").read_text().splitlines()
     rows = [line for line in table if line.startswith("| jax") or line.startswith("| torch")]
     assert [r.split(" | ")[:4] for r in rows] == [["| jax", "1", "2", "none"], ["| jax", "1", "2", "combined"],
                                                    ["| torch", "1", "2", "none"], ["| torch", "1", "2", "combined"]]
+    compiled = [r.split(" | ")[8:11] for r in rows]  # torch.compile ms, native/compiled, compile s
+    assert compiled[0] == compiled[1] == compiled[3] == ["—", "—", "— |"]  # JAX rows and torch combined: not compiled
+    assert compiled[2][1].endswith("×") and float(compiled[2][0]) > 0
     assert len((out / "ratios.csv").read_text().splitlines()) == 5
