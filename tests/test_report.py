@@ -38,6 +38,15 @@ def test_ratio_tables_divide_native_by_fused(benchmark_json):
     assert "| neural | 1 | combined | 10 | native | 40.00 | 400.00 | 0.100 |" in table
 
 
+def test_jax_only_benchmarks_say_why_there_is_no_framework_table(tmp_path):
+    path = tmp_path / "out.json"
+    path.write_text(json.dumps({"benchmarks": [_bench("jax", "native", "none", 10, 4.0, 1e6, sim="brax"),
+                                               _bench("jax", "fused", "none", 10, 5.0, 1e6, sim="brax")]}))
+    table = ratio_tables(load_cases(path))
+    assert "| jax | brax | 1 | none | 10 | 4.00 | 5.00 | 0.80× |" in table
+    assert "no case was measured in both frameworks" in table and "| JAX ms |" not in table
+
+
 def test_torch_compile_rows_get_their_own_table(tmp_path):
     compiled = _bench("torch", "native-compile", "none", 10, 5.0, 1e6)
     compiled["extra_info"]["compile_s"] = 48.6
