@@ -2,13 +2,14 @@
 
     python experiments/fused_vs_native.py [--framework jax torch] [--batch 1 256] [--horizon 10 50 150]
                                           [--flows none input combined none+input] [--rounds 15]
-                                          [--torch-compile] [--out results/fused-vs-native]
+                                          [--torch-compile] [--sim neural] [--out results/fused-vs-native]
 
 pytest-benchmark times each case in its own test, minutes apart; on shared VMs whose speed
 drifts by up to 2× that makes a ratio of two such medians unreliable. Here, for each (framework,
 batch, horizon), every (flow, impl) runs once per round, interleaved, for ``--rounds`` rounds;
 the ratio native/fused is taken within each round and the median over rounds is reported
-(> 1: fused is faster). Neural sim (12/6/128), MLP 12→128→128→6, float32, as in benchmarks/.
+(> 1: fused is faster). Neural sim (12/6/128) unless ``--sim`` names another (e.g.
+``brax:inverted_pendulum``, JAX only), MLP 12→128→128→6, float32, as in benchmarks/.
 ``--torch-compile`` adds, for torch and the flows none / input / none+input, native autodiff
 under ``torch.compile`` (inductor; about a minute of compile per case, which is reported) to the
 same rounds, and the ratio eager/compiled.
@@ -30,10 +31,12 @@ from sims import make
 FLOWS = ["none", "input", "combined", "none+input"]
 
 
-def _problem(framework, batch):
-    sim = make("neural", backend=framework)
+def _problem(framework, batch, sim_name="neural"):
+    sim = make(sim_name, backend=framework)
     ref = gs.jax.mlp(0, sim.obs_dim, sim.action_dim, hidden=(128, 128))
-    x0 = np.asarray(make("neural", backend="numpy").reset(0, batch), dtype=np.float32)
+    if sim_name.startswith("brax:"):  # JAX only; its state is the env's own pytree
+        return sim, ref, sim.reset(0, batch)
+    x0 = np.asarray(make(sim_name, backend="numpy").reset(0, batch), dtype=np.float32)
     if framework == "jax":
         import jax.numpy as jnp
 
@@ -76,9 +79,9 @@ def _gradient_fn(framework, sim, policy, x0, flow, horizon, impl):
 COMPILABLE = ("none", "input", "none+input")  # torch.compile cases (combined costs the pair plus an elementwise op)
 
 
-def paired(framework, batch, horizon, flows, rounds, torch_compile=False):
+def paired(framework, batch, horizon, flows, rounds, torch_compile=False, sim_name="neural"):
     """``({(flow, impl): [seconds per round]}, {flow: compile seconds})``, all cases interleaved in every round."""
-    sim, policy, x0 = _problem(framework, batch)
+    sim, policy, x0 = _problem(framework, batch, sim_name)
     fns = {(f, impl): _gradient_fn(framework, sim, policy, x0, f, horizon, impl) for f in flows for impl in ("native", "fused")}
     if torch_compile and framework == "torch":
         import torch
@@ -120,10 +123,14 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--torch-compile", action="store_true",
                         help="also time torch native under torch.compile (flows none, input, none+input)")
+    parser.add_argument("--sim", default="neural",
+                        help="simulator name for sims.make: neural (default), cartpole, pointmass, brax:<env> (JAX only)")
     parser.add_argument("--out", help="results folder to create (default results/fused-vs-native-<time>)")
     args = parser.parse_args(argv)
     if args.rounds < 3 or min(args.batch) < 1 or min(args.horizon) < 1:
         parser.error("--rounds must be ≥ 3, --batch and --horizon ≥ 1")
+    if args.sim.startswith("brax:") and "torch" in args.framework:
+        parser.error(f"--sim {args.sim} is a Brax environment, which is JAX only: pass --framework jax")
     dest = args.out or unique_path("results", "fused-vs-native")
     header = ["framework", "batch", "horizon", "flow", "native_ms", "fused_ms", "native_over_fused",
               "ratio_q25", "ratio_q75", "fused_over_native_none", "compiled_ms", "native_over_compiled",
@@ -132,7 +139,8 @@ def main(argv=None) -> int:
     for framework in args.framework:
         for batch in args.batch:
             for horizon in args.horizon:
-                times, compile_s = paired(framework, batch, horizon, args.flows, args.rounds, args.torch_compile)
+                times, compile_s = paired(framework, batch, horizon, args.flows, args.rounds, args.torch_compile,
+                                          args.sim)
                 for flow in args.flows:
                     n, f = np.asarray(times[(flow, "native")]), np.asarray(times[(flow, "fused")])
                     ratio = n / f

@@ -93,3 +93,16 @@ def test_paired_timing_script_writes_its_table(tmp_path):
     assert compiled[0] == compiled[1] == compiled[3] == ["—", "—", "— |"]  # JAX rows and torch combined: not compiled
     assert compiled[2][1].endswith("×") and float(compiled[2][0]) > 0
     assert len((out / "ratios.csv").read_text().splitlines()) == 5
+
+
+def test_paired_timing_script_takes_other_sims_and_refuses_brax_in_torch(tmp_path):
+    script = [sys.executable, str(ROOT / "experiments" / "fused_vs_native.py"), "--batch", "2", "--horizon", "3",
+              "--flows", "input", "--rounds", "3"]
+    result = subprocess.run(script + ["--framework", "jax", "--sim", "cartpole", "--out", str(tmp_path / "c")],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert "--sim cartpole" in (tmp_path / "c" / "ratios.md").read_text()
+    refused = subprocess.run(script + ["--sim", "brax:reacher", "--out", str(tmp_path / "b")],
+                             capture_output=True, text=True, cwd=ROOT)
+    assert refused.returncode == 2 and "JAX only: pass --framework jax" in refused.stderr
+    assert not (tmp_path / "b").exists()
