@@ -9,7 +9,8 @@ drifts by up to 2× that makes a ratio of two such medians unreliable. Here, for
 batch, horizon), every (flow, impl) runs once per round, interleaved, for ``--rounds`` rounds;
 the ratio native/fused is taken within each round and the median over rounds is reported
 (> 1: fused is faster). Neural sim (12/6/128) unless ``--sim`` names another (e.g.
-``brax:inverted_pendulum``, JAX only), MLP 12→128→128→6, float32, as in benchmarks/.
+``brax:inverted_pendulum``, JAX only); MLP policy obs→128→128→action (12→128→128→6 on neural),
+float32, as in benchmarks/.
 ``--torch-compile`` adds, for torch and the flows none / input / none+input, native autodiff
 under ``torch.compile`` (inductor; about a minute of compile per case, which is reported) to the
 same rounds, and the ratio eager/compiled.
