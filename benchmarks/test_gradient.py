@@ -32,7 +32,7 @@ import numpy as np
 import pytest
 
 import gradstop as gs
-from sims import make
+from gradstop.benchmark import problem
 
 HORIZONS = [1, 10, 25, 50, 100, 150]
 BATCHES = [1, 256]
@@ -61,18 +61,7 @@ def _split(impl):
 
 def _problem(backend, sim_name, batch):
     name, params = SIMS[sim_name]
-    sim = make(name, backend=backend, **params)
-    ref = gs.jax.mlp(0, sim.obs_dim, sim.action_dim, hidden=(128, 128))
-    if name.startswith("brax:"):
-        return sim, ref, sim.reset(0, batch)
-    x0 = np.asarray(make(name, backend="numpy", **params).reset(0, batch), dtype=np.float32)
-    if backend == "jax":
-        import jax.numpy as jnp
-
-        return sim, ref, jnp.asarray(x0)
-    import torch
-
-    return sim, gs.copy_weights(ref, gs.torch.mlp(sim.obs_dim, sim.action_dim, hidden=(128, 128))), torch.as_tensor(x0)
+    return problem(backend, name, batch, **params)
 
 
 def _info(benchmark, **info):

@@ -27,24 +27,9 @@ import numpy as np
 
 import gradstop as gs
 from gradstop.results import run_folder, unique_path, write_csv
-from sims import make
+from gradstop.benchmark import problem
 
 FLOWS = ["none", "input", "combined", "none+input"]
-
-
-def _problem(framework, batch, sim_name="neural"):
-    sim = make(sim_name, backend=framework)
-    ref = gs.jax.mlp(0, sim.obs_dim, sim.action_dim, hidden=(128, 128))
-    if sim_name.startswith("brax:"):  # JAX only; its state is the env's own pytree
-        return sim, ref, sim.reset(0, batch)
-    x0 = np.asarray(make(sim_name, backend="numpy").reset(0, batch), dtype=np.float32)
-    if framework == "jax":
-        import jax.numpy as jnp
-
-        return sim, ref, jnp.asarray(x0)
-    import torch
-
-    return sim, gs.copy_weights(ref, gs.torch.mlp(sim.obs_dim, sim.action_dim, hidden=(128, 128))), torch.as_tensor(x0)
 
 
 def _gradient_fn(framework, sim, policy, x0, flow, horizon, impl):
@@ -82,7 +67,7 @@ COMPILABLE = ("none", "input", "none+input")  # torch.compile cases (combined co
 
 def paired(framework, batch, horizon, flows, rounds, torch_compile=False, sim_name="neural"):
     """``({(flow, impl): [seconds per round]}, {flow: compile seconds})``, all cases interleaved in every round."""
-    sim, policy, x0 = _problem(framework, batch, sim_name)
+    sim, policy, x0 = problem(framework, sim_name, batch)
     fns = {(f, impl): _gradient_fn(framework, sim, policy, x0, f, horizon, impl) for f in flows for impl in ("native", "fused")}
     if torch_compile and framework == "torch":
         import torch
