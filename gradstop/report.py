@@ -79,17 +79,15 @@ def ratio_tables(cases: list[dict]) -> str:
             f"| {mem_n / 1e6 if mem_n is not None else float('nan'):.2f} "
             f"| {mem_r / 1e6 if mem_r is not None else float('nan'):.2f} "
             f"| {f'{mem_r / mem_n:.0%}' if mem_r is not None and mem_n else '—'} |")
-    lines += ["", "### JAX/torch: time of JAX (jitted) over torch (eager); < 1 means JAX is faster", "",
-              "| sim | batch | flow | H | impl | JAX ms | torch ms | JAX/torch |", "|---|---|---|---|---|---|---|---|"]
-    pairs = 0
+    pairs = []
     for sim, batch, flow, h, impl in sorted({(c["sim"], c["batch"], c["flow"], c["horizon"], c["impl"]) for c in cases}):
         j, t = idx.get(("jax", sim, batch, flow, impl, h)), idx.get(("torch", sim, batch, flow, impl, h))
         if j and t:
-            pairs += 1
-            lines.append(f"| {sim} | {batch} | {flow} | {h} | {impl} | {j['ms']:.2f} | {t['ms']:.2f} | {j['ms'] / t['ms']:.3f} |")
-    if not pairs:
-        lines[-2:] = ["(no case was measured in both frameworks: run the benchmarks without `-k jax`/`-k torch` "
-                      "for this table; Brax sims are JAX only)"]
+            pairs.append(f"| {sim} | {batch} | {flow} | {h} | {impl} | {j['ms']:.2f} | {t['ms']:.2f} | {j['ms'] / t['ms']:.3f} |")
+    lines += ["", "### JAX/torch: time of JAX (jitted) over torch (eager); < 1 means JAX is faster", ""]
+    lines += (["| sim | batch | flow | H | impl | JAX ms | torch ms | JAX/torch |", "|---|---|---|---|---|---|---|---|", *pairs]
+              if pairs else ["(no case was measured in both frameworks: run the benchmarks without `-k jax`/`-k torch` "
+                             "for this table; Brax sims are JAX only)"])
     compiled = sorted((c["sim"], c["batch"], c["flow"], c["horizon"]) for c in cases
                       if c["framework"] == "torch" and c["impl"] == "native-compile")
     if compiled:
