@@ -14,9 +14,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[all]"
 	touch $(STAMP)
 
-# Main job: BPTT on the cartpole swing-up with three flows; writes loss.png + loss.csv under results/.
+# Main job: BPTT on the cartpole swing-up with three flows; writes results/demo (loss.png, summary.csv, a folder per flow).
+# Run again: finished runs are skipped, interrupted ones resume from their last checkpoint.
 demo: $(STAMP)
-	$(BIN)/gradstop train --sim cartpole --backend jax --stop none,input,combined --horizon 100 --iters 300
+	$(BIN)/gradstop train --sim cartpole --backend jax --flow none,input,combined --horizon 100 \
+	    --epochs 10 --updates-per-epoch 30 --batch 32 --lr 3e-3 --out results/demo
 
 # Default test run (excludes tests marked slow), then the benchmark suite's smoke subset, untimed.
 test: $(STAMP)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 ACTIVATIONS = ("tanh", "relu", "elu")
 
 
@@ -26,3 +28,16 @@ def check_weights(own, given) -> None:
             f"weights do not fit this policy: it has arrays of shapes {shapes_own}, got {shapes_given}; "
             "build the policy with the same obs_dim, hidden and action_dim as the source"
         )
+
+
+def init_weights(sizes: list[int], seed: int, zero_last: bool = False) -> list[np.ndarray]:
+    """Framework-neutral initial weights [W_0, b_0, …] (W: (out, in)), PyTorch's default rule
+    (uniform ±1/√fan_in) drawn with NumPy, so trainers in JAX and PyTorch start from the same policy."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x9011C7]))
+    weights = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        bound = 1.0 / np.sqrt(n_in)
+        weights += [rng.uniform(-bound, bound, (n_out, n_in)), rng.uniform(-bound, bound, (n_out,))]
+    if zero_last:
+        weights[-2:] = [np.zeros_like(w) for w in weights[-2:]]
+    return weights

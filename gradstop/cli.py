@@ -1,11 +1,20 @@
 """Command line: ``gradstop train`` (or ``python -m gradstop train``).
 
-Trains one policy per flow by BPTT from the same initial weights and initial-state seed, then
-writes a results folder: ``loss.csv`` (per iteration and flow), ``loss.png``, ``config.json``
-(every setting, the sim's parameters, package versions) and ``policy-<flow>.npz`` (weights as
-NumPy arrays, loadable into either framework with ``set_weights``).
+Every field of :class:`gradstop.trainers.TrainConfig` is a flag (``--lr 3e-3``, ``--data fixed``,
+``--no-shuffle``, ``--param poles=2``); ``--config FILE`` starts from a saved config and flags
+override it. ``--flow`` (alias ``--stop``) takes a comma-separated list: one run per flow, from
+the same initial weights and data, each in its own resumable folder::
 
-    gradstop train --sim cartpole --backend torch --stop none,input,combined --horizon 100 --iters 300
+    OUT/sweep.json             the configs of the runs (written first)
+    OUT/<flow>/                one run folder each (gradstop.trainers.run: config.json, updates.csv, eval.csv,
+                               checkpoint, policy.npz, summary.json, loss.png)
+    OUT/summary.csv, loss.png  every flow side by side (written when all runs are done)
+
+Run the same command again to resume after an interruption (finished runs are skipped). The
+default OUT is ``results/train-<sim>-<backend>-<hash of the configs>``, so the same command
+always finds its own folder.
+
+    gradstop train --sim cartpole --backend torch --flow none,input,combined --horizon 100 --epochs 10
 """
 
 from __future__ import annotations
@@ -13,53 +22,55 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
-import importlib
+import hashlib
+import io
+import json
 import sys
-import time
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
-from gradstop import results
 from gradstop.flows import VALID_FORMS, parse_flow
-from gradstop.training import check_train_args
+from gradstop.trainers.config import TrainConfig
+from gradstop.trainers.files import atomic_write, atomic_write_json
+
+EXIT_OK, EXIT_USAGE, EXIT_NONFINITE, EXIT_INTERRUPTED = 0, 2, 3, 130
 
 
-@dataclasses.dataclass
-class TrainArgs:
-    sim: str = dataclasses.field(default="cartpole", metadata={"help": "simulator name (sims.names())"})
-    backend: str = dataclasses.field(default="jax", metadata={"help": "framework: jax or torch"})
-    stop: str = dataclasses.field(default="none,input,combined", metadata={"help": "comma-separated gradient flows, one training run each"})
-    horizon: int = dataclasses.field(default=100, metadata={"help": "rollout length H"})
-    iters: int = dataclasses.field(default=300, metadata={"help": "Adam updates per flow"})
-    batch: int = dataclasses.field(default=32, metadata={"help": "initial states per update"})
-    lr: float = dataclasses.field(default=3e-3, metadata={"help": "Adam learning rate"})
-    clip_norm: float | None = dataclasses.field(default=None, metadata={"help": "clip the gradient's global norm (default: off)"})
-    hidden: str = dataclasses.field(default="64,64", metadata={"help": "hidden layer widths of the MLP policy"})
-    seed: int = dataclasses.field(default=0, metadata={"help": "seed of the initial weights and initial states"})
-    preset: str | None = dataclasses.field(default=None, metadata={"help": "simulator preset (e.g. cartpole's 'literature')"})
-    param: list = dataclasses.field(default_factory=list, metadata={"help": "simulator parameter KEY=VALUE (repeatable), e.g. --param poles=2"})
-    out: str | None = dataclasses.field(default=None, metadata={"help": "results folder (must not exist); default results/train-<sim>-<backend>-<time>"})
-    root: str = dataclasses.field(default="results", metadata={"help": "parent folder of the default results folder"})
-    quiet: bool = dataclasses.field(default=False, metadata={"help": "no progress bar"})
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field; only the flags given override the base config."""
+    for f in dataclasses.fields(TrainConfig):
+        flag, help_ = "--" + f.name.replace("_", "-"), f.metadata["help"] + f" (default: {_show(f)})"
+        if f.name == "sim_params":
+            parser.add_argument("--param", dest="sim_params", action="append", metavar="KEY=VALUE", help=help_)
+        elif f.name == "flow":
+            parser.add_argument("--flow", "--stop", dest="flow", metavar="FLOWS",
+                                help="comma-separated gradient flows, one run each, e.g. none,input,combined" + f" (default: {f.default})")
+        elif f.type == "bool":
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, help=help_)
+        else:
+            kind = {"int": int, "float": float, "float | None": float}.get(f.type, str)
+            parser.add_argument(flag, dest=f.name, type=kind, help=help_)
+    parser.set_defaults(**{f.name: None for f in dataclasses.fields(TrainConfig)})  # None: not given, keep the base
+
+
+def _show(f) -> str:
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    return ",".join(map(str, default)) if isinstance(default, tuple) else str(default)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gradstop", description="gradstop: gradient flows through differentiable physics")
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train policies by BPTT, one per flow, and write a results folder",
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for f in dataclasses.fields(TrainArgs):
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        if f.type == "bool":
-            train.add_argument(flag, action="store_true", help=f.metadata["help"])
-        elif f.name == "param":
-            train.add_argument(flag, action="append", default=default, metavar="KEY=VALUE", help=f.metadata["help"])
-        else:
-            kind = {"int": int, "float": float, "float | None": float}.get(f.type, str)
-            train.add_argument(flag, type=kind, default=default, help=f.metadata["help"])
+    train = sub.add_parser("train", help="train policies (one per flow) and write a resumable results folder")
+    train.add_argument("--config", metavar="FILE", help="start from this config.json (flags override its fields)")
+    train.add_argument("--print-config", action="store_true", help="print the resulting config as JSON and exit")
+    _add_config_flags(train)
+    train.add_argument("--out", help="results folder (resumed if it holds these runs); default results/train-<sim>-<backend>-<hash>")
+    train.add_argument("--root", default="results", help="parent folder of the default results folder")
+    train.add_argument("--tensorboard", metavar="DIR", help="also log metrics to TensorBoard in DIR (needs tensorboardX)")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -77,55 +88,118 @@ def parse_sim_params(items: list[str]) -> dict:
     return params
 
 
-def train(args: TrainArgs) -> Path:
-    """Run ``gradstop train`` with ``args``; returns the results folder."""
-    from sims import make
-
-    flows = [parse_flow(s) for s in args.stop.split(",") if s.strip()]
+def configs_from(ns: argparse.Namespace) -> list[TrainConfig]:
+    """The TrainConfigs a ``gradstop train`` command line asks for (one per flow)."""
+    given = {f.name: getattr(ns, f.name) for f in dataclasses.fields(TrainConfig) if getattr(ns, f.name, None) is not None}
+    base = {}
+    if ns.config:
+        path = Path(ns.config)
+        if not path.is_file():
+            raise ValueError(f"--config {path}: no such file (give the config.json of a run)")
+        try:
+            base = TrainConfig.from_dict(json.loads(path.read_text()), source=str(path)).to_dict()
+        except json.JSONDecodeError as err:
+            raise ValueError(f"--config {path} is not valid JSON: {err}") from None
+    if "sim_params" in given:
+        given["sim_params"] = {**base.get("sim_params", {}), **parse_sim_params(given["sim_params"])}
+    if "hidden" in given:
+        try:
+            given["hidden"] = tuple(int(h) for h in given["hidden"].split(",") if h.strip())
+        except ValueError:
+            raise ValueError(f"--hidden takes comma-separated integers, got {given['hidden']!r}") from None
+    flows = [s.strip() for s in given.pop("flow", base.get("flow", TrainConfig.flow)).split(",") if s.strip()]
     if not flows:
-        raise ValueError(f"--stop names no flow; {VALID_FORMS}")
-    if len({f.name for f in flows}) != len(flows):
-        raise ValueError(f"--stop names a flow twice: {args.stop!r}")
-    check_train_args(flows[0], args.horizon, args.iters, args.lr, args.batch, args.clip_norm)
-    try:
-        hidden = tuple(int(h) for h in args.hidden.split(",") if h.strip())
-    except ValueError:
-        raise ValueError(f"--hidden takes comma-separated integers, got {args.hidden!r}") from None
-    sim = make(args.sim, backend=args.backend, preset=args.preset, **parse_sim_params(args.param))
-    dest = Path(args.out) if args.out else results.unique_path(args.root, f"train-{sim.name}-{sim.backend}")
-    backend = importlib.import_module(f"gradstop.{sim.backend}")
-
-    with results.run_folder(dest) as folder:
-        curves, rows, summary = {}, [], {}
-        for flow in flows:
-            policy = _init_policy(backend, sim, hidden, args.seed)
-            start = time.perf_counter()
-            policy, hist = backend.bptt(policy, sim, stop=flow, horizon=args.horizon, iters=args.iters, lr=args.lr,
-                                        batch=args.batch, clip_norm=args.clip_norm, key=args.seed, progress=not args.quiet)
-            curves[flow.name] = hist.loss
-            rows += [(i + 1, flow.name, hist.loss[i], hist.grad_norm[i], hist.seconds[i]) for i in range(args.iters)]
-            summary[flow.name] = {"first_loss": hist.loss[0], "final_loss": hist.loss[-1], "best_loss": hist.loss.min(),
-                                  "seconds": time.perf_counter() - start}
-            np.savez(folder / f"policy-{flow.name.replace(':', '_')}.npz", *backend.get_weights(policy))
-            if not args.quiet:
-                print(f"{flow.name:>24}: loss {hist.loss[0]:.4g} -> {hist.loss[-1]:.4g} ({summary[flow.name]['seconds']:.1f} s)")
-        results.write_csv(folder / "loss.csv", ["iter", "flow", "loss", "grad_norm", "seconds"], rows)
-        title = f"BPTT on {sim.name} ({sim.backend}), H={args.horizon}, batch {args.batch}, lr {args.lr:g}"
-        results.plot_curves(folder / "loss.png", curves, title=title)
-        results.write_json(folder / "config.json", {
-            "command": "gradstop train", "args": dataclasses.asdict(args), "sim": sim.describe(),
-            "flows": [f.name for f in flows], "summary": summary, "versions": _versions(sim.backend),
-        })
-    return dest
+        raise ValueError(f"--flow names no flow; {VALID_FORMS}")
+    names = [parse_flow(f).name for f in flows]
+    if len(set(names)) != len(names):
+        raise ValueError(f"--flow names a flow twice: {','.join(flows)}")
+    merged = {**base, **given}
+    return [TrainConfig(**{**merged, "flow": name}) for name in names]
 
 
-def _init_policy(backend, sim, hidden, seed):
-    if sim.backend == "jax":
-        return backend.mlp(seed, sim.obs_dim, sim.action_dim, hidden=hidden)
-    return backend.mlp(sim.obs_dim, sim.action_dim, hidden=hidden, seed=seed)
+def train(ns: argparse.Namespace) -> int:
+    """Run ``gradstop train``; returns the exit code."""
+    from gradstop.trainers.run import NonFiniteError, make_sim, train as run_one
+
+    configs = configs_from(ns)
+    if ns.print_config:
+        print(json.dumps(configs[0].to_dict() if len(configs) == 1 else [c.to_dict() for c in configs], indent=2))
+        return EXIT_OK
+    first = configs[0]
+    sim = make_sim(first)  # checks the sim, backend and parameters before anything is written
+    if first.backend == "jax" and first.dtype == "float64":
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+    digest = hashlib.sha256(json.dumps([c.identity() for c in configs], sort_keys=True).encode()).hexdigest()[:8]
+    out = Path(ns.out) if ns.out else Path(ns.root) / f"train-{sim.name}-{first.backend}-{digest}"
+    _claim(out, configs)
+    failed = {}
+    for config in configs:
+        try:
+            result = run_one(config, out / config.flow_slug, progress=not ns.quiet, tensorboard=ns.tensorboard)
+        except NonFiniteError as err:
+            failed[config.flow] = str(err)
+            print(f"gradstop train: {err}", file=sys.stderr)
+            continue
+        if not ns.quiet:
+            s = result.summary
+            test = f", test {s['final_test_loss']:.4g}" if s["final_test_loss"] is not None else ""
+            print(f"{config.flow:>24}: loss {s['first_loss']:.4g} -> {s['final_loss']:.4g}{test} "
+                  f"({s['seconds']:.1f} s + {s['compile_seconds']:.1f} s compile, {s['steps_per_second']:.3g} steps/s)")
+    if failed:
+        print(f"gradstop train: {len(failed)} of {len(configs)} runs stopped on non-finite values "
+              f"({', '.join(failed)}); the others are complete in {out}", file=sys.stderr)
+        return EXIT_NONFINITE
+    _compare(out, configs)
+    print(f"results written to {out}")
+    return EXIT_OK
 
 
-def _versions(framework: str) -> dict:
+def _claim(out: Path, configs: list[TrainConfig]) -> None:
+    """Create ``out`` for these runs, or check that it holds them (then they resume)."""
+    record = {"command": "gradstop train", "runs": [c.to_dict() for c in configs], "versions": versions(configs[0].backend)}
+    sweep = out / "sweep.json"
+    if sweep.exists():
+        stored = json.loads(sweep.read_text())
+        theirs = [TrainConfig.from_dict(r, source=str(sweep)) for r in stored["runs"]]
+        if [c.flow for c in theirs] != [c.flow for c in configs]:
+            raise ValueError(f"{out} holds runs of flows {[c.flow for c in theirs]}, not {[c.flow for c in configs]}: "
+                             "choose another --out, or rerun its own command")
+        diffs = configs[0].differences(theirs[0])
+        if diffs:
+            raise ValueError(f"{out} holds runs with a different config ({'; '.join(diffs)}): choose another --out, "
+                             f"or resume them with their own settings (--config {out / configs[0].flow_slug / 'config.json'})")
+        return
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"results folder {out} already exists and holds no gradstop train runs: choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(sweep, record)
+
+
+def _compare(out: Path, configs: list[TrainConfig]) -> None:
+    """Every flow side by side: summary.csv and loss.png (test loss, or train loss without evaluations)."""
+    from gradstop.results import plot_lines
+
+    rows, lines = [], {}
+    columns = ["flow", "first_loss", "final_loss", "final_test_loss", "best_test_loss", "final_test_success",
+               "seconds", "compile_seconds", "steps_per_second", "skipped_updates"]
+    for c in configs:
+        folder = out / c.flow_slug
+        s = json.loads((folder / "summary.json").read_text())
+        rows.append([s[k] if k != "flow" else c.flow for k in columns])
+        evals = np.genfromtxt(folder / "eval.csv", delimiter=",", names=True, ndmin=1)
+        lines[c.flow] = (np.atleast_1d(evals["update"]), np.atleast_1d(evals["test_loss"]))
+    text = ",".join(columns) + "\n" + "".join(",".join("" if v is None else str(v) for v in r) + "\n" for r in rows)
+    atomic_write(out / "summary.csv", text.encode())
+    c = configs[0]
+    buf = io.BytesIO()
+    plot_lines(buf, lines, title=f"{c.algo.upper()} on {c.sim} ({c.backend}), H={c.horizon}, batch {c.batch}, lr {c.lr:g}",
+               xlabel="update", ylabel=f"test loss ({c.test_size} initial states)", legend="flow")
+    atomic_write(out / "loss.png", buf.getvalue())
+
+
+def versions(framework: str) -> dict:
     names = ["gradstop", "numpy"] + (["jax", "jaxlib", "equinox", "optax"] if framework == "jax" else ["torch"])
     out = {"python": sys.version.split()[0]}
     for name in names:
@@ -138,11 +212,11 @@ def _versions(framework: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ns = _parser().parse_args(argv)
-    args = TrainArgs(**{k: v for k, v in vars(ns).items() if k != "command"})
     try:
-        dest = train(args)
+        return train(ns)
     except (ValueError, TypeError, FileExistsError, ImportError) as err:
         print(f"gradstop train: error: {err}", file=sys.stderr)
-        return 2
-    print(f"results written to {dest}")
-    return 0
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("gradstop train: interrupted; run the same command again to resume from the last checkpoint", file=sys.stderr)
+        return EXIT_INTERRUPTED

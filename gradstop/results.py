@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["run_folder", "unique_path", "write_csv", "write_json", "plot_curves"]
+__all__ = ["run_folder", "unique_path", "write_csv", "write_json", "plot_curves", "plot_lines"]
 
 
 def unique_path(root: Path | str, name: str) -> Path:
@@ -77,23 +77,33 @@ def _jsonable(value):
     return str(value)
 
 
-def plot_curves(path: Path, curves: dict[str, np.ndarray], *, title: str, ylabel: str = "loss", log: bool = True) -> None:
+def plot_curves(path: Path, curves: dict[str, np.ndarray], *, title: str, ylabel: str = "loss", log: bool = True,
+                legend: str = "flow") -> None:
     """One line per named curve against the iteration, saved as PNG."""
+    lines = {label: (np.arange(1, len(v) + 1), np.asarray(v)) for label, v in curves.items()}
+    plot_lines(path, lines, title=title, xlabel="iteration", ylabel=ylabel, log=log, legend=legend)
+
+
+def plot_lines(path, lines: dict[str, tuple], *, title: str, xlabel: str, ylabel: str, log: bool = True,
+               legend: str | None = None) -> None:
+    """One line per label from its (x, y), saved as PNG to ``path`` (a path or a binary file);
+    log y-axis when every finite value is positive."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
-    for label, values in curves.items():
-        ax.plot(np.arange(1, len(values) + 1), values, label=label, linewidth=1.4)
-    if log and all(np.all(np.asarray(v) > 0) for v in curves.values()):
+    for label, (x, y) in lines.items():
+        ax.plot(x, y, label=label, linewidth=1.4)
+    finite = [np.asarray(y)[np.isfinite(y)] for _, y in lines.values()]
+    if log and all(v.size and np.all(v > 0) for v in finite):
         ax.set_yscale("log")
-    ax.set_xlabel("iteration")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(title="flow")
+    ax.legend(title=legend)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, format="png")
     plt.close(fig)

@@ -1,30 +1,29 @@
-"""BPTT training, framework-neutral front door: ``gradstop.bptt(policy, sim, stop=..., ...)``.
+"""BPTT in one call, framework-neutral front door: ``gradstop.bptt(policy, sim, stop=..., ...)``.
 
-Each iteration samples a batch of initial states, rolls the policy out for ``horizon`` steps, and
-applies the flow's gradient with Adam (optax in JAX, torch.optim in PyTorch). The backend is the
-sim's; ``gradstop.jax.bptt`` and ``gradstop.torch.bptt`` take the same arguments.
+A thin wrapper over :func:`gradstop.trainers.train` for interactive use: fresh initial states
+every update, no files. For fixed training/test sets, evaluation, schedules, checkpoints and
+resume, build a :class:`gradstop.trainers.TrainConfig` and call ``gradstop.trainers.train``.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import NamedTuple
 
 import numpy as np
 
-from gradstop._checks import check_framework, check_horizon
+from gradstop._checks import check_framework
 from gradstop.flows import FlowLike, parse_flow
 
-__all__ = ["History", "bptt", "check_train_args"]
+__all__ = ["History", "bptt"]
 
 
 class History(NamedTuple):
-    """Per-iteration record of a training run (NumPy arrays of length ``iters``).
+    """Per-update record of a :func:`bptt` run (NumPy arrays of length ``iters``).
 
     Attributes:
       loss: the rollout loss before the update.
       grad_norm: global L2 norm of the flow's gradient (before clipping).
-      seconds: wall-clock time since the start of training, compile time included.
+      seconds: cumulative wall-clock time of training at each update (compile time excluded).
     """
 
     loss: np.ndarray
@@ -33,7 +32,7 @@ class History(NamedTuple):
 
 
 def bptt(policy, sim, *, stop: FlowLike = "none", horizon: int, iters: int, lr: float = 1e-3, batch: int = 16,
-         clip_norm: float | None = None, key=0, impl: str = "native", progress: bool = False):
+         clip_norm: float | None = None, key: int = 0, impl: str = "native", progress: bool = False, **options):
     """Train ``policy`` on ``sim`` by backpropagation through time along the flow ``stop``.
 
     Args:
@@ -41,13 +40,15 @@ def bptt(policy, sim, *, stop: FlowLike = "none", horizon: int, iters: int, lr: 
       sim: a simulator from ``sims.make``.
       stop: the gradient flow (see ``gradstop.flows``).
       horizon: rollout length H.
-      iters: number of Adam updates.
-      lr: Adam's learning rate.
+      iters: number of updates.
+      lr: learning rate.
       batch: initial states sampled per update.
       clip_norm: clip the gradient's global norm to this value (None: no clipping).
-      key: seed (int) of the initial-state sampler; JAX also takes a PRNG key.
+      key: int seed of the initial-state sampler.
       impl: rollout implementation.
       progress: show a progress bar.
+      **options: any other :class:`gradstop.trainers.TrainConfig` field (``optimizer="sgd"``,
+        ``schedule="cosine"``, ``clip_value=1.0``, …).
 
     Returns:
       ``(policy, history)``: the trained policy (JAX: a new pytree; torch: the same module,
@@ -57,21 +58,18 @@ def bptt(policy, sim, *, stop: FlowLike = "none", horizon: int, iters: int, lr: 
 
         policy, hist = gs.bptt(policy, sim, stop="input", horizon=100, iters=200, lr=3e-3)
     """
-    check_train_args(stop, horizon, iters, lr, batch, clip_norm)
+    from gradstop import get_weights
+    from gradstop.trainers import TrainConfig, train
+
     check_framework(policy, sim)
-    backend = importlib.import_module(f"gradstop.{sim.backend}")
-    return backend.bptt(policy, sim, stop=stop, horizon=horizon, iters=iters, lr=lr, batch=batch,
-                        clip_norm=clip_norm, key=key, impl=impl, progress=progress)
-
-
-def check_train_args(stop, horizon, iters, lr, batch, clip_norm) -> None:
-    """Validate BPTT's hyperparameters; raises ValueError naming the bad one."""
-    parse_flow(stop)
-    check_horizon(horizon)
-    for name, value in (("iters", iters), ("batch", batch)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer ≥ 1, got {value!r}")
-    if not isinstance(lr, (int, float)) or not lr > 0:
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
-    if clip_norm is not None and (not isinstance(clip_norm, (int, float)) or not clip_norm > 0):
-        raise ValueError(f"clip_norm must be a positive number or None, got {clip_norm!r}")
+    if isinstance(key, bool) or not isinstance(key, int):
+        raise ValueError(f"key must be an int seed, got {key!r}")
+    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
+        raise ValueError(f"iters must be an integer ≥ 1, got {iters!r}")
+    dtype = str(get_weights(policy)[0].dtype)
+    config = TrainConfig(dtype=dtype if dtype in ("float32", "float64") else "float32", sim=sim.name, backend=sim.backend, flow=parse_flow(stop).name, impl=impl, horizon=horizon,
+                         data="fresh", batch=batch, updates_per_epoch=1, epochs=iters, eval_every=iters, lr=lr,
+                         clip_norm=clip_norm, seed=key, test_size=1, **options)
+    result = train(config, policy=policy, sim=sim, progress=progress)
+    column = {k: np.asarray([float(u[k]) for u in result.updates]) for k in ("loss", "grad_norm", "seconds")}
+    return result.policy, History(column["loss"], column["grad_norm"], column["seconds"])

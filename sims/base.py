@@ -7,6 +7,7 @@ A simulator is small and pure::
     sim.cost(x_next, a) -> c      c: (B,), the running cost of one step
     sim.terminal_cost(x_H) -> c   c: (B,), zero unless the task defines one
     sim.reset(key, batch) -> x0   initial states, uniform in [init_low, init_high]
+    sim.success(x_H) -> s         s: (B,) in [0, 1], the task's success measure (None: no measure)
 
 Physics is written once against ``self.xp`` (``jax.numpy`` or ``torch``), so the JAX and torch
 twins of a model are one class with ``backend`` set, and hold identical physics by construction.
@@ -75,6 +76,10 @@ class Sim:
 
     def terminal_cost(self, x):
         return x[..., 0] * 0.0
+
+    def success(self, x):
+        """The task's success measure at a final state, (B,) values in [0, 1]; None if the task has none."""
+        return None
 
     def init_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-dimension bounds (low, high) of the uniform initial-state distribution."""

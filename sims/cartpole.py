@@ -28,6 +28,7 @@ import numpy as np
 from sims.base import Sim, non_negative, positive
 
 TASKS = ("swingup", "balance")
+SUCCESS_DEGREES = 12.0  # a pole counts as up within this angle of upright
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -124,6 +125,11 @@ class CartPole(Sim):
 
     def terminal_cost(self, x):
         return self.terminal * self._upright(x)
+
+    def success(self, x):
+        """Fraction of poles within 12° of upright (cos θ_i > cos 12°), the literature's measure."""
+        margin = self.xp.cos(self._split(x)[1]) - math.cos(math.radians(SUCCESS_DEGREES))
+        return (0.5 + 0.5 * self.xp.sign(margin)).mean(-1)  # 1 where up, 0 where not, in x's dtype and backend
 
     def init_bounds(self):
         n = self.poles

@@ -18,10 +18,13 @@ def test_backends_mirror_each_other_file_for_file_and_name_for_name():
     files = {b: sorted(p.name for p in (PACKAGE / b).glob("*.py")) for b in ("jax", "torch")}
     assert files["jax"] == files["torch"]
     assert sorted(gs.jax.__all__) == sorted(gs.torch.__all__)
+    trainers = {b: sorted(p.name for p in (PACKAGE / "trainers" / b).glob("*.py")) for b in ("jax", "torch")}
+    assert trainers["jax"] == trainers["torch"]
 
 
 def test_framework_neutral_modules_import_neither_framework():
-    for path in list(PACKAGE.glob("*.py")) + list((PACKAGE.parent / "sims").glob("*.py")):
+    neutral = list(PACKAGE.glob("*.py")) + list((PACKAGE / "trainers").glob("*.py")) + list((PACKAGE.parent / "sims").glob("*.py"))
+    for path in neutral:
         lines = [line.strip() for line in path.read_text().splitlines() if line.startswith(("import ", "from "))]
         top_level = [line for line in lines if line.split()[1].split(".")[0] in ("jax", "torch", "equinox", "optax")]
         assert not top_level, f"{path.name} imports a framework at module level: {top_level}"

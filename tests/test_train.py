@@ -1,35 +1,181 @@
-"""BPTT trainers and the ``gradstop train`` command on tiny budgets."""
+"""Trainers on tiny budgets: learning, JAX/torch agreement, schedules, clipping, non-finite handling, the front door."""
 
 from __future__ import annotations
 
-import csv
-import json
-import subprocess
-import sys
+import dataclasses
+import math
 
 import numpy as np
 import pytest
 
 import gradstop as gs
-from gradstop.cli import main, parse_sim_params
+import sims
+from gradstop.trainers import NonFiniteError, TrainConfig, train
+from gradstop.trainers.data import Data
+from gradstop.trainers.schedule import lr_at
 from sims import make
+from sims.pointmass import PointMass
+
+BACKENDS = ["jax", "torch"]
 
 
-@pytest.mark.parametrize("backend", ["jax", "torch"])
-def test_bptt_reduces_the_loss(backend):
+def column(result, key):
+    return np.asarray([float(r[key]) for r in result.updates])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("flow", ["none", "input", "combined"])
+def test_bptt_lowers_the_test_loss_on_pointmass(backend, flow):
+    cfg = TrainConfig(sim="pointmass", sim_params={"dims": 2}, backend=backend, flow=flow, horizon=20, epochs=4,
+                      updates_per_epoch=15, batch=16, lr=1e-2, hidden=(32,), test_size=64)
+    result = train(cfg)
+    test = [e["test_loss"] for e in result.evals]
+    assert len(result.updates) == 60 and len(test) == 5  # the untrained policy, then after every epoch
+    assert np.all(np.isfinite(column(result, "loss")))
+    assert test[-1] < 0.5 * test[0]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("flow", ["none", "input", "combined"])
+def test_bptt_lowers_the_test_loss_on_cartpole_with_a_fixed_training_set(backend, flow):
+    cfg = TrainConfig(sim="cartpole", sim_params={"poles": 1, "task": "balance"}, backend=backend, flow=flow, horizon=30,
+                      data="fixed", train_size=64, test_size=64, batch=8, epochs=4, lr=1e-2, hidden=(32,))
+    result = train(cfg)
+    assert result.evals[0]["update"] == 0  # the untrained policy
+    assert result.evals[-1]["test_loss"] < 0.7 * result.evals[0]["test_loss"]
+    if flow == "combined":  # the combining flows report the cosine between their input and none gradients
+        cos = column(result, "cos_input_none")
+        assert np.all(np.abs(cos) <= 1 + 1e-6) and np.isfinite(cos).all()
+    else:
+        assert np.isnan(column(result, "cos_input_none")).all()
+
+
+@pytest.mark.parametrize("flow", ["none", "combined", "input+truncate:4"])
+def test_jax_and_torch_trainers_take_the_same_steps_in_float64(flow):
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    try:
+        runs = []
+        for backend in BACKENDS:
+            cfg = TrainConfig(sim="cartpole", sim_params={"poles": 2}, backend=backend, flow=flow, horizon=15, data="fixed",
+                              train_size=24, batch=8, epochs=2, lr=1e-2, hidden=(16,), dtype="float64", clip_norm=0.05,
+                              clip_value=0.5, optimizer="adamw", schedule="cosine", lr_final=0.1, zero_last=True)
+            result = train(cfg)
+            runs.append(np.stack([column(result, k) for k in ("loss", "grad_norm", "grad_norm_clipped", "lr")]))
+            runs.append(np.asarray([e["test_loss"] for e in result.evals]))
+        np.testing.assert_allclose(runs[0], runs[2], rtol=1e-10)
+        np.testing.assert_allclose(runs[1], runs[3], rtol=1e-10)
+        assert np.any(runs[0][1] > runs[0][2]), "clipping never engaged: the test would not see a difference"
+    finally:
+        jax.config.update("jax_enable_x64", False)
+
+
+@pytest.mark.parametrize("schedule", ["constant", "linear", "cosine"])
+def test_schedules_follow_the_documented_formula_in_both_frameworks(schedule):
+    cfg = TrainConfig(sim="pointmass", epochs=3, updates_per_epoch=4, lr=0.1, schedule=schedule, lr_final=0.2)
+    expected = [lr_at(schedule, 0.1, 0.2, 12, t) for t in range(12)]
+    if schedule == "linear":
+        assert expected[0] == 0.1 and math.isclose(lr_at(schedule, 0.1, 0.2, 12, 12), 0.02)
+    for backend in BACKENDS:
+        result = train(dataclasses.replace(cfg, backend=backend, horizon=3, hidden=(4,)))
+        np.testing.assert_allclose(column(result, "lr"), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
+def test_every_optimizer_trains(backend, optimizer):
+    cfg = TrainConfig(sim="pointmass", backend=backend, horizon=10, epochs=2, updates_per_epoch=20, batch=16, hidden=(16,),
+                      optimizer=optimizer, lr=3e-3 if optimizer != "sgd" else 1e-3, momentum=0.9 if optimizer == "sgd" else 0.0)
+    result = train(cfg)
+    loss = column(result, "loss")
+    assert loss[-5:].mean() < loss[:5].mean()
+
+
+def test_fixed_data_is_an_epoch_of_the_training_set_and_shuffles_by_epoch():
+    sim = make("cartpole", backend="numpy")
+    data = Data(sim, mode="fixed", train_size=20, test_size=5, batch=8, shuffle=True, updates_per_epoch=99, seed=3)
+    e0, e1 = data.order(0), data.order(1)
+    assert e0.shape == (2, 8) and len(set(e0.ravel())) == 16 and not np.array_equal(e0, e1)
+    np.testing.assert_array_equal(data.epoch(1), data.train[e1])
+    fixed = Data(sim, mode="fixed", train_size=20, test_size=5, batch=8, shuffle=False, updates_per_epoch=99, seed=3)
+    np.testing.assert_array_equal(fixed.order(0), fixed.order(5))
+    np.testing.assert_array_equal(fixed.train, data.train)  # the order option does not change the set
+    assert not np.array_equal(data.test[:5], data.train[:5])
+    low, high = sim.init_bounds()
+    assert np.all(data.train >= low) and np.all(data.train <= high)
+
+
+def test_zero_last_starts_at_zero_action_and_the_success_measure_counts_upright_poles():
+    cfg = TrainConfig(sim="cartpole", backend="torch", zero_last=True, hidden=(8,))
+    from gradstop.trainers.torch.bptt import make_policy
+    import torch
+
+    sim = make("cartpole", backend="torch", poles=2)
+    policy = make_policy(cfg, sim)
+    assert torch.count_nonzero(policy(torch.ones(3, sim.obs_dim))) == 0
+    x = torch.zeros(2, sim.state_dim)
+    x[0, 1], x[0, 2] = math.radians(11), math.radians(13)
+    x[1, 1], x[1, 2] = math.pi, -math.radians(5)
+    np.testing.assert_allclose(sim.success(x).numpy(), [0.5, 0.5])
+
+
+# -- non-finite updates ----------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True, eq=False)
+class Fragile(PointMass):
+    """A point mass whose cost is NaN once an action leaves (-1, 1); its cost pulls actions there."""
+
+    name = "fragile"
+
+    def cost(self, x_next, a):
+        return super().cost(x_next, a) + self.xp.log(1.0 - (a * a).sum(-1))
+
+
+@pytest.fixture
+def fragile(monkeypatch):
+    monkeypatch.setitem(sims._REGISTRY, "fragile", Fragile)
+    return dict(sim="fragile", sim_params={"dims": 1}, horizon=5, batch=4, updates_per_epoch=5, epochs=20, lr=0.01, hidden=(8,))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_non_finite_update_stops_the_run_naming_update_and_flow_and_keeps_the_checkpoint(backend, fragile, tmp_path):
+    cfg = TrainConfig(backend=backend, flow="input", **fragile)
+    with pytest.raises(NonFiniteError, match=r"non-finite .* at update \d+ \(epoch \d+\), flow input") as info:
+        train(cfg, out=tmp_path / "run")
+    err = info.value
+    assert err.flow == "input" and err.update > 5
+    rows = (tmp_path / "run" / "updates.csv").read_text().splitlines()
+    assert rows[-1].split(",")[1] == str(err.update) and rows[-1].split(",")[7] == "0"  # the bad update is logged, marked
+    assert not (tmp_path / "run" / "summary.json").exists()
+    assert "last good checkpoint" in str(err) and (tmp_path / "run" / ("checkpoint.npz" if backend == "jax" else "checkpoint.pt")).exists()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_skip_mode_skips_non_finite_updates_counts_them_and_keeps_the_weights_finite(backend, fragile):
+    cfg = TrainConfig(backend=backend, flow="input", on_nonfinite="skip", **fragile)
+    result = train(cfg)
+    finite = column(result, "finite")
+    assert result.summary["skipped_updates"] == int((finite == 0).sum()) > 0
+    assert all(np.isfinite(w).all() for w in gs.get_weights(result.policy))
+    assert len(result.updates) == 100  # the run went on to its end
+
+
+# -- the one-call front door -----------------------------------------------------------------------
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gs_bptt_reduces_the_loss_and_records_every_update(backend):
     sim = make("pointmass", backend=backend, dims=2)
     policy = gs.jax.mlp(0, sim.obs_dim, sim.action_dim, hidden=(32,)) if backend == "jax" else \
         gs.torch.mlp(sim.obs_dim, sim.action_dim, hidden=(32,), seed=0)
     _, hist = gs.bptt(policy, sim, stop="input", horizon=20, iters=60, lr=1e-2, batch=16)
     assert hist.loss.shape == hist.grad_norm.shape == hist.seconds.shape == (60,)
     assert np.all(np.isfinite(hist.loss))
-    # `seconds` is the cumulative wall clock at each iteration (a contract on the record, no timing claim)
+    # `seconds` is the cumulative wall clock at each update (a contract on the record, no timing claim)
     assert np.all(np.diff(hist.seconds) >= 0)
     assert hist.loss[-10:].mean() < 0.5 * hist.loss[:5].mean()
 
 
-@pytest.mark.parametrize("backend", ["jax", "torch"])
-def test_bptt_clips_the_gradient(backend):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gs_bptt_clips_the_gradient(backend):
     """Adam's first step is ≈ lr·sign(g) per weight; clipping g far below Adam's ε shrinks it to almost nothing."""
     sim = make("pointmass", backend=backend)
 
@@ -45,70 +191,59 @@ def test_bptt_clips_the_gradient(backend):
     assert norm == pytest.approx(norm_clipped, rel=1e-5) and norm > 1.0  # the recorded norm is before clipping
 
 
-@pytest.mark.parametrize("bad,match", [(dict(iters=0), "iters must be an integer ≥ 1"), (dict(lr=-1.0), "lr must be a positive"),
-                                       (dict(batch=1.5), "batch must be an integer"), (dict(clip_norm=0.0), "clip_norm must be")])
-def test_bptt_rejects_bad_hyperparameters(bad, match):
+@pytest.mark.parametrize("bad,match", [(dict(iters=0), "iters must be an integer ≥ 1"), (dict(lr=-1.0), "lr must be a finite number > 0"),
+                                       (dict(batch=1.5), "batch must be an integer"), (dict(clip_norm=0.0), "clip_norm must be"),
+                                       (dict(optimizer="adagrad"), "unknown optimizer 'adagrad'; choose one of adam, adamw, sgd")])
+def test_gs_bptt_rejects_bad_hyperparameters(bad, match):
     sim = make("pointmass")
     kwargs = dict(horizon=5, iters=2) | bad
     with pytest.raises(ValueError, match=match):
         gs.bptt(gs.jax.mlp(0, sim.obs_dim, sim.action_dim), sim, **kwargs)
 
 
-@pytest.mark.parametrize("backend", ["jax", "torch"])
-def test_train_command_writes_a_complete_results_folder(tmp_path, backend, capsys):
-    out = tmp_path / "run"
-    argv = ["train", "--sim", "cartpole", "--backend", backend, "--stop", "none,input+decay:0.9,combined", "--horizon", "8",
-            "--iters", "4", "--batch", "2", "--hidden", "8", "--param", "poles=2", "--out", str(out), "--quiet"]
-    assert main(argv) == 0
-    files = sorted(p.name for p in out.iterdir())
-    assert files == ["config.json", "loss.csv", "loss.png", "policy-combined.npz", "policy-input+decay_0.9.npz", "policy-none.npz"]
-    with open(out / "loss.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert len(rows) == 12 and {r["flow"] for r in rows} == {"none", "input+decay:0.9", "combined"}
-    assert all(np.isfinite(float(r["loss"])) for r in rows)
-    config = json.loads((out / "config.json").read_text())
-    assert config["sim"]["poles"] == 2 and config["args"]["backend"] == backend and config["versions"]["gradstop"]
-    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    weights = np.load(out / "policy-none.npz")
-    assert [weights[k].shape for k in sorted(weights.files)] == [(8, 8), (8,), (1, 8), (1,)]
-    # the same flows start from the same weights and states: the first loss is shared
-    assert len({r["loss"] for r in rows if r["iter"] == "1"}) == 1
+# -- populations -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_population_equals_its_members_trained_one_by_one(backend):
+    from gradstop.trainers import train_population
 
-    # never overwrite: a second run into the same folder fails and leaves the first intact
-    before = (out / "loss.csv").read_bytes()
-    assert main(argv) == 2
-    assert "already exists: choose another --out" in capsys.readouterr().err
-    assert (out / "loss.csv").read_bytes() == before
+    cfg = TrainConfig(sim="cartpole", sim_params={"poles": 2}, backend=backend, flow="combined", horizon=10, data="fixed",
+                      train_size=16, batch=4, epochs=2, hidden=(8,), lr=1e-2)
+    together = train_population(cfg, seeds=[3, 5, 8])
+    for seed, member in zip([3, 5, 8], together):
+        alone = train(dataclasses.replace(cfg, seed=seed))
+        np.testing.assert_allclose(column(member, "loss"), column(alone, "loss"), rtol=2e-5)
+        np.testing.assert_allclose([e["test_loss"] for e in member.evals], [e["test_loss"] for e in alone.evals], rtol=2e-5)
+        for a, b in zip(gs.get_weights(member.policy), gs.get_weights(alone.policy)):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert column(together[0], "loss")[0] != column(together[1], "loss")[0]  # the seeds differ: so do the runs
+    with pytest.raises(ValueError, match="seeds repeats a seed"):
+        train_population(cfg, seeds=[1, 1])
 
 
-def test_default_results_folders_are_unique(tmp_path):
-    argv = ["train", "--sim", "pointmass", "--stop", "input", "--horizon", "3", "--iters", "2", "--hidden", "4",
-            "--root", str(tmp_path), "--quiet"]
-    assert main(argv) == 0 and main(argv) == 0
-    assert len([p for p in tmp_path.iterdir() if p.name.startswith("train-pointmass-jax-")]) == 2
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "a staging folder was left behind"
+def test_a_population_shards_over_devices_and_gives_the_same_numbers(tmp_path):
+    """With 4 (forced host) devices the population axis is split over them; the numbers do not change."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
 
+    from gradstop.trainers import train_population
 
-@pytest.mark.parametrize("argv,match", [
-    (["--stop", "inputs"], "unknown flow part 'inputs'"),
-    (["--stop", "input,input"], "names a flow twice"),
-    (["--param", "pols=2"], "cartpole has no parameter 'pols'"),
-    (["--param", "poles"], "--param takes KEY=VALUE"),
-    (["--hidden", "a,b"], "--hidden takes comma-separated integers"),
-    (["--backend", "tf"], "unknown backend 'tf'"),
-    (["--horizon", "0"], "horizon must be ≥ 1"),
-])
-def test_train_command_reports_bad_arguments(tmp_path, capsys, argv, match):
-    assert main(["train", "--root", str(tmp_path), "--iters", "1", "--quiet", *argv]) == 2
-    assert match in capsys.readouterr().err
-    assert not list(tmp_path.iterdir()), "a failed run left files behind"
-
-
-def test_sim_params_are_parsed_as_python_literals():
-    assert parse_sim_params(["poles=2", "task=balance", "target=(1, 0)", "dt=0.02"]) == \
-        {"poles": 2, "task": "balance", "target": (1, 0), "dt": 0.02}
-
-
-def test_module_entry_point_prints_help():
-    done = subprocess.run([sys.executable, "-m", "gradstop", "train", "--help"], capture_output=True, text=True, check=True)
-    assert "--stop" in done.stdout and "comma-separated gradient flows" in done.stdout
+    cfg = TrainConfig(sim="pointmass", horizon=6, epochs=2, updates_per_epoch=3, batch=4, hidden=(8,))
+    script = f"""
+import json, jax
+from gradstop.trainers import TrainConfig, train_population
+from gradstop.trainers.jax.population import population_sharding
+cfg = TrainConfig.from_dict(json.loads({json.dumps(json.dumps(cfg.to_dict()))}))
+results = train_population(cfg, seeds=range(4))
+print(json.dumps({{"devices": len(jax.devices()), "sharded": population_sharding(4) is not None,
+                  "loss": [[float(u["loss"]) for u in r.updates] for r in results]}}))
+"""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["devices"] == 4 and out["sharded"]
+    here = [[float(u["loss"]) for u in r.updates] for r in train_population(cfg, seeds=range(4))]
+    np.testing.assert_allclose(out["loss"], here, rtol=1e-5)

@@ -1,8 +1,7 @@
-"""gradstop's JAX backend: MLP policies, the rollout, and BPTT training, mirroring ``gradstop.torch``."""
+"""gradstop's JAX backend: MLP policies, the rollout and several flows' gradients, mirroring ``gradstop.torch``."""
 
 from gradstop.jax.policy import MLP, get_weights, mlp, set_weights
 from gradstop.jax.rollout import rollout, scale_gradient
-from gradstop.jax.train import bptt
 from gradstop.jax.gradients import gradients
 
-__all__ = ["MLP", "mlp", "get_weights", "set_weights", "rollout", "scale_gradient", "bptt", "gradients"]
+__all__ = ["MLP", "mlp", "get_weights", "set_weights", "rollout", "scale_gradient", "gradients"]

@@ -47,7 +47,8 @@ class MLP(eqx.Module):
         return self.weights[-1].shape[1]
 
 
-def mlp(key, obs_dim: int, action_dim: int, hidden=(64, 64), activation: str = "tanh", dtype=None) -> MLP:
+def mlp(key, obs_dim: int, action_dim: int, hidden=(64, 64), activation: str = "tanh", dtype=None,
+        zero_last: bool = False) -> MLP:
     """An MLP policy with PyTorch's default initialisation (uniform ±1/√fan_in).
 
     Args:
@@ -56,6 +57,8 @@ def mlp(key, obs_dim: int, action_dim: int, hidden=(64, 64), activation: str = "
       hidden: widths of the hidden layers.
       activation: 'tanh', 'relu' or 'elu'.
       dtype: parameter dtype (default: JAX's default float).
+      zero_last: start the last layer's weights and bias at zero, so the initial policy outputs 0
+        (the multi-pole cartpole setting of Schnell & Thuerey, ICLR 2024).
 
     Example::
 
@@ -70,6 +73,8 @@ def mlp(key, obs_dim: int, action_dim: int, hidden=(64, 64), activation: str = "
         bound = 1.0 / np.sqrt(n_in)
         weights.append(jax.random.uniform(kw, (n_out, n_in), dtype, -bound, bound).T)
         biases.append(jax.random.uniform(kb, (n_out,), dtype, -bound, bound))
+    if zero_last:  # drawn first, then zeroed: the hidden layers match a zero_last=False policy's
+        weights[-1], biases[-1] = jnp.zeros_like(weights[-1]), jnp.zeros_like(biases[-1])
     return MLP(tuple(weights), tuple(biases), activation)
 
 

@@ -1,8 +1,7 @@
-"""gradstop's PyTorch backend: MLP policies, the rollout, and BPTT training, mirroring ``gradstop.jax``."""
+"""gradstop's PyTorch backend: MLP policies, the rollout and several flows' gradients, mirroring ``gradstop.jax``."""
 
 from gradstop.torch.policy import MLP, get_weights, mlp, set_weights
 from gradstop.torch.rollout import rollout, scale_gradient
-from gradstop.torch.train import bptt
 from gradstop.torch.gradients import gradients
 
-__all__ = ["MLP", "mlp", "get_weights", "set_weights", "rollout", "scale_gradient", "bptt", "gradients"]
+__all__ = ["MLP", "mlp", "get_weights", "set_weights", "rollout", "scale_gradient", "gradients"]

@@ -36,7 +36,8 @@ class MLP(nn.Sequential):
         return self.linears[-1].out_features
 
 
-def mlp(obs_dim: int, action_dim: int, hidden=(64, 64), activation: str = "tanh", dtype=None, seed: int | None = None) -> MLP:
+def mlp(obs_dim: int, action_dim: int, hidden=(64, 64), activation: str = "tanh", dtype=None, seed: int | None = None,
+        zero_last: bool = False) -> MLP:
     """An MLP policy with PyTorch's default initialisation (uniform ±1/√fan_in).
 
     Args:
@@ -45,6 +46,8 @@ def mlp(obs_dim: int, action_dim: int, hidden=(64, 64), activation: str = "tanh"
       activation: 'tanh', 'relu' or 'elu'.
       dtype: parameter dtype (default: torch's default dtype).
       seed: seed for the initial weights (default: torch's global generator).
+      zero_last: start the last layer's weights and bias at zero, so the initial policy outputs 0
+        (the multi-pole cartpole setting of Schnell & Thuerey, ICLR 2024).
 
     Example::
 
@@ -60,7 +63,12 @@ def mlp(obs_dim: int, action_dim: int, hidden=(64, 64), activation: str = "tanh"
             layers.append(nn.Linear(n_in, n_out, dtype=dtype))
             if i < len(sizes) - 2:
                 layers.append(_ACTIVATIONS[activation]())
-    return MLP(*layers)
+    policy = MLP(*layers)
+    if zero_last:  # drawn first, then zeroed: the hidden layers match a zero_last=False policy's
+        with torch.no_grad():
+            policy.linears[-1].weight.zero_()
+            policy.linears[-1].bias.zero_()
+    return policy
 
 
 def get_weights(policy: MLP) -> list[np.ndarray]:

@@ -1,0 +1,202 @@
+"""A training run as one typed, immutable config: every setting that can change its numbers.
+
+``TrainConfig`` is framework-neutral. It is saved beside a run's results (``config.json``) and
+reloads to rerun it (``gradstop train --config run/config.json``); the CLI takes its fields as
+flags (``--lr 3e-3``). A field's ``help`` metadata is its ``--help`` text.
+
+Example::
+
+    cfg = TrainConfig(sim="cartpole", sim_params={"poles": 2}, flow="combined", data="fixed", epochs=50)
+    cfg = TrainConfig.from_dict(json.loads(Path("run/config.json").read_text()))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from typing import Any
+
+from gradstop._checks import IMPLS, MEMORY_POLICIES, check_horizon
+from gradstop._policy import ACTIVATIONS
+from gradstop.flows import parse_flow
+
+__all__ = ["TrainConfig", "ALGOS", "OPTIMIZERS", "SCHEDULES", "DATA_MODES", "NONFINITE", "DTYPES", "RUN_ONLY"]
+
+ALGOS = ("bptt",)
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "linear", "cosine")
+DATA_MODES = ("fresh", "fixed")
+NONFINITE = ("stop", "skip")
+DTYPES = ("float32", "float64")
+# Fields that do not change a run's numbers (up to a non-finite update): a resumed run may differ in them.
+RUN_ONLY = ("checkpoint_every", "on_nonfinite")
+
+
+def _f(default, help: str, **kw):
+    if isinstance(default, (dict, list, tuple)) and not isinstance(default, tuple):
+        return dataclasses.field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
+    return dataclasses.field(default=default, metadata={"help": help, **kw})
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of one training run (one flow, one seed)."""
+
+    algo: str = _f("bptt", f"training algorithm: {' | '.join(ALGOS)}")
+    # -- the task ---------------------------------------------------------------------------------
+    sim: str = _f("cartpole", "simulator name (sims.names())")
+    backend: str = _f("jax", "framework: jax or torch")
+    preset: str | None = _f(None, "simulator preset (e.g. cartpole's 'literature')")
+    sim_params: dict = _f({}, "simulator parameters, e.g. {'poles': 2} (CLI: --param poles=2, repeatable)")
+    horizon: int = _f(100, "rollout length H")
+    # -- the gradient -----------------------------------------------------------------------------
+    flow: str = _f("none", "gradient flow (gradstop.flows), e.g. input, combined, input+decay:0.9")
+    impl: str = _f("native", f"rollout implementation: {' | '.join(IMPLS)}")
+    memory: str = _f("residuals", f"fused sweep's memory policy: {' | '.join(MEMORY_POLICIES)}")
+    # -- the data ---------------------------------------------------------------------------------
+    data: str = _f("fresh", "initial states: 'fresh' (new ones every update) or 'fixed' (a training set iterated by epoch)")
+    train_size: int = _f(256, "data=fixed: number of training initial states, drawn once")
+    test_size: int = _f(256, "initial states of the test set, drawn once (both data modes)")
+    batch: int = _f(8, "initial states per update")
+    shuffle: bool = _f(True, "data=fixed: reshuffle the training set every epoch (False: one fixed order)")
+    updates_per_epoch: int = _f(32, "data=fresh: updates per epoch (data=fixed: train_size // batch)")
+    epochs: int = _f(10, "number of epochs")
+    eval_every: int = _f(1, "evaluate on the test set every this many epochs (and after the last)")
+    # -- the policy -------------------------------------------------------------------------------
+    hidden: tuple = _f((64, 64), "hidden layer widths of the MLP policy (CLI: 64,64)")
+    activation: str = _f("tanh", f"hidden activation: {' | '.join(ACTIVATIONS)}")
+    zero_last: bool = _f(False, "initialise the last layer to zero (the policy starts at a = 0)")
+    # -- the optimizer ----------------------------------------------------------------------------
+    optimizer: str = _f("adam", f"optimizer: {' | '.join(OPTIMIZERS)}")
+    lr: float = _f(1e-3, "learning rate (peak of the schedule)")
+    schedule: str = _f("constant", f"learning-rate schedule over all updates: {' | '.join(SCHEDULES)}")
+    lr_final: float = _f(0.0, "linear/cosine: final learning rate as a fraction of lr")
+    beta1: float = _f(0.9, "adam/adamw: first-moment decay")
+    beta2: float = _f(0.999, "adam/adamw: second-moment decay")
+    weight_decay: float = _f(0.01, "adamw: decoupled weight decay (multiplied by the learning rate)")
+    momentum: float = _f(0.0, "sgd: momentum (0: plain SGD)")
+    clip_value: float | None = _f(None, "clip each gradient component to ±this (applied first; default off)")
+    clip_norm: float | None = _f(None, "clip the gradient's global L2 norm to this (default off)")
+    # -- the run ----------------------------------------------------------------------------------
+    seed: int = _f(0, "seed of the initial weights, the data sets and the data order")
+    dtype: str = _f("float32", f"parameter and state dtype: {' | '.join(DTYPES)}")
+    checkpoint_every: int = _f(1, "save the run's whole state every this many epochs (and after the last)")
+    on_nonfinite: str = _f("stop", "a non-finite loss or gradient: 'stop' the run, or 'skip' the update and count it")
+
+    def __post_init__(self):
+        object.__setattr__(self, "hidden", tuple(self.hidden))
+        object.__setattr__(self, "sim_params", dict(self.sim_params))
+        _choice("algo", self.algo, ALGOS)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("schedule", self.schedule, SCHEDULES)
+        _choice("data", self.data, DATA_MODES)
+        _choice("on_nonfinite", self.on_nonfinite, NONFINITE)
+        _choice("dtype", self.dtype, DTYPES)
+        _choice("activation", self.activation, ACTIVATIONS)
+        _choice("impl", self.impl, IMPLS)
+        _choice("memory", self.memory, MEMORY_POLICIES)
+        if self.backend not in ("jax", "torch"):
+            raise ValueError(f"unknown backend {self.backend!r}; choose one of ('jax', 'torch')")
+        parse_flow(self.flow)
+        check_horizon(self.horizon)
+        for name in ("train_size", "test_size", "batch", "updates_per_epoch", "epochs", "eval_every", "checkpoint_every"):
+            _positive_int(name, getattr(self, name))
+        for h in self.hidden:
+            _positive_int("hidden", h)
+        _positive_int("seed", self.seed, minimum=0)
+        if self.data == "fixed" and self.train_size < self.batch:
+            raise ValueError(f"train_size ({self.train_size}) is smaller than batch ({self.batch}): an epoch would have no update; "
+                             "raise train_size or lower batch")
+        _number("lr", self.lr, low=0.0, strict=True)
+        _number("lr_final", self.lr_final, low=0.0, high=1.0)
+        _number("beta1", self.beta1, low=0.0, high=1.0, strict_high=True)
+        _number("beta2", self.beta2, low=0.0, high=1.0, strict_high=True)
+        _number("weight_decay", self.weight_decay, low=0.0)
+        _number("momentum", self.momentum, low=0.0, high=1.0, strict_high=True)
+        for name in ("clip_value", "clip_norm"):
+            if getattr(self, name) is not None:
+                _number(name, getattr(self, name), low=0.0, strict=True)
+
+    # -- derived ----------------------------------------------------------------------------------
+    @property
+    def steps_per_epoch(self) -> int:
+        """Updates per epoch."""
+        return self.train_size // self.batch if self.data == "fixed" else self.updates_per_epoch
+
+    @property
+    def total_updates(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+    @property
+    def flow_slug(self) -> str:
+        """The flow's name as a file-name part (``input+decay:0.9`` -> ``input+decay_0.9``)."""
+        return parse_flow(self.flow).name.replace(":", "_")
+
+    # -- files ------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict, *, source: str = "the config") -> "TrainConfig":
+        """Build a config from a dict (as ``to_dict`` wrote it); every field must be present and known."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{source} must be a JSON object of TrainConfig fields, got {type(data).__name__}")
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(names))
+        missing = [n for n in names if n not in data]
+        if unknown:
+            hints = {u: _closest(u, names) for u in unknown}
+            raise ValueError(f"{source} has unknown field(s) " + ", ".join(
+                f"{u!r}" + (f" (did you mean {hints[u]!r}?)" if hints[u] else "") for u in unknown)
+                + f"; the fields are: {', '.join(names)}")
+        if missing:
+            raise ValueError(f"{source} lacks field(s) {', '.join(map(repr, missing))}; write the whole config "
+                             "(`gradstop train --print-config` prints one to start from)")
+        return cls(**data)
+
+    def identity(self) -> dict:
+        """The fields that determine the run's numbers (all but ``RUN_ONLY``)."""
+        return {k: v for k, v in self.to_dict().items() if k not in RUN_ONLY}
+
+    def differences(self, other: "TrainConfig") -> list[str]:
+        """Human-readable ``field: other -> self`` for each identity field that differs."""
+        a, b = other.identity(), self.identity()
+        return [f"{k}: {a[k]!r} -> {b[k]!r}" for k in a if a[k] != b[k]]
+
+    def digest(self) -> str:
+        """A short hash of the identity fields (names default results folders)."""
+        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:8]
+
+
+def _choice(name: str, value: Any, valid: tuple) -> None:
+    if value not in valid:
+        hint = _closest(value, valid) if isinstance(value, str) else None
+        raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(valid)}" + (f" (did you mean {hint!r}?)" if hint else ""))
+
+
+def _closest(word: str, options) -> str | None:
+    import difflib
+
+    found = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def _positive_int(name: str, value: Any, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
+
+
+def _number(name, value, *, low=None, high=None, strict=False, strict_high=False) -> None:
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if strict else value >= low
+    if ok and high is not None:
+        ok = value < high if strict_high else value <= high
+    if not ok:
+        lo = "" if low is None else (f"> {low}" if strict else f"≥ {low}")
+        hi = "" if high is None else (f"< {high}" if strict_high else f"≤ {high}")
+        raise ValueError(f"{name} must be a finite number {' and '.join(p for p in (lo, hi) if p)}, got {value!r}")

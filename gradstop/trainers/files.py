@@ -1,0 +1,100 @@
+"""Files a run writes that must survive a SIGKILL at any moment.
+
+- :func:`atomic_write`: write a temporary file beside the target, fsync it, ``os.replace`` it
+  into place, fsync the folder. A reader sees the old file or the new one, never a mix.
+- :class:`MetricsLog`: a CSV that only grows by whole rows, flushed and fsynced after each
+  append. A checkpoint records the log's byte size; resuming truncates the log back to it
+  (dropping rows of updates that are about to be recomputed, and any torn last line), so the
+  finished log is row for row the log of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["atomic_write", "atomic_write_json", "MetricsLog"]
+
+
+def atomic_write(path: Path | str, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically (temporary file, fsync, rename, fsync of the folder)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def atomic_write_json(path: Path | str, data) -> None:
+    atomic_write(path, (json.dumps(data, indent=2, default=_jsonable) + "\n").encode())
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _jsonable(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def _cell(value) -> str:
+    """Full-precision text of a value: ``repr`` of floats round-trips exactly."""
+    if isinstance(value, (bool, np.bool_)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return "nan" if math.isnan(value) else repr(float(value))
+    return str(value)
+
+
+class MetricsLog:
+    """An append-only CSV of metrics rows with a fixed header."""
+
+    def __init__(self, path: Path | str, header: list[str]):
+        self.path, self.header = Path(path), list(header)
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            atomic_write(self.path, self._line(self.header))
+
+    def _line(self, values) -> bytes:
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerow([_cell(v) for v in values])
+        return buf.getvalue().encode()
+
+    def size(self) -> int:
+        return self.path.stat().st_size
+
+    def truncate(self, size: int) -> None:
+        """Cut the log back to ``size`` bytes (a checkpoint's record of it)."""
+        with open(self.path, "r+b") as f:
+            f.truncate(size)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def append(self, rows: list[dict]) -> None:
+        if not rows:
+            return
+        data = b"".join(self._line([row[k] for k in self.header]) for row in rows)
+        with open(self.path, "ab") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def read(self) -> list[dict]:
+        with open(self.path, newline="") as f:
+            return list(csv.DictReader(f))

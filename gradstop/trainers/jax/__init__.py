@@ -1,0 +1,1 @@
+"""The JAX halves of the trainers (mirrors ``gradstop.trainers.torch``)."""

@@ -1,0 +1,169 @@
+"""BPTT in JAX: one epoch of updates is one jitted ``lax.scan`` over its minibatches.
+
+Each update rolls the policy out from a minibatch of initial states, takes the flow's gradient
+(``gs.rollout``; for ``combined``/``directional`` ``gs.gradients``, which also gives the cosine
+between the ``input`` and ``none`` gradients), clips it, and applies the optax optimizer. The
+loop over epochs, the files and the checkpoints are framework-neutral
+(``gradstop.trainers.run``); this file holds only what JAX must do.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from gradstop import _policy
+from gradstop.flows import parse_flow
+from gradstop.gradients import gradients
+from gradstop.jax.policy import get_weights, mlp, set_weights
+from gradstop.rollout import rollout
+from gradstop.trainers.jax import optim
+
+__all__ = ["BPTT", "make_policy"]
+
+FRAMEWORK = "jax"
+
+
+def make_policy(config, sim):
+    """The config's MLP policy, initialised from its seed with ``_policy.init_weights`` (the same in both frameworks)."""
+    dtype = jnp.float64 if config.dtype == "float64" else jnp.float32
+    if config.dtype == "float64" and not jax.config.jax_enable_x64:
+        raise ValueError("dtype='float64' needs JAX's 64-bit mode: call jax.config.update('jax_enable_x64', True) "
+                         "before building arrays (the gradstop CLI does this for --dtype float64)")
+    policy = mlp(config.seed, sim.obs_dim, sim.action_dim, hidden=config.hidden, activation=config.activation, dtype=dtype)
+    return set_weights(policy, _policy.init_weights(_policy.layer_sizes(sim.obs_dim, sim.action_dim, config.hidden,
+                                                                        config.activation), config.seed, config.zero_last))
+
+
+def update_direction(config, sim):
+    """``f(params, static, x0) -> (loss, grads, cos_input_none)`` for the config's flow (cos is NaN unless combining)."""
+    flow = parse_flow(config.flow)
+
+    if flow.combining:
+        c_none, c_input = flow.components()
+
+        def direction(params, static, x0):
+            out = gradients(eqx.combine(params, static), sim, flows=[c_none, c_input, flow], horizon=config.horizon,
+                            x0=x0, impl=config.impl, memory=config.memory)
+            grads = eqx.filter(out.grads[flow.name], eqx.is_inexact_array)
+            return out.loss, grads, out.cosine[(c_none.name, c_input.name)]
+    else:
+        def direction(params, static, x0):
+            def loss_fn(p):
+                return rollout(eqx.combine(p, static), sim, stop=flow, horizon=config.horizon, x0=x0, impl=config.impl,
+                               memory=config.memory).loss
+
+            loss, grads = jax.value_and_grad(loss_fn)(params)
+            return loss, grads, jnp.asarray(jnp.nan, loss.dtype)
+    return direction
+
+
+class BPTT:
+    """The state of a JAX BPTT run (parameters, optimizer state, applied-update count) and its steps."""
+
+    framework = FRAMEWORK
+
+    def __init__(self, config, sim, policy=None):
+        self.config, self.sim = config, sim
+        policy = make_policy(config, sim) if policy is None else policy
+        self.params, self.static = eqx.partition(policy, eqx.is_inexact_array)
+        self.dtype = jax.tree.leaves(self.params)[0].dtype
+        self.tx = optim.optimizer(config)
+        self.opt_state = self.tx.init(self.params)
+        self.applied = jnp.zeros((), jnp.int32)  # updates applied so far (skipped ones excluded): the schedule's clock
+        self._epoch = jax.jit(self._make_epoch())
+        self._evaluate = jax.jit(self._make_evaluate())
+
+    @property
+    def policy(self):
+        return eqx.combine(self.params, self.static)
+
+    def _make_epoch(self):
+        config, static = self.config, self.static
+        direction, lr_of, skip = update_direction(config, self.sim), optim.schedule(config), config.on_nonfinite == "skip"
+
+        def one_update(carry, x0):
+            params, opt_state, applied = carry
+            loss, grads, cos = direction(params, static, x0)
+            norm = optim.global_norm(grads)
+            clipped = optim.clip(config, grads)
+            updates, new_opt = self.tx.update(clipped, opt_state, params)
+            finite = jnp.isfinite(loss) & jnp.isfinite(norm)
+            new = (optax.apply_updates(params, updates), new_opt, applied + 1)
+            if skip:  # keep the old state where the update is non-finite; the schedule's clock does not advance
+                new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, (params, opt_state, applied))
+            metrics = dict(loss=loss, grad_norm=norm, grad_norm_clipped=optim.global_norm(clipped), cos_input_none=cos,
+                           lr=lr_of(applied), finite=finite)
+            return new, metrics
+
+        def epoch(params, opt_state, applied, x0s):
+            (params, opt_state, applied), metrics = jax.lax.scan(one_update, (params, opt_state, applied), x0s)
+            return params, opt_state, applied, metrics
+
+        return epoch
+
+    def _make_evaluate(self):
+        config, sim, static = self.config, self.sim, self.static
+
+        def evaluate(params, x0):
+            out = rollout(eqx.combine(params, static), sim, stop="none", horizon=config.horizon, x0=x0)
+            success = sim.success(jax.tree.map(lambda v: v[-1], out.states))
+            return out.loss, (jnp.mean(success) if success is not None else jnp.asarray(jnp.nan))
+
+        return evaluate
+
+    # -- the steps the run loop calls -------------------------------------------------------------
+    def compile(self, x0s: np.ndarray, test: np.ndarray) -> float:
+        """Compile the epoch and the evaluation ahead of time for these shapes; returns the seconds it took."""
+        tick = time.perf_counter()
+        self._epoch = self._epoch.lower(self.params, self.opt_state, self.applied, jnp.asarray(x0s, self.dtype)).compile()
+        self._evaluate = self._evaluate.lower(self.params, jnp.asarray(test, self.dtype)).compile()
+        return time.perf_counter() - tick
+
+    def run_epoch(self, x0s: np.ndarray) -> dict[str, np.ndarray]:
+        """Apply one update per minibatch of ``x0s`` (updates, batch, state_dim); per-update metrics."""
+        self.params, self.opt_state, self.applied, metrics = self._epoch(self.params, self.opt_state, self.applied,
+                                                                         jnp.asarray(x0s, self.dtype))
+        return {k: np.asarray(v) for k, v in metrics.items()}  # np.asarray blocks until the epoch is done
+
+    def evaluate(self, x0: np.ndarray) -> dict[str, float]:
+        """Test loss (flow-independent forward) and the task's success measure (NaN if none)."""
+        loss, success = self._evaluate(self.params, jnp.asarray(x0, self.dtype))
+        return {"test_loss": float(loss), "test_success": float(success)}
+
+    def weights(self) -> list[np.ndarray]:
+        return get_weights(self.policy)
+
+    def load_weights(self, weights) -> None:
+        self.params, _ = eqx.partition(set_weights(self.policy, weights), eqx.is_inexact_array)
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def state_bytes(self, meta: dict) -> bytes:
+        """The whole training state and ``meta`` as the bytes of an ``.npz`` file."""
+        leaves = jax.tree.leaves((self.params, self.opt_state, self.applied))
+        buf = io.BytesIO()
+        np.savez(buf, __meta__=np.asarray(json.dumps(meta)), **{f"leaf_{i}": np.asarray(v) for i, v in enumerate(leaves)})
+        return buf.getvalue()
+
+    @staticmethod
+    def read_meta(data: bytes) -> dict:
+        with np.load(io.BytesIO(data)) as z:
+            return json.loads(str(z["__meta__"]))
+
+    def load_state(self, data: bytes) -> None:
+        template = (self.params, self.opt_state, self.applied)
+        leaves, treedef = jax.tree.flatten(template)
+        with np.load(io.BytesIO(data)) as z:
+            stored = [z[f"leaf_{i}"] for i in range(len([k for k in z.files if k.startswith("leaf_")]))]
+        shapes = [(np.shape(a), np.asarray(a).dtype) for a in leaves]
+        if [(a.shape, a.dtype) for a in stored] != shapes:
+            raise ValueError("the checkpoint's arrays do not fit this run's policy and optimizer; "
+                             "it was written by a different config: resume with that config or choose another --out")
+        self.params, self.opt_state, self.applied = jax.tree.unflatten(treedef, [jnp.asarray(a) for a in stored])

@@ -1,0 +1,88 @@
+"""A population of JAX BPTT runs (one per seed) as one vmapped, jitted program per epoch.
+
+Each member's state (parameters, optimizer state, applied count) is stacked on a leading axis and
+the epoch function of ``trainers/jax/bptt.py`` is mapped over it with ``jax.vmap``; each member
+reads its own data (``Data`` of its seed). With more than one device the population axis is
+sharded over them (``jax.sharding``), so S members spread over the devices.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradstop.trainers.data import Data
+from gradstop.trainers.jax.bptt import BPTT
+from gradstop.trainers.run import NonFiniteError, make_sim, summarise
+
+__all__ = ["train_population", "population_sharding"]
+
+
+def population_sharding(size: int):
+    """A sharding that splits a leading population axis of ``size`` over the devices (None for one device)."""
+    devices = jax.devices()
+    n = max(d for d in range(1, len(devices) + 1) if size % d == 0)
+    if n == 1:
+        return None
+    mesh = jax.make_mesh((n,), ("population",), devices=devices[:n])
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("population"))
+
+
+def train_population(configs, *, progress: bool = False) -> list:
+    sim = make_sim(configs[0])
+    members = [BPTT(c, sim) for c in configs]
+    data = [Data.from_config(sim, c) for c in configs]
+    head = members[0]
+    stack = lambda trees: jax.tree.map(lambda *xs: jnp.stack(xs), *trees)  # noqa: E731
+    state = stack([(m.params, m.opt_state, m.applied) for m in members])
+    sharding = population_sharding(len(members))
+    place = (lambda tree: jax.device_put(tree, sharding)) if sharding is not None else (lambda tree: tree)
+    state = place(state)
+    epoch = jax.jit(jax.vmap(head._make_epoch()))
+    evaluate = jax.jit(jax.vmap(head._make_evaluate()))
+    test = place(jnp.asarray(np.stack([d.test for d in data]), head.dtype))
+
+    config = configs[0]
+    updates = [[] for _ in members]
+    evals = [[] for _ in members]
+    clock, skipped = 0.0, np.zeros(len(members), int)
+
+    def record_eval(epoch_done):
+        loss, success = (np.asarray(v) for v in evaluate(state[0], test))
+        for i in range(len(members)):
+            evals[i].append(dict(epoch=epoch_done, update=epoch_done * head_steps, test_loss=float(loss[i]),
+                                 test_success=float(success[i]), seconds=clock))
+
+    head_steps = data[0].updates
+    tick = time.perf_counter()
+    compiled = epoch.lower(*state, place(jnp.asarray(np.stack([d.epoch(0) for d in data]), head.dtype))).compile()
+    compile_seconds = time.perf_counter() - tick
+    record_eval(0)
+    for e in range(config.epochs):
+        x0s = place(jnp.asarray(np.stack([d.epoch(e) for d in data]), head.dtype))
+        tick = time.perf_counter()
+        *state, metrics = compiled(*state, x0s)
+        metrics = {k: np.asarray(v) for k, v in metrics.items()}
+        took = time.perf_counter() - tick
+        clock += took
+        rate = len(members) * head_steps * config.batch * config.horizon / took
+        if config.on_nonfinite == "stop" and not metrics["finite"].all():
+            i, j = map(int, np.argwhere(~metrics["finite"])[0])
+            raise NonFiniteError(f"non-finite loss or gradient at update {e * head_steps + j + 1} (epoch {e + 1}), flow "
+                                 f"{config.flow}, population member seed {configs[i].seed}; pass on_nonfinite='skip' to "
+                                 "skip such updates and count them", update=e * head_steps + j + 1, epoch=e + 1, flow=config.flow)
+        for i in range(len(members)):
+            for j in range(head_steps):
+                updates[i].append(dict(epoch=e + 1, update=e * head_steps + j + 1, seconds=clock, steps_per_second=rate,
+                                       **{k: metrics[k][i, j] for k in metrics}))
+            skipped[i] += int((~metrics["finite"][i]).sum())
+        if (e + 1) % config.eval_every == 0 or e + 1 == config.epochs:
+            record_eval(e + 1)
+    results = []
+    for i, (m, c) in enumerate(zip(members, configs)):
+        m.params, m.opt_state, m.applied = jax.tree.map(lambda v: jnp.asarray(np.asarray(v)[i]), tuple(state))
+        results.append(summarise(c, m, updates[i], evals[i], None, int(skipped[i]), compile_seconds))
+    return results

@@ -1,0 +1,326 @@
+"""The training loop of every trainer and framework: epochs, evaluation, metrics, checkpoints, resume.
+
+``train(config, out=DIR)`` runs one config in a results folder::
+
+    DIR/config.json        the TrainConfig (written first; reloadable)
+    DIR/updates.csv        one row per update: loss, gradient norm before/after clipping, cosine
+                           input/none (combining flows), learning rate, finite, seconds, steps/s
+    DIR/eval.csv           one row per evaluation (the untrained policy first): test loss, test success
+    DIR/checkpoint.npz|pt  the whole state every ``checkpoint_every`` epochs (atomic)
+    DIR/policy.npz         final weights (either framework's ``set_weights`` loads them)
+    DIR/summary.json       written last: its presence marks the run complete
+    DIR/loss.png           train and test loss against updates
+
+Run the same command again after a crash or SIGKILL and it resumes from the last checkpoint
+(losing at most ``checkpoint_every`` epochs) and produces exactly the numbers of an
+uninterrupted run: the data streams are keyed by (seed, epoch) (``gradstop.trainers.data``), the
+checkpoint holds parameters, optimizer and schedule state, and the metrics logs are cut back to
+the checkpoint's record of them. A folder holding a run with a different config is refused, a
+complete run is not touched. Wall-clock columns (``seconds``) continue from the checkpoint's
+clock; compile time (JAX) is reported once in ``summary.json`` and not counted in ``seconds``.
+
+``train(config)`` without ``out`` runs in memory (no files) and returns the same records.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import json
+import time
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from gradstop.trainers.config import TrainConfig
+from gradstop.trainers.data import Data
+from gradstop.trainers.files import MetricsLog, atomic_write, atomic_write_json
+
+__all__ = ["train", "RunResult", "NonFiniteError", "UPDATE_COLUMNS", "EVAL_COLUMNS", "make_sim", "program_for",
+           "CHECKPOINT_FILES", "summarise"]
+
+UPDATE_COLUMNS = ["epoch", "update", "loss", "grad_norm", "grad_norm_clipped", "cos_input_none", "lr", "finite",
+                  "seconds", "steps_per_second"]
+EVAL_COLUMNS = ["epoch", "update", "test_loss", "test_success", "seconds"]
+CHECKPOINT_FILES = {"jax": "checkpoint.npz", "torch": "checkpoint.pt"}
+
+
+class NonFiniteError(RuntimeError):
+    """A non-finite loss or gradient stopped a run (``on_nonfinite='stop'``)."""
+
+    def __init__(self, message: str, *, update: int, epoch: int, flow: str):
+        super().__init__(message)
+        self.update, self.epoch, self.flow = update, epoch, flow
+
+
+class RunResult(NamedTuple):
+    """What :func:`train` returns.
+
+    Attributes:
+      policy: the trained policy (JAX: a new module; torch: the module, trained in place).
+      updates: one dict per update (``UPDATE_COLUMNS``); from the files when the run has a folder.
+      evals: one dict per evaluation (``EVAL_COLUMNS``).
+      summary: final numbers (as in ``summary.json``).
+      folder: the results folder, or None for an in-memory run.
+    """
+
+    policy: Any
+    updates: list
+    evals: list
+    summary: dict
+    folder: Path | None
+
+
+def make_sim(config: TrainConfig):
+    from sims import make
+
+    return make(config.sim, backend=config.backend, preset=config.preset, **config.sim_params)
+
+
+def program_for(config: TrainConfig, sim, policy=None):
+    """The backend's trainer object for ``config`` (``gradstop.trainers.<backend>.<algo>``)."""
+    module = importlib.import_module(f"gradstop.trainers.{config.backend}.{config.algo}")
+    return getattr(module, config.algo.upper())(config, sim, policy)
+
+
+class _Memory:
+    """In-memory stand-in for a MetricsLog."""
+
+    def __init__(self):
+        self.rows = []
+
+    def append(self, rows):
+        self.rows += rows
+
+    def read(self):
+        return self.rows
+
+
+def train(config: TrainConfig, out: Path | str | None = None, *, policy=None, sim=None, progress: bool = False,
+          tensorboard: Path | str | None = None) -> RunResult:
+    """Run ``config`` to completion, in the folder ``out`` (resuming it if it holds this run) or in memory.
+
+    Args:
+      config: the run's settings.
+      out: results folder; None runs in memory (no files, no checkpoints).
+      policy: start from this policy instead of the config's freshly initialised MLP (in-memory runs).
+      sim: use this simulator instead of building the config's (in-memory runs).
+      progress: show a progress bar with the loss and environment steps per second.
+      tensorboard: also log scalars to this TensorBoard folder (needs ``tensorboardX``).
+
+    Raises:
+      NonFiniteError: a non-finite loss or gradient with ``on_nonfinite='stop'`` (the last good
+        checkpoint stays in ``out``).
+      ValueError: ``out`` holds another run or something else; a checkpoint does not fit.
+    """
+    if out is not None and (policy is not None or sim is not None):
+        raise ValueError("a run with a results folder is built from its config alone (resume needs that); "
+                         "pass policy= and sim= only to in-memory runs (out=None)")
+    sim = make_sim(config) if sim is None else sim
+    data = Data.from_config(sim, config)
+    program = program_for(config, sim, policy)
+    if out is None:
+        updates, evals = _Memory(), _Memory()
+        return _loop(config, program, data, updates, evals, None, progress, tensorboard)
+
+    folder = Path(out)
+    if _prepare(folder, config):
+        summary = json.loads((folder / "summary.json").read_text())
+        program.load_weights(list(np.load(folder / "policy.npz").values()))
+        return RunResult(program.policy, MetricsLog(folder / "updates.csv", UPDATE_COLUMNS).read(),
+                         MetricsLog(folder / "eval.csv", EVAL_COLUMNS).read(), summary, folder)
+    updates, evals = MetricsLog(folder / "updates.csv", UPDATE_COLUMNS), MetricsLog(folder / "eval.csv", EVAL_COLUMNS)
+    return _loop(config, program, data, updates, evals, folder, progress, tensorboard)
+
+
+def _prepare(folder: Path, config: TrainConfig) -> bool:
+    """Create ``folder`` for ``config`` or check that it holds this run; True if the run is complete."""
+    config_file = folder / "config.json"
+    if folder.exists() and not config_file.exists():
+        if any(folder.iterdir()):
+            raise ValueError(f"{folder} exists and is not a gradstop run (no config.json): choose another --out")
+    if config_file.exists():
+        stored = TrainConfig.from_dict(json.loads(config_file.read_text()), source=str(config_file))
+        diffs = config.differences(stored)
+        if diffs:
+            raise ValueError(f"{folder} holds a run with a different config ({'; '.join(diffs)}): resume it with its "
+                             f"own settings (gradstop train --config {config_file}) or choose another --out")
+        return (folder / "summary.json").exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(config_file, config.to_dict())
+    return False
+
+
+def _resume(folder: Path | None, program, updates, evals) -> dict:
+    """Load the folder's checkpoint into ``program`` and cut the logs back to it; the checkpoint's meta."""
+    fresh = {"epoch": 0, "seconds": 0.0, "skipped": 0, "compile_seconds": 0.0}
+    if folder is None:
+        return fresh
+    other = {f: n for f, n in CHECKPOINT_FILES.items() if f != program.framework and (folder / n).exists()}
+    if other:
+        raise ValueError(f"{folder} holds a {next(iter(other))} checkpoint ({next(iter(other.values()))}), but this run is "
+                         f"{program.framework}: resume it with --backend {next(iter(other))} or choose another --out")
+    path = folder / CHECKPOINT_FILES[program.framework]
+    if not path.exists():  # killed before the first checkpoint: start over
+        updates.truncate(len(_header(UPDATE_COLUMNS)))
+        evals.truncate(len(_header(EVAL_COLUMNS)))
+        return fresh
+    raw = path.read_bytes()
+    meta = program.read_meta(raw)
+    if meta.get("framework") != program.framework:
+        raise ValueError(f"{path} was written by {meta.get('framework')}, this run is {program.framework}")
+    program.load_state(raw)
+    updates.truncate(meta["updates_bytes"])
+    evals.truncate(meta["eval_bytes"])
+    return meta
+
+
+def _header(columns) -> bytes:
+    return (",".join(columns) + "\n").encode()
+
+
+def _loop(config, program, data, updates, evals, folder, progress, tensorboard) -> RunResult:
+    meta = _resume(folder, program, updates, evals)
+    start, clock, skipped = meta["epoch"], meta["seconds"], meta["skipped"]
+    steps = data.updates
+    flow = config.flow
+    compile_seconds = meta["compile_seconds"]
+    if start < config.epochs:
+        compile_seconds += program.compile(data.epoch(start), data.test)
+    writer = _tensorboard(tensorboard, config, start * steps)
+    bar = _bar(progress, config, start * steps)
+    if start == 0:  # the untrained policy: the test curve's first point
+        ev = program.evaluate(data.test)
+        evals.append([dict(epoch=0, update=0, seconds=0.0, **ev)])
+        _log(writer, [], ev, 0)
+    try:
+        for epoch in range(start, config.epochs):
+            tick = time.perf_counter()
+            m = program.run_epoch(data.epoch(epoch))
+            took = time.perf_counter() - tick
+            clock += took
+            n = len(m["loss"])
+            rate = n * config.batch * config.horizon / took
+            rows = [dict(epoch=epoch + 1, update=epoch * steps + i + 1, loss=m["loss"][i], grad_norm=m["grad_norm"][i],
+                         grad_norm_clipped=m["grad_norm_clipped"][i], cos_input_none=m["cos_input_none"][i], lr=m["lr"][i],
+                         finite=bool(m["finite"][i]), seconds=clock, steps_per_second=rate) for i in range(n)]
+            bad = [r for r in rows if not r["finite"]]
+            if bad and config.on_nonfinite == "stop":
+                updates.append(rows[: rows.index(bad[0]) + 1])
+                raise NonFiniteError(_nonfinite_message(bad[0], config, folder, meta), update=bad[0]["update"],
+                                     epoch=epoch + 1, flow=flow)
+            skipped += len(bad)
+            updates.append(rows)
+            last = epoch + 1 == config.epochs
+            ev = None
+            if (epoch + 1) % config.eval_every == 0 or last:
+                tick = time.perf_counter()
+                ev = program.evaluate(data.test)
+                clock += time.perf_counter() - tick
+                evals.append([dict(epoch=epoch + 1, update=(epoch + 1) * steps, seconds=clock, **ev)])
+            _log(writer, rows, ev, (epoch + 1) * steps)
+            if bar is not None:
+                bar.update(n)
+                bar.set_postfix(loss=f"{np.mean(m['loss']):.4g}", **({"test": f"{ev['test_loss']:.4g}"} if ev else {}),
+                                steps_s=f"{rate:.3g}", refresh=False)
+            if folder is not None and ((epoch + 1) % config.checkpoint_every == 0 or last):
+                meta = {"framework": program.framework, "algo": config.algo, "digest": config.digest(), "epoch": epoch + 1,
+                        "update": (epoch + 1) * steps, "seconds": clock, "skipped": skipped,
+                        "compile_seconds": compile_seconds, "updates_bytes": updates.size(), "eval_bytes": evals.size()}
+                atomic_write(folder / CHECKPOINT_FILES[program.framework], program.state_bytes(meta))
+    finally:
+        if bar is not None:
+            bar.close()
+        if writer is not None:
+            writer.close()
+    return summarise(config, program, updates.read(), evals.read(), folder, skipped, compile_seconds)
+
+
+def _nonfinite_message(row, config, folder, meta) -> str:
+    what = " and ".join(n for n, v in (("loss", row["loss"]), ("gradient", row["grad_norm"])) if not np.isfinite(v))
+    kept = (f"; the last good checkpoint (epoch {meta['epoch']}, update {meta.get('update', 0)}) is kept in {folder}"
+            if folder is not None and meta["epoch"] else "")
+    return (f"non-finite {what} at update {row['update']} (epoch {row['epoch']}), flow {config.flow}: "
+            f"loss {row['loss']:.4g}, gradient norm {row['grad_norm']:.4g}{kept}. Lower the learning rate, clip the "
+            "gradient (--clip-norm), shorten the horizon, or pass --on-nonfinite skip to skip such updates and count them")
+
+
+def summarise(config, program, updates, evals, folder, skipped, compile_seconds) -> RunResult:
+    """The run's summary; with a folder, also its final files (``summary.json`` last)."""
+    def col(rows, key):
+        return np.asarray([float(r[key]) for r in rows]) if rows else np.asarray([])
+
+    loss, test = col(updates, "loss"), col(evals, "test_loss")
+    last_epoch = loss[-config.steps_per_epoch:]
+    summary = {
+        "flow": config.flow, "algo": config.algo, "backend": config.backend, "sim": config.sim, "seed": config.seed,
+        "epochs": config.epochs, "updates": len(updates), "skipped_updates": int(skipped),
+        "first_loss": float(loss[0]) if loss.size else None,
+        "final_loss": float(np.mean(last_epoch)) if loss.size else None,
+        "final_test_loss": float(test[-1]) if test.size else None,
+        "best_test_loss": float(np.nanmin(test)) if test.size else None,
+        "final_test_success": float(col(evals, "test_success")[-1]) if evals else None,
+        "seconds": float(col(updates, "seconds")[-1]) if updates else 0.0,
+        "compile_seconds": float(compile_seconds),
+        "steps_per_second": float(np.median(col(updates, "steps_per_second"))) if updates else None,
+    }
+    summary = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in summary.items()}  # strict JSON
+    if folder is not None:
+        buf = _npz_bytes(program.weights())
+        atomic_write(folder / "policy.npz", buf)
+        _plot(folder / "loss.png", config, loss, evals)
+        atomic_write_json(folder / "summary.json", summary)  # last: marks the run complete
+    return RunResult(program.policy, updates, evals, summary, folder)
+
+
+def _npz_bytes(arrays) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, *arrays)
+    return buf.getvalue()
+
+
+def _plot(path: Path, config, loss, evals) -> None:
+    from gradstop.results import plot_lines
+
+    lines = {"train (per update)": (np.arange(1, loss.size + 1), loss)}
+    if evals:
+        lines["test"] = (np.asarray([float(e["update"]) for e in evals]), np.asarray([float(e["test_loss"]) for e in evals]))
+    title = f"{config.algo.upper()} {config.flow} on {config.sim} ({config.backend}), H={config.horizon}, batch {config.batch}"
+    buf = io.BytesIO()
+    plot_lines(buf, lines, title=title, xlabel="update", ylabel="loss")
+    atomic_write(path, buf.getvalue())
+
+
+def _bar(progress, config, done):
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=config.total_updates, initial=done, desc=f"{config.algo}[{config.flow}]", unit="upd", leave=False)
+
+
+def _tensorboard(folder, config, purge_step):
+    if folder is None:
+        return None
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:
+        raise ImportError("--tensorboard needs the tensorboardX package: pip install tensorboardX "
+                          "(or install gradstop with the 'dev' extra)") from None
+    # purge_step drops events past the checkpoint that a resumed run is about to write again
+    return SummaryWriter(str(Path(folder) / config.flow_slug), purge_step=purge_step or None)
+
+
+def _log(writer, rows, ev, step) -> None:
+    if writer is None:
+        return
+    for r in rows:
+        for key in ("loss", "grad_norm", "grad_norm_clipped", "cos_input_none", "lr", "steps_per_second"):
+            if np.isfinite(r[key]):
+                writer.add_scalar(f"train/{key}", float(r[key]), r["update"])
+    if ev is not None:
+        for key, value in ev.items():
+            if np.isfinite(value):
+                writer.add_scalar(f"eval/{key}", value, step)
+    writer.flush()

@@ -1,0 +1,1 @@
+"""The PyTorch halves of the trainers (mirrors ``gradstop.trainers.jax``)."""

@@ -1,0 +1,130 @@
+"""BPTT in PyTorch: eager updates, one per minibatch, mirroring ``gradstop.trainers.jax.bptt``.
+
+Each update rolls the policy out from a minibatch of initial states, takes the flow's gradient
+(``gs.rollout(...).loss.backward()``; for ``combined``/``directional`` ``gs.gradients``, which
+also gives the cosine between the ``input`` and ``none`` gradients), clips it, and steps the
+torch.optim optimizer and its LambdaLR schedule.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+
+from gradstop import _policy
+from gradstop.flows import parse_flow
+from gradstop.gradients import gradients
+from gradstop.rollout import rollout
+from gradstop.torch.policy import get_weights, mlp, set_weights
+from gradstop.trainers.torch import optim
+
+__all__ = ["BPTT", "make_policy"]
+
+FRAMEWORK = "torch"
+
+
+def make_policy(config, sim):
+    """The config's MLP policy, initialised from its seed with ``_policy.init_weights`` (the same in both frameworks)."""
+    dtype = torch.float64 if config.dtype == "float64" else torch.float32
+    policy = mlp(sim.obs_dim, sim.action_dim, hidden=config.hidden, activation=config.activation, dtype=dtype, seed=config.seed)
+    return set_weights(policy, _policy.init_weights(_policy.layer_sizes(sim.obs_dim, sim.action_dim, config.hidden,
+                                                                        config.activation), config.seed, config.zero_last))
+
+
+class BPTT:
+    """The state of a PyTorch BPTT run (the policy, optimizer, schedule, applied-update count) and its steps."""
+
+    framework = FRAMEWORK
+
+    def __init__(self, config, sim, policy=None):
+        self.config, self.sim = config, sim
+        self.policy = make_policy(config, sim) if policy is None else policy
+        self.params = [p for p in self.policy.parameters() if p.requires_grad]
+        self.dtype = self.params[0].dtype
+        self.opt = optim.optimizer(config, self.params)
+        self.sched = optim.schedule(config, self.opt)
+        self.applied = 0  # updates applied so far (skipped ones excluded): the schedule's clock
+        self.flow = parse_flow(config.flow)
+
+    def _direction(self, x0) -> tuple[float, float]:
+        """Fill ``.grad`` with the flow's direction; returns (loss, cos_input_none or NaN)."""
+        config, flow = self.config, self.flow
+        self.opt.zero_grad(set_to_none=True)
+        if flow.combining:
+            c_none, c_input = flow.components()
+            out = gradients(self.policy, self.sim, flows=[c_none, c_input, flow], horizon=config.horizon, x0=x0,
+                            impl=config.impl, memory=config.memory)
+            named = dict(self.policy.named_parameters())
+            for name, g in out.grads[flow.name].items():
+                named[name].grad = g.detach().clone()
+            return float(out.loss), float(out.cosine[(c_none.name, c_input.name)])
+        loss = rollout(self.policy, self.sim, stop=flow, horizon=config.horizon, x0=x0, impl=config.impl,
+                       memory=config.memory).loss
+        loss.backward()
+        return float(loss.detach()), float("nan")
+
+    # -- the steps the run loop calls -------------------------------------------------------------
+    def compile(self, x0s: np.ndarray, test: np.ndarray) -> float:
+        """Eager PyTorch compiles nothing ahead of time (the JAX twin's counterpart); 0 seconds."""
+        return 0.0
+
+    def run_epoch(self, x0s: np.ndarray) -> dict[str, np.ndarray]:
+        """Apply one update per minibatch of ``x0s`` (updates, batch, state_dim); per-update metrics.
+
+        With ``on_nonfinite='stop'`` the epoch ends at the first non-finite update (not applied).
+        """
+        config, rows = self.config, []
+        for x0 in torch.as_tensor(x0s, dtype=self.dtype):
+            loss, cos = self._direction(x0)
+            norm = float(optim.global_norm(self.params))
+            finite = bool(np.isfinite(loss) and np.isfinite(norm))
+            optim.clip(config, self.params)
+            row = dict(loss=loss, grad_norm=norm, grad_norm_clipped=float(optim.global_norm(self.params)),
+                       cos_input_none=cos, lr=self.sched.get_last_lr()[0], finite=finite)
+            rows.append(row)
+            if not finite:
+                if config.on_nonfinite == "stop":
+                    break
+                continue  # skip: neither the optimizer nor the schedule's clock moves
+            self.opt.step()
+            self.sched.step()
+            self.applied += 1
+        return {k: np.asarray([r[k] for r in rows]) for k in rows[0]}
+
+    @torch.no_grad()
+    def evaluate(self, x0: np.ndarray) -> dict[str, float]:
+        """Test loss (flow-independent forward) and the task's success measure (NaN if none)."""
+        out = rollout(self.policy, self.sim, stop="none", horizon=self.config.horizon, x0=torch.as_tensor(x0, dtype=self.dtype))
+        success = self.sim.success(out.states[-1])
+        return {"test_loss": float(out.loss), "test_success": float(success.mean()) if success is not None else float("nan")}
+
+    def weights(self) -> list[np.ndarray]:
+        return get_weights(self.policy)
+
+    def load_weights(self, weights) -> None:
+        set_weights(self.policy, weights)
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def state_bytes(self, meta: dict) -> bytes:
+        """The whole training state and ``meta`` as the bytes of a ``torch.save`` file."""
+        buf = io.BytesIO()
+        torch.save({"meta": meta, "policy": self.policy.state_dict(), "optimizer": self.opt.state_dict(),
+                    "schedule": self.sched.state_dict(), "applied": self.applied}, buf)
+        return buf.getvalue()
+
+    @staticmethod
+    def read_meta(data: bytes) -> dict:
+        return torch.load(io.BytesIO(data), weights_only=True)["meta"]
+
+    def load_state(self, data: bytes) -> None:
+        state = torch.load(io.BytesIO(data), weights_only=True)
+        try:
+            self.policy.load_state_dict(state["policy"])
+        except RuntimeError as err:
+            raise ValueError("the checkpoint's arrays do not fit this run's policy; it was written by a different config: "
+                             f"resume with that config or choose another --out ({err})") from None
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["schedule"])
+        self.applied = state["applied"]
