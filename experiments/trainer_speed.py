@@ -4,7 +4,8 @@
    states in batches of 8 = 32 updates, H = 100, Adam): gradstop's BPTT trainer against the same
    epoch written directly on the public API (one jitted ``lax.scan`` of ``gs.rollout`` gradients).
 2. A population of S seeds as one vmapped program against S runs one after another (JAX).
-3. One BPTT update in JAX and in PyTorch on the identical network, sim and data (compile excluded).
+3. One update in JAX and in PyTorch on identical networks, sim and data (compile excluded): BPTT in
+   the literature setting, SHAC with its published defaults on the cartpole swing-up.
 
     python experiments/trainer_speed.py               # the full measurement (a few minutes)
     python experiments/trainer_speed.py --quick       # a smoke run (seconds)
@@ -41,11 +42,11 @@ def literature(backend="jax", **kw):
 
 
 def time_epochs(program, data, epochs):
-    program.compile(data.epoch(0), data.test)
+    program.compile(data, 0)
     ticks = []
     for e in range(epochs):
         tick = time.perf_counter()
-        program.run_epoch(data.epoch(e))
+        program.run_epoch(data, e)
         ticks.append(time.perf_counter() - tick)
     return float(np.median(ticks))
 
@@ -132,15 +133,25 @@ def main(args: Args) -> dict:
     print(f"population S={s}: one vmapped program {np.median(pop_t):.3f} s vs {s} sequential runs {np.median(seq_t):.3f} s: "
           f"speed-up {np.median(ratios):.2f}x")
 
-    # 3. one BPTT update, JAX vs PyTorch, same network, sim and data
-    per = {}
-    for backend in ("jax", "torch"):
-        c = dataclasses.replace(cfg, backend=backend)
-        sim = make_sim(c)
-        per[backend] = time_epochs(program_for(c, sim), Data.from_config(sim, c), args.epochs) / c.steps_per_epoch
-    report["update"] = per
-    print(f"one BPTT update (literature setting): JAX {per['jax'] * 1e3:.2f} ms, torch {per['torch'] * 1e3:.2f} ms, "
-          f"torch/JAX {per['torch'] / per['jax']:.1f}x")
+    # 3. one update, JAX vs PyTorch, same networks, sim and data: BPTT (literature setting) and SHAC (its defaults)
+    from gradstop.trainers import TrainConfig
+
+    shac = TrainConfig.for_algo("shac", sim="cartpole", epochs=args.epochs, updates_per_epoch=4)
+    if args.quick:
+        shac = dataclasses.replace(shac, batch=8, window=8, horizon=16, hidden=(16,), critic_hidden=(16,), critic_iterations=2)
+    report["update"] = {}
+    for name, base in (("bptt", cfg), ("shac", shac)):
+        per = {}
+        for r in range(max(1, args.rounds // 2)):
+            for backend in ("jax", "torch"):
+                c = dataclasses.replace(base, backend=backend)
+                sim = make_sim(c)
+                per.setdefault(backend, []).append(time_epochs(program_for(c, sim), Data.from_config(sim, c), args.epochs)
+                                                   / c.steps_per_epoch)
+        report["update"][name] = per
+        j, t = np.median(per["jax"]), np.median(per["torch"])
+        print(f"one {name.upper()} update: JAX {j * 1e3:.2f} ms, torch {t * 1e3:.2f} ms, torch/JAX "
+              f"{np.median(np.asarray(per['torch']) / np.asarray(per['jax'])):.1f}x")
     return report
 
 

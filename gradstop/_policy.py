@@ -30,10 +30,11 @@ def check_weights(own, given) -> None:
         )
 
 
-def init_weights(sizes: list[int], seed: int, zero_last: bool = False) -> list[np.ndarray]:
+def init_weights(sizes: list[int], seed: int, zero_last: bool = False, stream: int = 0) -> list[np.ndarray]:
     """Framework-neutral initial weights [W_0, b_0, …] (W: (out, in)), PyTorch's default rule
-    (uniform ±1/√fan_in) drawn with NumPy, so trainers in JAX and PyTorch start from the same policy."""
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x9011C7]))
+    (uniform ±1/√fan_in) drawn with NumPy, so trainers in JAX and PyTorch start from the same policy.
+    ``stream`` keeps several networks of one seed (actor 0, critic 1) independent."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x9011C7, stream]))
     weights = []
     for n_in, n_out in zip(sizes[:-1], sizes[1:]):
         bound = 1.0 / np.sqrt(n_in)

@@ -1,8 +1,8 @@
 """Command line: ``gradstop train`` (or ``python -m gradstop train``).
 
 Every field of :class:`gradstop.trainers.TrainConfig` is a flag (``--lr 3e-3``, ``--data fixed``,
-``--no-shuffle``, ``--param poles=2``); ``--config FILE`` starts from a saved config and flags
-override it. ``--flow`` (alias ``--stop``) takes a comma-separated list: one run per flow, from
+``--no-shuffle``, ``--param poles=2``); ``--algo shac`` starts from SHAC's published defaults
+(``ALGO_DEFAULTS``), ``--config FILE`` from a saved config, and flags override either. ``--flow`` (alias ``--stop``) takes a comma-separated list: one run per flow, from
 the same initial weights and data, each in its own resumable folder::
 
     OUT/sweep.json             the configs of the runs (written first)
@@ -15,6 +15,7 @@ default OUT is ``results/train-<sim>-<backend>-<hash of the configs>``, so the s
 always finds its own folder.
 
     gradstop train --sim cartpole --backend torch --flow none,input,combined --horizon 100 --epochs 10
+    gradstop train --algo shac --sim cartpole --flow none,input --epochs 20
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from gradstop.flows import VALID_FORMS, parse_flow
-from gradstop.trainers.config import TrainConfig
+from gradstop.trainers.config import ALGO_DEFAULTS, TrainConfig
 from gradstop.trainers.files import atomic_write, atomic_write_json
 
 EXIT_OK, EXIT_USAGE, EXIT_NONFINITE, EXIT_INTERRUPTED = 0, 2, 3, 130
@@ -102,17 +103,20 @@ def configs_from(ns: argparse.Namespace) -> list[TrainConfig]:
             raise ValueError(f"--config {path} is not valid JSON: {err}") from None
     if "sim_params" in given:
         given["sim_params"] = {**base.get("sim_params", {}), **parse_sim_params(given["sim_params"])}
-    if "hidden" in given:
-        try:
-            given["hidden"] = tuple(int(h) for h in given["hidden"].split(",") if h.strip())
-        except ValueError:
-            raise ValueError(f"--hidden takes comma-separated integers, got {given['hidden']!r}") from None
+    for name in ("hidden", "critic_hidden"):
+        if name in given:
+            try:
+                given[name] = tuple(int(h) for h in given[name].split(",") if h.strip())
+            except ValueError:
+                raise ValueError(f"--{name.replace('_', '-')} takes comma-separated integers, got {given[name]!r}") from None
     flows = [s.strip() for s in given.pop("flow", base.get("flow", TrainConfig.flow)).split(",") if s.strip()]
     if not flows:
         raise ValueError(f"--flow names no flow; {VALID_FORMS}")
     names = [parse_flow(f).name for f in flows]
     if len(set(names)) != len(names):
         raise ValueError(f"--flow names a flow twice: {','.join(flows)}")
+    if not ns.config:  # the algorithm's published defaults under the flags (a config file is already complete)
+        base = {**ALGO_DEFAULTS.get(given.get("algo", TrainConfig.algo), {}), **base}
     merged = {**base, **given}
     return [TrainConfig(**{**merged, "flow": name}) for name in names]
 

@@ -25,12 +25,15 @@ class FlowGradients(NamedTuple):
       grads: flow name -> gradient (JAX: a pytree shaped like the policy; torch: {parameter name: tensor}).
       norms: flow name -> global L2 norm of its gradient.
       cosine: (name_a, name_b) -> cosine similarity of the two gradients, for every pair a < b in request order.
+      rollout: the forward rollout the gradients were taken on (a :class:`gradstop.Rollout`, cut from the
+        graph), so a caller needs no second forward for the states, actions and costs.
     """
 
     loss: Any
     grads: dict
     norms: dict
     cosine: dict
+    rollout: Any = None
 
 
 def gradients(policy, sim, *, flows, horizon: int, x0=None, key=None, batch: int = 1, impl: str = "fused",
@@ -67,7 +70,7 @@ def components_of(flows: list[Flow]) -> tuple[Flow, ...]:
     return tuple(seen.values())
 
 
-def assemble(loss, flows: list[Flow], component_grads: dict, tree_map, leaves, xp) -> FlowGradients:
+def assemble(loss, flows: list[Flow], component_grads: dict, tree_map, leaves, xp, rollout=None) -> FlowGradients:
     """Build each flow's gradient from its components' gradients, then norms and cosines.
 
     ``tree_map``/``leaves`` walk one gradient structure; ``xp`` is the array namespace.
@@ -87,4 +90,4 @@ def assemble(loss, flows: list[Flow], component_grads: dict, tree_map, leaves, x
     names = list(grads)
     cosine = {(a, b): dot(grads[a], grads[b]) / (norms[a] * norms[b])
               for i, a in enumerate(names) for b in names[i + 1:]}
-    return FlowGradients(loss, grads, norms, cosine)
+    return FlowGradients(loss, grads, norms, cosine, rollout)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["run_folder", "unique_path", "write_csv", "write_json", "plot_curves", "plot_lines"]
+__all__ = ["run_folder", "unique_path", "write_csv", "write_json", "jsonable", "plot_curves", "plot_lines"]
 
 
 def unique_path(root: Path | str, name: str) -> Path:
@@ -65,11 +65,12 @@ def write_csv(path: Path, header: list[str], rows) -> None:
 
 def write_json(path: Path, data) -> None:
     with open(path, "w") as f:
-        json.dump(data, f, indent=2, default=_jsonable)
+        json.dump(data, f, indent=2, default=jsonable)
         f.write("\n")
 
 
-def _jsonable(value):
+def jsonable(value):
+    """``json.dump``'s ``default``: NumPy scalars and arrays as Python values, anything else as its text."""
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):

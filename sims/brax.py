@@ -114,6 +114,10 @@ class Brax(Sim):
     def terminal_cost(self, x):
         return x.reward * 0.0
 
+    def reward(self, x):
+        """The env's own reward of the step that led to ``x`` (B,): episode reward = Σ over a rollout."""
+        return x.reward
+
     def reset(self, key=None, batch: int = 1, dtype=None):
         """``batch`` initial states from the env's own reset distribution (``key``: PRNG key or int)."""
         import jax

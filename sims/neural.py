@@ -66,15 +66,20 @@ class Neural(Sim):
         return self.control
 
     def step(self, x, a):
-        h = self.ops.concat([x, a], -1)
-        for i, (w, b) in enumerate(self._layers):
-            h = h @ self.ops.constant(w, x) + self.ops.constant(b, x)
-            if i < len(self._layers) - 1:
-                h = self.xp.tanh(h)
-        return x + self.dt * self.ops.clip(h, -self.clip, self.clip)
+        return mlp_step(self, self._layers, x, a)
 
     def cost(self, x_next, a):
         return (x_next * x_next).sum(-1) + self.effort * (a * a).sum(-1)
 
     def init_bounds(self):
         return -np.ones(self.state), np.ones(self.state)
+
+
+def mlp_step(sim: Sim, layers, x, a):
+    """x + dt·clip(MLP([x, a])) with tanh hidden layers ((W (in, out), b) per layer), in ``sim``'s backend."""
+    h = sim.ops.concat([x, a], -1)
+    for i, (w, b) in enumerate(layers):
+        h = h @ sim.ops.constant(w, x) + sim.ops.constant(b, x)
+        if i < len(layers) - 1:
+            h = sim.xp.tanh(h)
+    return x + sim.dt * sim.ops.clip(h, -sim.clip, sim.clip)

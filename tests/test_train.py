@@ -52,23 +52,18 @@ def test_bptt_lowers_the_test_loss_on_cartpole_with_a_fixed_training_set(backend
 
 @pytest.mark.parametrize("flow", ["none", "combined", "input+truncate:4"])
 def test_jax_and_torch_trainers_take_the_same_steps_in_float64(flow):
-    import jax
-
-    jax.config.update("jax_enable_x64", True)
-    try:
-        runs = []
-        for backend in BACKENDS:
-            cfg = TrainConfig(sim="cartpole", sim_params={"poles": 2}, backend=backend, flow=flow, horizon=15, data="fixed",
-                              train_size=24, batch=8, epochs=2, lr=1e-2, hidden=(16,), dtype="float64", clip_norm=0.05,
-                              clip_value=0.5, optimizer="adamw", schedule="cosine", lr_final=0.1, zero_last=True)
-            result = train(cfg)
-            runs.append(np.stack([column(result, k) for k in ("loss", "grad_norm", "grad_norm_clipped", "lr")]))
-            runs.append(np.asarray([e["test_loss"] for e in result.evals]))
-        np.testing.assert_allclose(runs[0], runs[2], rtol=1e-10)
-        np.testing.assert_allclose(runs[1], runs[3], rtol=1e-10)
-        assert np.any(runs[0][1] > runs[0][2]), "clipping never engaged: the test would not see a difference"
-    finally:
-        jax.config.update("jax_enable_x64", False)
+    # float64: tests/conftest.py enables JAX's 64-bit mode
+    runs = []
+    for backend in BACKENDS:
+        cfg = TrainConfig(sim="cartpole", sim_params={"poles": 2}, backend=backend, flow=flow, horizon=15, data="fixed",
+                          train_size=24, batch=8, epochs=2, lr=1e-2, hidden=(16,), dtype="float64", clip_norm=0.05,
+                          clip_value=0.5, optimizer="adamw", schedule="cosine", lr_final=0.1, zero_last=True)
+        result = train(cfg)
+        runs.append(np.stack([column(result, k) for k in ("loss", "grad_norm", "grad_norm_clipped", "lr")]))
+        runs.append(np.asarray([e["test_loss"] for e in result.evals]))
+    np.testing.assert_allclose(runs[0], runs[2], rtol=1e-10)
+    np.testing.assert_allclose(runs[1], runs[3], rtol=1e-10)
+    assert np.any(runs[0][1] > runs[0][2]), "clipping never engaged: the test would not see a difference"
 
 
 @pytest.mark.parametrize("schedule", ["constant", "linear", "cosine"])

@@ -24,11 +24,11 @@ def gradients(policy, sim, *, flows, horizon: int, x0=None, key=None, batch: int
     if impl == "fused":
         out, stacked, _ = fused.sweep(params, static, sim, components, horizon, x0, memory)
         by_name = {c.name: jax.tree.map(lambda v, i=i: v[i], stacked) for i, c in enumerate(components)}
-        loss = out.loss
     else:
         def loss_of(p, flow):
             return _single(eqx.combine(p, static), sim, flow, horizon, x0).loss
 
         by_name = {c.name: jax.grad(loss_of)(params, c) for c in components}
-        loss = loss_of(params, Flow())
-    return assemble(loss, flows, by_name, jax.tree.map, jax.tree.leaves, jnp)
+        out = _single(eqx.combine(params, static), sim, Flow(), horizon, x0)
+    out = jax.lax.stop_gradient(out)
+    return assemble(out.loss, flows, by_name, jax.tree.map, jax.tree.leaves, jnp, rollout=out)

@@ -26,12 +26,12 @@ def gradients(policy, sim, *, flows, horizon: int, x0=None, key=None, batch: int
     if impl == "fused":
         out, stacked, _ = fused.sweep(policy, sim, components, horizon, x0, memory)
         by_name = {c.name: {k: v[i] for k, v in stacked.items()} for i, c in enumerate(components)}
-        loss = out.loss
     else:
         by_name = {}
         for c in components:
             g = torch.autograd.grad(_single(policy, sim, c, horizon, x0).loss, list(named.values()), materialize_grads=True)
             by_name[c.name] = dict(zip(named, g))
         with torch.no_grad():
-            loss = _single(policy, sim, Flow(), horizon, x0).loss
-    return assemble(loss, flows, by_name, _tree_map, lambda d: list(d.values()), torch)
+            out = _single(policy, sim, Flow(), horizon, x0)
+    out = type(out)(*(v.detach() if isinstance(v, torch.Tensor) else v for v in out))
+    return assemble(out.loss, flows, by_name, _tree_map, lambda d: list(d.values()), torch, rollout=out)

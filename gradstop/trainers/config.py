@@ -22,14 +22,23 @@ from gradstop._checks import IMPLS, MEMORY_POLICIES, check_horizon
 from gradstop._policy import ACTIVATIONS
 from gradstop.flows import parse_flow
 
-__all__ = ["TrainConfig", "ALGOS", "OPTIMIZERS", "SCHEDULES", "DATA_MODES", "NONFINITE", "DTYPES", "RUN_ONLY"]
+__all__ = ["TrainConfig", "ALGOS", "ALGO_DEFAULTS", "OPTIMIZERS", "SCHEDULES", "DATA_MODES", "NONFINITE", "DTYPES", "RUN_ONLY"]
 
-ALGOS = ("bptt",)
+ALGOS = ("bptt", "shac")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "linear", "cosine")
 DATA_MODES = ("fresh", "fixed")
 NONFINITE = ("stop", "skip")
 DTYPES = ("float32", "float64")
+# Published defaults that differ from the dataclass's (which are BPTT's). SHAC: Xu et al., "Accelerated Policy
+# Learning with Parallel Differentiable Simulation", ICLR 2022, and its code's cartpole_swing_up config: actor
+# lr 1e-2, critic lr 1e-3, linear decay to 1e-5, Adam betas (0.7, 0.95), global-norm clipping 1.0, 64 envs,
+# window 32, MLPs 64×64 ELU, γ 0.99, λ 0.95, 16 critic passes of 4 minibatches, target α 0.2.
+ALGO_DEFAULTS = {
+    "bptt": {},
+    "shac": dict(lr=1e-2, critic_lr=1e-3, schedule="linear", lr_final=1e-3, beta1=0.7, beta2=0.95, clip_norm=1.0,
+                 batch=64, window=32, hidden=(64, 64), activation="elu", updates_per_epoch=8, horizon=256),
+}
 # Fields that do not change a run's numbers (up to a non-finite update): a resumed run may differ in them.
 RUN_ONLY = ("checkpoint_every", "on_nonfinite")
 
@@ -79,6 +88,23 @@ class TrainConfig:
     momentum: float = _f(0.0, "sgd: momentum (0: plain SGD)")
     clip_value: float | None = _f(None, "clip each gradient component to ±this (applied first; default off)")
     clip_norm: float | None = _f(None, "clip the gradient's global L2 norm to this (default off)")
+    # -- SHAC (algo='shac'; Xu et al., ICLR 2022) ------------------------------------------------
+    window: int = _f(32, "shac: the actor's short horizon h (batch = parallel environments; horizon = episode length)")
+    gamma: float = _f(0.99, "shac: discount γ")
+    td_lambda: float = _f(0.95, "shac: λ of the critic's TD(λ) targets")
+    critic_lr: float = _f(1e-3, "shac: critic learning rate (same schedule, optimizer betas and clipping as the actor)")
+    critic_hidden: tuple = _f((64, 64), "shac: hidden layer widths of the critic MLP (CLI: 64,64)")
+    critic_activation: str = _f("elu", f"shac: critic activation: {' | '.join(ACTIVATIONS)}")
+    critic_iterations: int = _f(16, "shac: passes over the window's data per critic fit")
+    critic_minibatches: int = _f(4, "shac: minibatches per critic pass")
+    target_alpha: float = _f(0.2, "shac: target critic <- α·target + (1−α)·critic after each fit")
+    # -- a learned world model in the chain --------------------------------------------------------
+    world_model: bool = _f(False, "train the actor through a world model fitted to the sim first (evaluate on the true sim)")
+    model_hidden: int = _f(128, "world model: width of its two tanh hidden layers (the neural sim's architecture)")
+    model_transitions: int = _f(20000, "world model: transitions of the true sim it is fitted to (random actions)")
+    model_epochs: int = _f(30, "world model: passes of Adam over the transitions")
+    model_lr: float = _f(1e-3, "world model: Adam learning rate")
+    model_batch: int = _f(256, "world model: minibatch size")
     # -- the run ----------------------------------------------------------------------------------
     seed: int = _f(0, "seed of the initial weights, the data sets and the data order")
     dtype: str = _f("float32", f"parameter and state dtype: {' | '.join(DTYPES)}")
@@ -87,6 +113,7 @@ class TrainConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "hidden", tuple(self.hidden))
+        object.__setattr__(self, "critic_hidden", tuple(self.critic_hidden))
         object.__setattr__(self, "sim_params", dict(self.sim_params))
         _choice("algo", self.algo, ALGOS)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
@@ -95,16 +122,20 @@ class TrainConfig:
         _choice("on_nonfinite", self.on_nonfinite, NONFINITE)
         _choice("dtype", self.dtype, DTYPES)
         _choice("activation", self.activation, ACTIVATIONS)
+        _choice("critic_activation", self.critic_activation, ACTIVATIONS)
         _choice("impl", self.impl, IMPLS)
         _choice("memory", self.memory, MEMORY_POLICIES)
         if self.backend not in ("jax", "torch"):
             raise ValueError(f"unknown backend {self.backend!r}; choose one of ('jax', 'torch')")
         parse_flow(self.flow)
         check_horizon(self.horizon)
-        for name in ("train_size", "test_size", "batch", "updates_per_epoch", "epochs", "eval_every", "checkpoint_every"):
+        for name in ("train_size", "test_size", "batch", "updates_per_epoch", "epochs", "eval_every", "checkpoint_every",
+                     "window", "critic_iterations", "critic_minibatches", "model_hidden", "model_transitions",
+                     "model_epochs", "model_batch"):
             _positive_int(name, getattr(self, name))
-        for h in self.hidden:
-            _positive_int("hidden", h)
+        for name in ("hidden", "critic_hidden"):
+            for h in getattr(self, name):
+                _positive_int(name, h)
         _positive_int("seed", self.seed, minimum=0)
         if self.data == "fixed" and self.train_size < self.batch:
             raise ValueError(f"train_size ({self.train_size}) is smaller than batch ({self.batch}): an epoch would have no update; "
@@ -115,6 +146,22 @@ class TrainConfig:
         _number("beta2", self.beta2, low=0.0, high=1.0, strict_high=True)
         _number("weight_decay", self.weight_decay, low=0.0)
         _number("momentum", self.momentum, low=0.0, high=1.0, strict_high=True)
+        _number("gamma", self.gamma, low=0.0, high=1.0, strict=True)
+        _number("td_lambda", self.td_lambda, low=0.0, high=1.0, strict_high=True)
+        _number("critic_lr", self.critic_lr, low=0.0, strict=True)
+        _number("target_alpha", self.target_alpha, low=0.0, high=1.0)
+        _number("model_lr", self.model_lr, low=0.0, strict=True)
+        if self.world_model and self.model_transitions < self.model_batch:
+            raise ValueError(f"model_transitions ({self.model_transitions}) is smaller than model_batch ({self.model_batch}); raise it")
+        if self.algo == "shac":
+            if self.data != "fresh":
+                raise ValueError("algo shac keeps its environments running and resets them with fresh initial states: use data='fresh' (--data fresh)")
+            if self.horizon % self.window:
+                raise ValueError(f"algo shac: the episode length horizon={self.horizon} must be a multiple of window={self.window} "
+                                 f"(e.g. --horizon {self.window * max(1, round(self.horizon / self.window))}), so episodes end at window ends")
+            if (self.window * self.batch) % self.critic_minibatches:
+                raise ValueError(f"algo shac: window·batch = {self.window * self.batch} samples do not split into "
+                                 f"critic_minibatches={self.critic_minibatches} equal minibatches; change one of them")
         for name in ("clip_value", "clip_norm"):
             if getattr(self, name) is not None:
                 _number(name, getattr(self, name), low=0.0, strict=True)
@@ -137,8 +184,14 @@ class TrainConfig:
     # -- files ------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        d["hidden"] = list(self.hidden)
+        d["hidden"], d["critic_hidden"] = list(self.hidden), list(self.critic_hidden)
         return d
+
+    @classmethod
+    def for_algo(cls, algo: str, **fields) -> "TrainConfig":
+        """A config with ``algo``'s published defaults (``ALGO_DEFAULTS``) under ``fields``."""
+        _choice("algo", algo, ALGOS)
+        return cls(**{**ALGO_DEFAULTS[algo], "algo": algo, **fields})
 
     @classmethod
     def from_dict(cls, data: dict, *, source: str = "the config") -> "TrainConfig":

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gradstop.results import jsonable
+
 __all__ = ["atomic_write", "atomic_write_json", "MetricsLog"]
 
 
@@ -35,7 +37,7 @@ def atomic_write(path: Path | str, data: bytes) -> None:
 
 
 def atomic_write_json(path: Path | str, data) -> None:
-    atomic_write(path, (json.dumps(data, indent=2, default=_jsonable) + "\n").encode())
+    atomic_write(path, (json.dumps(data, indent=2, default=jsonable) + "\n").encode())
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -44,14 +46,6 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _jsonable(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
 
 
 def _cell(value) -> str:

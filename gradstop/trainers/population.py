@@ -28,6 +28,8 @@ def train_population(config: TrainConfig, seeds, *, progress: bool = False) -> l
         raise ValueError("seeds is empty: give at least one seed, e.g. seeds=range(8)")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds repeats a seed: {seeds}")
+    if config.backend == "jax" and config.algo != "bptt":
+        raise ValueError(f"JAX populations train BPTT; a {config.algo} population is not built yet: run its seeds one by one")
     configs = [dataclasses.replace(config, seed=s) for s in seeds]  # validates each seed
     module = importlib.import_module(f"gradstop.trainers.{config.backend}.population")
     return module.train_population(configs, progress=progress)

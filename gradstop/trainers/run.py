@@ -4,8 +4,10 @@
 
     DIR/config.json        the TrainConfig (written first; reloadable)
     DIR/updates.csv        one row per update: loss, gradient norm before/after clipping, cosine
-                           input/none (combining flows), learning rate, finite, seconds, steps/s
-    DIR/eval.csv           one row per evaluation (the untrained policy first): test loss, test success
+                           input/none (combining flows), learning rate, finite, critic loss (SHAC),
+                           seconds, environment steps/s
+    DIR/eval.csv           one row per evaluation (the untrained policy first): test loss, test success,
+                           episode reward (simulators with a reward, e.g. Brax)
     DIR/checkpoint.npz|pt  the whole state every ``checkpoint_every`` epochs (atomic)
     DIR/policy.npz         final weights (either framework's ``set_weights`` loads them)
     DIR/summary.json       written last: its presence marks the run complete
@@ -40,9 +42,9 @@ from gradstop.trainers.files import MetricsLog, atomic_write, atomic_write_json
 __all__ = ["train", "RunResult", "NonFiniteError", "UPDATE_COLUMNS", "EVAL_COLUMNS", "make_sim", "program_for",
            "CHECKPOINT_FILES", "summarise"]
 
-UPDATE_COLUMNS = ["epoch", "update", "loss", "grad_norm", "grad_norm_clipped", "cos_input_none", "lr", "finite",
-                  "seconds", "steps_per_second"]
-EVAL_COLUMNS = ["epoch", "update", "test_loss", "test_success", "seconds"]
+METRICS = ["loss", "grad_norm", "grad_norm_clipped", "cos_input_none", "lr", "finite", "critic_loss"]  # per update, from a program
+UPDATE_COLUMNS = ["epoch", "update", *METRICS, "seconds", "steps_per_second"]
+EVAL_COLUMNS = ["epoch", "update", "test_loss", "test_success", "test_reward", "seconds"]
 CHECKPOINT_FILES = {"jax": "checkpoint.npz", "torch": "checkpoint.pt"}
 
 
@@ -79,9 +81,17 @@ def make_sim(config: TrainConfig):
 
 
 def program_for(config: TrainConfig, sim, policy=None):
-    """The backend's trainer object for ``config`` (``gradstop.trainers.<backend>.<algo>``)."""
+    """The backend's trainer object for ``config`` (``gradstop.trainers.<backend>.<algo>``).
+
+    With ``world_model`` it first fits the model (``gradstop.trainers.world_model``) and trains through it.
+    """
     module = importlib.import_module(f"gradstop.trainers.{config.backend}.{config.algo}")
-    return getattr(module, config.algo.upper())(config, sim, policy)
+    model = None
+    if config.world_model:
+        from gradstop.trainers import world_model
+
+        model = world_model.fit(config, sim)  # deterministic: a resumed run refits the same model
+    return getattr(module, config.algo.upper())(config, sim, policy, model=model)
 
 
 class _Memory:
@@ -187,7 +197,7 @@ def _loop(config, program, data, updates, evals, folder, progress, tensorboard) 
     flow = config.flow
     compile_seconds = meta["compile_seconds"]
     if start < config.epochs:
-        compile_seconds += program.compile(data.epoch(start), data.test)
+        compile_seconds += program.compile(data, start)
     writer = _tensorboard(tensorboard, config, start * steps)
     bar = _bar(progress, config, start * steps)
     if start == 0:  # the untrained policy: the test curve's first point
@@ -197,14 +207,13 @@ def _loop(config, program, data, updates, evals, folder, progress, tensorboard) 
     try:
         for epoch in range(start, config.epochs):
             tick = time.perf_counter()
-            m = program.run_epoch(data.epoch(epoch))
+            m = program.run_epoch(data, epoch)
             took = time.perf_counter() - tick
             clock += took
             n = len(m["loss"])
-            rate = n * config.batch * config.horizon / took
-            rows = [dict(epoch=epoch + 1, update=epoch * steps + i + 1, loss=m["loss"][i], grad_norm=m["grad_norm"][i],
-                         grad_norm_clipped=m["grad_norm_clipped"][i], cos_input_none=m["cos_input_none"][i], lr=m["lr"][i],
-                         finite=bool(m["finite"][i]), seconds=clock, steps_per_second=rate) for i in range(n)]
+            rate = n * program.env_steps_per_update / took
+            rows = [dict(epoch=epoch + 1, update=epoch * steps + i + 1, seconds=clock, steps_per_second=rate,
+                         **{k: (bool(m[k][i]) if k == "finite" else m[k][i]) for k in METRICS}) for i in range(n)]
             bad = [r for r in rows if not r["finite"]]
             if bad and config.on_nonfinite == "stop":
                 updates.append(rows[: rows.index(bad[0]) + 1])
@@ -261,6 +270,7 @@ def summarise(config, program, updates, evals, folder, skipped, compile_seconds)
         "final_test_loss": float(test[-1]) if test.size else None,
         "best_test_loss": float(np.nanmin(test)) if test.size else None,
         "final_test_success": float(col(evals, "test_success")[-1]) if evals else None,
+        "final_test_reward": float(col(evals, "test_reward")[-1]) if evals else None,
         "seconds": float(col(updates, "seconds")[-1]) if updates else 0.0,
         "compile_seconds": float(compile_seconds),
         "steps_per_second": float(np.median(col(updates, "steps_per_second"))) if updates else None,
@@ -316,7 +326,7 @@ def _log(writer, rows, ev, step) -> None:
     if writer is None:
         return
     for r in rows:
-        for key in ("loss", "grad_norm", "grad_norm_clipped", "cos_input_none", "lr", "steps_per_second"):
+        for key in ("loss", "grad_norm", "grad_norm_clipped", "cos_input_none", "lr", "critic_loss", "steps_per_second"):
             if np.isfinite(r[key]):
                 writer.add_scalar(f"train/{key}", float(r[key]), r["update"])
     if ev is not None:

@@ -9,8 +9,6 @@ loop over epochs, the files and the checkpoints are framework-neutral
 
 from __future__ import annotations
 
-import io
-import json
 import time
 
 import equinox as eqx
@@ -24,9 +22,9 @@ from gradstop.flows import parse_flow
 from gradstop.gradients import gradients
 from gradstop.jax.policy import get_weights, mlp, set_weights
 from gradstop.rollout import rollout
-from gradstop.trainers.jax import optim
+from gradstop.trainers.jax import checkpoint, optim
 
-__all__ = ["BPTT", "make_policy"]
+__all__ = ["BPTT", "make_policy", "make_evaluate", "update_direction", "as_states"]
 
 FRAMEWORK = "jax"
 
@@ -65,13 +63,36 @@ def update_direction(config, sim):
     return direction
 
 
+def make_evaluate(config, sim, static):
+    """``f(params, x0) -> (test loss, mean success, mean episode reward)``: the policy over ``horizon`` steps,
+    flow-independent; NaN for a measure the sim does not define (``success``, ``reward``)."""
+
+    def evaluate(params, x0):
+        out = rollout(eqx.combine(params, static), sim, stop="none", horizon=config.horizon, x0=x0)
+        success = sim.success(jax.tree.map(lambda v: v[-1], out.states)) if hasattr(sim, "success") else None
+        nan = jnp.asarray(jnp.nan, out.loss.dtype)
+        reward = (jnp.mean(jnp.sum(sim.reward(jax.tree.map(lambda v: v[1:], out.states)), 0))
+                  if hasattr(sim, "reward") else nan)
+        return out.loss, (jnp.mean(success) if success is not None else nan), reward
+
+    return evaluate
+
+
+def as_states(x, dtype):
+    """Initial states as JAX arrays: flat NumPy arrays cast to ``dtype``; pytrees (Brax) keep their leaves."""
+    if isinstance(x, np.ndarray):
+        return jnp.asarray(x, dtype)
+    return jax.tree.map(jnp.asarray, x)
+
+
 class BPTT:
     """The state of a JAX BPTT run (parameters, optimizer state, applied-update count) and its steps."""
 
     framework = FRAMEWORK
 
-    def __init__(self, config, sim, policy=None):
+    def __init__(self, config, sim, policy=None, model=None):
         self.config, self.sim = config, sim
+        self.train_sim = sim if model is None else model  # the actor learns through the model, is scored on sim
         policy = make_policy(config, sim) if policy is None else policy
         self.params, self.static = eqx.partition(policy, eqx.is_inexact_array)
         self.dtype = jax.tree.leaves(self.params)[0].dtype
@@ -87,7 +108,7 @@ class BPTT:
 
     def _make_epoch(self):
         config, static = self.config, self.static
-        direction, lr_of, skip = update_direction(config, self.sim), optim.schedule(config), config.on_nonfinite == "skip"
+        direction, lr_of, skip = update_direction(config, self.train_sim), optim.schedule(config), config.on_nonfinite == "skip"
 
         def one_update(carry, x0):
             params, opt_state, applied = carry
@@ -100,7 +121,7 @@ class BPTT:
             if skip:  # keep the old state where the update is non-finite; the schedule's clock does not advance
                 new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, (params, opt_state, applied))
             metrics = dict(loss=loss, grad_norm=norm, grad_norm_clipped=optim.global_norm(clipped), cos_input_none=cos,
-                           lr=lr_of(applied), finite=finite)
+                           lr=lr_of(applied), finite=finite, critic_loss=jnp.asarray(jnp.nan, loss.dtype))
             return new, metrics
 
         def epoch(params, opt_state, applied, x0s):
@@ -110,33 +131,30 @@ class BPTT:
         return epoch
 
     def _make_evaluate(self):
-        config, sim, static = self.config, self.sim, self.static
-
-        def evaluate(params, x0):
-            out = rollout(eqx.combine(params, static), sim, stop="none", horizon=config.horizon, x0=x0)
-            success = sim.success(jax.tree.map(lambda v: v[-1], out.states))
-            return out.loss, (jnp.mean(success) if success is not None else jnp.asarray(jnp.nan))
-
-        return evaluate
+        return make_evaluate(self.config, self.sim, self.static)
 
     # -- the steps the run loop calls -------------------------------------------------------------
-    def compile(self, x0s: np.ndarray, test: np.ndarray) -> float:
+    @property
+    def env_steps_per_update(self) -> int:
+        return self.config.batch * self.config.horizon
+
+    def compile(self, data, epoch: int) -> float:
         """Compile the epoch and the evaluation ahead of time for these shapes; returns the seconds it took."""
         tick = time.perf_counter()
-        self._epoch = self._epoch.lower(self.params, self.opt_state, self.applied, jnp.asarray(x0s, self.dtype)).compile()
-        self._evaluate = self._evaluate.lower(self.params, jnp.asarray(test, self.dtype)).compile()
+        self._epoch = self._epoch.lower(self.params, self.opt_state, self.applied, as_states(data.epoch(epoch), self.dtype)).compile()
+        self._evaluate = self._evaluate.lower(self.params, as_states(data.test, self.dtype)).compile()
         return time.perf_counter() - tick
 
-    def run_epoch(self, x0s: np.ndarray) -> dict[str, np.ndarray]:
-        """Apply one update per minibatch of ``x0s`` (updates, batch, state_dim); per-update metrics."""
+    def run_epoch(self, data, epoch: int) -> dict[str, np.ndarray]:
+        """Apply one update per minibatch of the epoch's initial states; per-update metrics."""
         self.params, self.opt_state, self.applied, metrics = self._epoch(self.params, self.opt_state, self.applied,
-                                                                         jnp.asarray(x0s, self.dtype))
+                                                                         as_states(data.epoch(epoch), self.dtype))
         return {k: np.asarray(v) for k, v in metrics.items()}  # np.asarray blocks until the epoch is done
 
     def evaluate(self, x0: np.ndarray) -> dict[str, float]:
         """Test loss (flow-independent forward) and the task's success measure (NaN if none)."""
-        loss, success = self._evaluate(self.params, jnp.asarray(x0, self.dtype))
-        return {"test_loss": float(loss), "test_success": float(success)}
+        loss, success, reward = self._evaluate(self.params, as_states(x0, self.dtype))
+        return {"test_loss": float(loss), "test_success": float(success), "test_reward": float(reward)}
 
     def weights(self) -> list[np.ndarray]:
         return get_weights(self.policy)
@@ -147,23 +165,9 @@ class BPTT:
     # -- checkpoints ------------------------------------------------------------------------------
     def state_bytes(self, meta: dict) -> bytes:
         """The whole training state and ``meta`` as the bytes of an ``.npz`` file."""
-        leaves = jax.tree.leaves((self.params, self.opt_state, self.applied))
-        buf = io.BytesIO()
-        np.savez(buf, __meta__=np.asarray(json.dumps(meta)), **{f"leaf_{i}": np.asarray(v) for i, v in enumerate(leaves)})
-        return buf.getvalue()
+        return checkpoint.pack((self.params, self.opt_state, self.applied), meta)
 
-    @staticmethod
-    def read_meta(data: bytes) -> dict:
-        with np.load(io.BytesIO(data)) as z:
-            return json.loads(str(z["__meta__"]))
+    read_meta = staticmethod(checkpoint.read_meta)
 
     def load_state(self, data: bytes) -> None:
-        template = (self.params, self.opt_state, self.applied)
-        leaves, treedef = jax.tree.flatten(template)
-        with np.load(io.BytesIO(data)) as z:
-            stored = [z[f"leaf_{i}"] for i in range(len([k for k in z.files if k.startswith("leaf_")]))]
-        shapes = [(np.shape(a), np.asarray(a).dtype) for a in leaves]
-        if [(a.shape, a.dtype) for a in stored] != shapes:
-            raise ValueError("the checkpoint's arrays do not fit this run's policy and optimizer; "
-                             "it was written by a different config: resume with that config or choose another --out")
-        self.params, self.opt_state, self.applied = jax.tree.unflatten(treedef, [jnp.asarray(a) for a in stored])
+        self.params, self.opt_state, self.applied = checkpoint.unpack((self.params, self.opt_state, self.applied), data)

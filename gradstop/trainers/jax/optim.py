@@ -13,10 +13,13 @@ def schedule(config):
     """The config's learning-rate schedule as an optax schedule (see ``gradstop.trainers.schedule``)."""
     lr, total = config.lr, config.total_updates
     if config.schedule == "linear":
-        return optax.linear_schedule(lr, lr * config.lr_final, total)
-    if config.schedule == "cosine":
-        return optax.cosine_decay_schedule(lr, total, alpha=config.lr_final)
-    return optax.constant_schedule(lr)
+        rule = optax.linear_schedule(lr, lr * config.lr_final, total)
+    elif config.schedule == "cosine":
+        rule = optax.cosine_decay_schedule(lr, total, alpha=config.lr_final)
+    else:
+        rule = optax.constant_schedule(lr)
+    # optax divides the integer count in float32; a float count keeps float64 runs exact
+    return lambda count: rule(jnp.asarray(count, jnp.result_type(float)))
 
 
 def optimizer(config) -> optax.GradientTransformation:

@@ -51,10 +51,10 @@ def train_population(configs, *, progress: bool = False) -> list:
     clock, skipped = 0.0, np.zeros(len(members), int)
 
     def record_eval(epoch_done):
-        loss, success = (np.asarray(v) for v in evaluate(state[0], test))
+        loss, success, reward = (np.asarray(v) for v in evaluate(state[0], test))
         for i in range(len(members)):
             evals[i].append(dict(epoch=epoch_done, update=epoch_done * head_steps, test_loss=float(loss[i]),
-                                 test_success=float(success[i]), seconds=clock))
+                                 test_success=float(success[i]), test_reward=float(reward[i]), seconds=clock))
 
     head_steps = data[0].updates
     tick = time.perf_counter()

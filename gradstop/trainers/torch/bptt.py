@@ -8,8 +8,6 @@ torch.optim optimizer and its LambdaLR schedule.
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import torch
 
@@ -18,9 +16,9 @@ from gradstop.flows import parse_flow
 from gradstop.gradients import gradients
 from gradstop.rollout import rollout
 from gradstop.torch.policy import get_weights, mlp, set_weights
-from gradstop.trainers.torch import optim
+from gradstop.trainers.torch import checkpoint, optim
 
-__all__ = ["BPTT", "make_policy"]
+__all__ = ["BPTT", "make_policy", "evaluate"]
 
 FRAMEWORK = "torch"
 
@@ -33,13 +31,25 @@ def make_policy(config, sim):
                                                                         config.activation), config.seed, config.zero_last))
 
 
+@torch.no_grad()
+def evaluate(config, sim, policy, x0) -> dict[str, float]:
+    """The policy over ``horizon`` steps from ``x0`` (flow-independent): test loss and mean success (NaN if none)."""
+    dtype = next(policy.parameters()).dtype
+    out = rollout(policy, sim, stop="none", horizon=config.horizon, x0=torch.as_tensor(x0, dtype=dtype))
+    success = sim.success(out.states[-1])
+    reward = sim.reward(out.states[1:]).sum(0).mean() if hasattr(sim, "reward") else float("nan")
+    return {"test_loss": float(out.loss), "test_success": float(success.mean()) if success is not None else float("nan"),
+            "test_reward": float(reward)}
+
+
 class BPTT:
     """The state of a PyTorch BPTT run (the policy, optimizer, schedule, applied-update count) and its steps."""
 
     framework = FRAMEWORK
 
-    def __init__(self, config, sim, policy=None):
+    def __init__(self, config, sim, policy=None, model=None):
         self.config, self.sim = config, sim
+        self.train_sim = sim if model is None else model  # the actor learns through the model, is scored on sim
         self.policy = make_policy(config, sim) if policy is None else policy
         self.params = [p for p in self.policy.parameters() if p.requires_grad]
         self.dtype = self.params[0].dtype
@@ -54,35 +64,39 @@ class BPTT:
         self.opt.zero_grad(set_to_none=True)
         if flow.combining:
             c_none, c_input = flow.components()
-            out = gradients(self.policy, self.sim, flows=[c_none, c_input, flow], horizon=config.horizon, x0=x0,
+            out = gradients(self.policy, self.train_sim, flows=[c_none, c_input, flow], horizon=config.horizon, x0=x0,
                             impl=config.impl, memory=config.memory)
             named = dict(self.policy.named_parameters())
             for name, g in out.grads[flow.name].items():
                 named[name].grad = g.detach().clone()
             return float(out.loss), float(out.cosine[(c_none.name, c_input.name)])
-        loss = rollout(self.policy, self.sim, stop=flow, horizon=config.horizon, x0=x0, impl=config.impl,
+        loss = rollout(self.policy, self.train_sim, stop=flow, horizon=config.horizon, x0=x0, impl=config.impl,
                        memory=config.memory).loss
         loss.backward()
         return float(loss.detach()), float("nan")
 
     # -- the steps the run loop calls -------------------------------------------------------------
-    def compile(self, x0s: np.ndarray, test: np.ndarray) -> float:
+    @property
+    def env_steps_per_update(self) -> int:
+        return self.config.batch * self.config.horizon
+
+    def compile(self, data, epoch: int) -> float:
         """Eager PyTorch compiles nothing ahead of time (the JAX twin's counterpart); 0 seconds."""
         return 0.0
 
-    def run_epoch(self, x0s: np.ndarray) -> dict[str, np.ndarray]:
-        """Apply one update per minibatch of ``x0s`` (updates, batch, state_dim); per-update metrics.
+    def run_epoch(self, data, epoch: int) -> dict[str, np.ndarray]:
+        """Apply one update per minibatch of the epoch's initial states; per-update metrics.
 
         With ``on_nonfinite='stop'`` the epoch ends at the first non-finite update (not applied).
         """
         config, rows = self.config, []
-        for x0 in torch.as_tensor(x0s, dtype=self.dtype):
+        for x0 in torch.as_tensor(data.epoch(epoch), dtype=self.dtype):
             loss, cos = self._direction(x0)
             norm = float(optim.global_norm(self.params))
             finite = bool(np.isfinite(loss) and np.isfinite(norm))
             optim.clip(config, self.params)
             row = dict(loss=loss, grad_norm=norm, grad_norm_clipped=float(optim.global_norm(self.params)),
-                       cos_input_none=cos, lr=self.sched.get_last_lr()[0], finite=finite)
+                       cos_input_none=cos, lr=self.sched.get_last_lr()[0], finite=finite, critic_loss=float("nan"))
             rows.append(row)
             if not finite:
                 if config.on_nonfinite == "stop":
@@ -93,12 +107,9 @@ class BPTT:
             self.applied += 1
         return {k: np.asarray([r[k] for r in rows]) for k in rows[0]}
 
-    @torch.no_grad()
     def evaluate(self, x0: np.ndarray) -> dict[str, float]:
         """Test loss (flow-independent forward) and the task's success measure (NaN if none)."""
-        out = rollout(self.policy, self.sim, stop="none", horizon=self.config.horizon, x0=torch.as_tensor(x0, dtype=self.dtype))
-        success = self.sim.success(out.states[-1])
-        return {"test_loss": float(out.loss), "test_success": float(success.mean()) if success is not None else float("nan")}
+        return evaluate(self.config, self.sim, self.policy, x0)
 
     def weights(self) -> list[np.ndarray]:
         return get_weights(self.policy)
@@ -107,24 +118,21 @@ class BPTT:
         set_weights(self.policy, weights)
 
     # -- checkpoints ------------------------------------------------------------------------------
+    def state(self) -> dict:
+        """Everything a resumed run needs, as state dicts and tensors."""
+        return {"policy": self.policy.state_dict(), "optimizer": self.opt.state_dict(), "schedule": self.sched.state_dict(),
+                "applied": self.applied}
+
     def state_bytes(self, meta: dict) -> bytes:
         """The whole training state and ``meta`` as the bytes of a ``torch.save`` file."""
-        buf = io.BytesIO()
-        torch.save({"meta": meta, "policy": self.policy.state_dict(), "optimizer": self.opt.state_dict(),
-                    "schedule": self.sched.state_dict(), "applied": self.applied}, buf)
-        return buf.getvalue()
+        return checkpoint.pack(self.state(), meta)
 
-    @staticmethod
-    def read_meta(data: bytes) -> dict:
-        return torch.load(io.BytesIO(data), weights_only=True)["meta"]
+    read_meta = staticmethod(checkpoint.read_meta)
 
-    def load_state(self, data: bytes) -> None:
-        state = torch.load(io.BytesIO(data), weights_only=True)
-        try:
-            self.policy.load_state_dict(state["policy"])
-        except RuntimeError as err:
-            raise ValueError("the checkpoint's arrays do not fit this run's policy; it was written by a different config: "
-                             f"resume with that config or choose another --out ({err})") from None
+    def load_state(self, data: bytes) -> dict:
+        state = checkpoint.unpack(data)
+        checkpoint.load_modules(state, policy=self.policy)
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["schedule"])
         self.applied = state["applied"]
+        return state

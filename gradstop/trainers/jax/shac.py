@@ -1,0 +1,207 @@
+"""SHAC in JAX: one epoch of windows is one jitted ``lax.scan``; see ``gradstop.trainers.shac``.
+
+Each update (one window of h steps from the B environments' current states):
+
+1. the actor's loss is a rollout of :class:`~gradstop.trainers.shac.Window` (discounted costs, the
+   target critic's value at the end) along the config's flow; clip, step the actor;
+2. the critic is fitted to TD(λ) targets computed on the window's detached states, with
+   ``critic_iterations`` passes of ``critic_minibatches`` Adam steps (its learning rate follows the
+   actor's schedule, scaled to ``critic_lr``), then the target critic moves: α·target + (1−α)·critic;
+3. the environments continue from x_h; those whose episode ended (``horizon`` steps) or whose state
+   is non-finite restart from the update's fresh initial states.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from gradstop import _policy
+from gradstop.flows import parse_flow
+from gradstop.gradients import gradients
+from gradstop.jax.policy import get_weights, mlp, set_weights
+from gradstop.rollout import rollout
+from gradstop.trainers.jax import checkpoint, optim
+from gradstop.trainers.jax.bptt import make_evaluate, make_policy
+from gradstop.trainers.shac import Window, td_lambda
+
+__all__ = ["SHAC", "make_critic"]
+
+FRAMEWORK = "jax"
+
+
+def make_critic(config, sim):
+    """The critic MLP obs -> cost-to-go, initialised from the config's seed (its own stream)."""
+    dtype = jnp.float64 if config.dtype == "float64" else jnp.float32
+    critic = mlp(config.seed, sim.obs_dim, 1, hidden=config.critic_hidden, activation=config.critic_activation, dtype=dtype)
+    sizes = _policy.layer_sizes(sim.obs_dim, 1, config.critic_hidden, config.critic_activation)
+    return set_weights(critic, _policy.init_weights(sizes, config.seed, stream=1))
+
+
+class SHAC:
+    """The state of a JAX SHAC run (actor, critic, target critic, optimizers, environments) and its steps."""
+
+    framework = FRAMEWORK
+
+    def __init__(self, config, sim, policy=None, model=None):
+        from gradstop.trainers.data import Data
+
+        if getattr(sim, "pytree_state", False):
+            raise ValueError(f"SHAC runs on flat-state simulators; {sim.describe()['name']} has pytree states (Brax), "
+                             "which its trainer does not handle yet: use --algo bptt there")
+        self.config, self.sim = config, sim
+        self.train_sim = sim if model is None else model  # actor -> model -> critic; scored on the true sim
+        actor = make_policy(config, sim) if policy is None else policy
+        self.params, self.static = eqx.partition(actor, eqx.is_inexact_array)
+        critic, self.critic_static = eqx.partition(make_critic(config, sim), eqx.is_inexact_array)
+        self.dtype = jax.tree.leaves(self.params)[0].dtype
+        self.actor_tx = optim.optimizer(config)
+        # the critic takes many steps per update: its rate is set per update from the actor's schedule
+        self.critic_tx = optax.inject_hyperparams(optax.adam)(learning_rate=config.critic_lr, b1=config.beta1, b2=config.beta2)
+        start = jnp.asarray(Data.from_config(sim, config).start(), self.dtype)
+        self.state = dict(actor=self.params, actor_opt=self.actor_tx.init(self.params), critic=critic,
+                          critic_opt=self.critic_tx.init(critic), target=critic, applied=jnp.zeros((), jnp.int32),
+                          envs=start, steps=jnp.zeros(start.shape[0], jnp.int32))
+        self._epoch = jax.jit(self._make_epoch())
+        self._evaluate = jax.jit(make_evaluate(config, sim, self.static))
+
+    @property
+    def policy(self):
+        return eqx.combine(self.state["actor"], self.static)
+
+    @property
+    def env_steps_per_update(self) -> int:
+        return self.config.batch * self.config.window
+
+    def value_fn(self, critic):
+        model = eqx.combine(critic, self.critic_static)
+        return lambda obs: model(obs)[..., 0]
+
+    def _actor_step(self, state, window, X0):
+        """The actor's loss, gradient (and cosine), clipped and applied; also the window's rollout."""
+        config, static, flow = self.config, self.static, parse_flow(self.config.flow)
+        h = config.window
+
+        def loss_fn(p):
+            out = rollout(eqx.combine(p, static), window, stop=flow, horizon=h, x0=X0, impl=config.impl, memory=config.memory)
+            return out.loss, out
+
+        if flow.combining:
+            c_none, c_input = flow.components()
+            g = gradients(eqx.combine(state["actor"], static), window, flows=[c_none, c_input, flow], horizon=h, x0=X0,
+                          impl=config.impl, memory=config.memory)
+            loss, grads, cos = g.loss, eqx.filter(g.grads[flow.name], eqx.is_inexact_array), g.cosine[(c_none.name, c_input.name)]
+            out = g.rollout  # the forward the gradients were taken on
+        else:
+            (loss, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["actor"])
+            cos = jnp.asarray(jnp.nan, loss.dtype)
+        norm = optim.global_norm(grads)
+        clipped = optim.clip(config, grads)
+        updates, actor_opt = self.actor_tx.update(clipped, state["actor_opt"], state["actor"])
+        metrics = dict(loss=loss, grad_norm=norm, grad_norm_clipped=optim.global_norm(clipped), cos_input_none=cos,
+                       lr=optim.schedule(config)(state["applied"]), finite=jnp.isfinite(loss) & jnp.isfinite(norm))
+        actor = optax.apply_updates(state["actor"], updates)
+        return dict(state, actor=actor, actor_opt=actor_opt), jax.lax.stop_gradient(out), metrics
+
+    def _critic_fit(self, state, out, ends, orders):
+        """TD(λ) targets from the window's rollout, then the critic's passes and the target's Polyak step."""
+        config, sim = self.config, self.train_sim
+        n = sim.state_dim
+        xs = out.states[..., :n]  # (h+1, B, n)
+        costs = sim.cost(xs[1:], out.actions)  # undiscounted c(x_{i+1}, a_i)
+        target_value = self.value_fn(state["target"])
+        v_next = target_value(sim.obs(xs[1:]))
+        v_next = v_next.at[-1].set(jnp.where(ends > 0, sim.terminal_cost(xs[-1]), v_next[-1]))
+        v_next = jnp.where(jnp.all(jnp.isfinite(xs[1:]), -1), v_next, 0.0)  # non-finite states: V = 0
+        targets = jnp.stack(td_lambda(costs, v_next, config.gamma, config.td_lambda))
+        obs = sim.obs(xs[:-1]).reshape(-1, sim.obs_dim)
+        targets = targets.reshape(-1)
+
+        def mse(critic, idx):
+            return jnp.mean((self.value_fn(critic)(obs[idx]) - targets[idx]) ** 2)
+
+        def minibatch(carry, idx):
+            critic, opt = carry
+            loss, g = jax.value_and_grad(mse)(critic, idx)
+            g = optim.clip(config, g)
+            updates, opt = self.critic_tx.update(g, opt, critic)
+            return (optax.apply_updates(critic, updates), opt), loss
+
+        def one_pass(carry, order):
+            carry, losses = jax.lax.scan(minibatch, carry, order.reshape(config.critic_minibatches, -1))
+            return carry, jnp.mean(losses)
+
+        rate = config.critic_lr * optim.schedule(dataclasses.replace(config, lr=1.0))(state["applied"])
+        old = state["critic_opt"].hyperparams
+        opt = state["critic_opt"]._replace(hyperparams={**old, "learning_rate": jnp.asarray(rate, old["learning_rate"].dtype)})
+        (critic, opt), pass_losses = jax.lax.scan(one_pass, (state["critic"], opt), orders)
+        a = config.target_alpha
+        target = jax.tree.map(lambda t, c: a * t + (1 - a) * c, state["target"], critic)
+        return dict(state, critic=critic, critic_opt=opt, target=target), pass_losses[-1]
+
+    def _make_epoch(self):
+        config, sim = self.config, self.train_sim
+        skip = config.on_nonfinite == "skip"
+
+        def one_update(state, inputs):
+            resets, orders = inputs
+            window = Window(sim, self.value_fn(state["target"]), config.gamma, config.window)
+            ends = (state["steps"] + config.window >= config.horizon).astype(self.dtype)
+            new, out, metrics = self._actor_step(state, window, window.wrap(state["envs"], ends))
+            new, critic_loss = self._critic_fit(new, out, ends, orders)
+            new = dict(new, applied=state["applied"] + 1)
+            if skip:  # keep every learner's state where the actor's update is non-finite
+                learners = ("actor", "actor_opt", "critic", "critic_opt", "target", "applied")
+                new.update({k: jax.tree.map(lambda a, b: jnp.where(metrics["finite"], a, b), new[k], state[k]) for k in learners})
+            x_h = out.states[-1][..., : sim.state_dim]
+            steps = state["steps"] + config.window
+            done = (steps >= config.horizon) | ~jnp.all(jnp.isfinite(x_h), -1)
+            new["envs"] = jnp.where(done[:, None], resets, x_h)
+            new["steps"] = jnp.where(done, 0, steps)
+            return new, dict(metrics, critic_loss=critic_loss)
+
+        def epoch(state, resets, orders):
+            return jax.lax.scan(one_update, state, (resets, orders))
+
+        return epoch
+
+    def _inputs(self, data, epoch):
+        n = self.config.window * self.config.batch
+        return (jnp.asarray(data.epoch(epoch), self.dtype),
+                jnp.asarray(data.critic_order(epoch, self.config.critic_iterations, n), jnp.int32))
+
+    # -- the steps the run loop calls -------------------------------------------------------------
+    def compile(self, data, epoch: int) -> float:
+        tick = time.perf_counter()
+        self._epoch = self._epoch.lower(self.state, *self._inputs(data, epoch)).compile()
+        self._evaluate = self._evaluate.lower(self.state["actor"], jnp.asarray(data.test, self.dtype)).compile()
+        return time.perf_counter() - tick
+
+    def run_epoch(self, data, epoch: int) -> dict[str, np.ndarray]:
+        self.state, metrics = self._epoch(self.state, *self._inputs(data, epoch))
+        return {k: np.asarray(v) for k, v in metrics.items()}
+
+    def evaluate(self, x0: np.ndarray) -> dict[str, float]:
+        loss, success, reward = self._evaluate(self.state["actor"], jnp.asarray(x0, self.dtype))
+        return {"test_loss": float(loss), "test_success": float(success), "test_reward": float(reward)}
+
+    def weights(self) -> list[np.ndarray]:
+        return get_weights(self.policy)
+
+    def load_weights(self, weights) -> None:
+        self.state["actor"], _ = eqx.partition(set_weights(self.policy, weights), eqx.is_inexact_array)
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def state_bytes(self, meta: dict) -> bytes:
+        return checkpoint.pack(self.state, meta)
+
+    read_meta = staticmethod(checkpoint.read_meta)
+
+    def load_state(self, data: bytes) -> None:
+        self.state = checkpoint.unpack(self.state, data)

@@ -1,0 +1,138 @@
+"""SHAC in PyTorch: eager updates, mirroring ``gradstop.trainers.jax.shac`` step for step."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+
+from gradstop import _policy
+from gradstop.gradients import gradients
+from gradstop.rollout import rollout
+from gradstop.torch.policy import mlp, set_weights
+from gradstop.trainers.schedule import lr_at
+from gradstop.trainers.shac import Window, td_lambda
+from gradstop.trainers.torch import checkpoint, optim
+from gradstop.trainers.torch.bptt import BPTT
+
+__all__ = ["SHAC", "make_critic"]
+
+
+def make_critic(config, sim):
+    """The critic MLP obs -> cost-to-go, initialised from the config's seed (its own stream)."""
+    dtype = torch.float64 if config.dtype == "float64" else torch.float32
+    critic = mlp(sim.obs_dim, 1, hidden=config.critic_hidden, activation=config.critic_activation, dtype=dtype, seed=config.seed)
+    sizes = _policy.layer_sizes(sim.obs_dim, 1, config.critic_hidden, config.critic_activation)
+    return set_weights(critic, _policy.init_weights(sizes, config.seed, stream=1))
+
+
+class SHAC(BPTT):
+    """The state of a PyTorch SHAC run: BPTT's actor, optimizer and schedule, plus the critic, the target
+    critic, the critic's optimizer and the environments; its own epoch and checkpoint."""
+
+    def __init__(self, config, sim, policy=None, model=None):
+        from gradstop.trainers.data import Data
+
+        super().__init__(config, sim, policy, model=model)  # actor -> model -> critic; scored on the true sim
+        self.critic = make_critic(config, sim)
+        self.target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr, betas=(config.beta1, config.beta2))
+        self.envs = torch.as_tensor(Data.from_config(sim, config).start(), dtype=self.dtype)
+        self.steps = torch.zeros(self.envs.shape[0], dtype=torch.int64)
+
+    @property
+    def env_steps_per_update(self) -> int:
+        return self.config.batch * self.config.window
+
+    def _value(self, obs):
+        return self.target(obs)[..., 0]
+
+    def _actor_step(self, window, X0):
+        """Fill ``.grad`` with the flow's direction over the window; (loss, cos, the window's detached rollout)."""
+        config, flow, h = self.config, self.flow, self.config.window
+        self.opt.zero_grad(set_to_none=True)
+        if flow.combining:
+            c_none, c_input = flow.components()
+            g = gradients(self.policy, window, flows=[c_none, c_input, flow], horizon=h, x0=X0, impl=config.impl,
+                          memory=config.memory)
+            named = dict(self.policy.named_parameters())
+            for name, grad in g.grads[flow.name].items():
+                named[name].grad = grad.detach().clone()
+            return float(g.loss), float(g.cosine[(c_none.name, c_input.name)]), g.rollout  # its forward: no second one
+        out = rollout(self.policy, window, stop=flow, horizon=h, x0=X0, impl=config.impl, memory=config.memory)
+        out.loss.backward()
+        return float(out.loss.detach()), float("nan"), out
+
+    def _critic_fit(self, out, ends, orders) -> float:
+        config, sim = self.config, self.train_sim
+        with torch.no_grad():
+            xs = out.states.detach()[..., : sim.state_dim]
+            costs = sim.cost(xs[1:], out.actions.detach())
+            v_next = self._value(sim.obs(xs[1:]))
+            v_next[-1] = torch.where(ends > 0, sim.terminal_cost(xs[-1]), v_next[-1])
+            v_next = torch.where(torch.isfinite(xs[1:]).all(-1), v_next, torch.zeros_like(v_next))
+            targets = torch.stack(td_lambda(costs, v_next, config.gamma, config.td_lambda)).reshape(-1)
+            obs = sim.obs(xs[:-1]).reshape(-1, sim.obs_dim)
+        rate = config.critic_lr * lr_at(config.schedule, 1.0, config.lr_final, config.total_updates, self.applied)
+        for group in self.critic_opt.param_groups:
+            group["lr"] = rate
+        params = list(self.critic.parameters())
+        for order in torch.as_tensor(orders):
+            losses = []
+            for idx in order.reshape(config.critic_minibatches, -1):
+                self.critic_opt.zero_grad(set_to_none=True)
+                loss = ((self.critic(obs[idx])[..., 0] - targets[idx]) ** 2).mean()
+                loss.backward()
+                optim.clip(config, params)
+                self.critic_opt.step()
+                losses.append(float(loss.detach()))
+            last = float(np.mean(losses))
+        with torch.no_grad():
+            a = config.target_alpha
+            for t, c in zip(self.target.parameters(), self.critic.parameters()):
+                t.mul_(a).add_((1 - a) * c)
+        return last
+
+    # -- the steps the run loop calls -------------------------------------------------------------
+    def run_epoch(self, data, epoch: int) -> dict[str, np.ndarray]:
+        """One window per update; with ``on_nonfinite='stop'`` the epoch ends at the first non-finite update."""
+        config, sim, rows = self.config, self.train_sim, []
+        resets = torch.as_tensor(data.epoch(epoch), dtype=self.dtype)
+        orders = data.critic_order(epoch, config.critic_iterations, config.window * config.batch)
+        for u in range(resets.shape[0]):
+            window = Window(sim, self._value, config.gamma, config.window)
+            ends = (self.steps + config.window >= config.horizon).to(self.dtype)
+            loss, cos, out = self._actor_step(window, window.wrap(self.envs, ends))
+            norm = float(optim.global_norm(self.params))
+            finite = bool(np.isfinite(loss) and np.isfinite(norm))
+            optim.clip(config, self.params)
+            row = dict(loss=loss, grad_norm=norm, grad_norm_clipped=float(optim.global_norm(self.params)), cos_input_none=cos,
+                       lr=self.sched.get_last_lr()[0], finite=finite, critic_loss=float("nan"))
+            rows.append(row)
+            if finite:
+                self.opt.step()
+                row["critic_loss"] = self._critic_fit(out, ends, orders[u])
+                self.sched.step()
+                self.applied += 1
+            elif config.on_nonfinite == "stop":
+                break
+            with torch.no_grad():  # the environments go on (or restart) whether or not the update was applied
+                x_h = out.states[-1][..., : sim.state_dim].detach()
+                self.steps = self.steps + config.window
+                done = (self.steps >= config.horizon) | ~torch.isfinite(x_h).all(-1)
+                self.envs = torch.where(done[:, None], resets[u], x_h)
+                self.steps = torch.where(done, torch.zeros_like(self.steps), self.steps)
+        return {k: np.asarray([r[k] for r in rows]) for k in rows[0]}
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {**super().state(), "critic": self.critic.state_dict(), "target": self.target.state_dict(),
+                "critic_optimizer": self.critic_opt.state_dict(), "envs": self.envs, "steps": self.steps}
+
+    def load_state(self, data: bytes) -> dict:
+        state = super().load_state(data)
+        checkpoint.load_modules(state, critic=self.critic, target=self.target)
+        self.critic_opt.load_state_dict(state["critic_optimizer"])
+        self.envs, self.steps = state["envs"], state["steps"]
+        return state
