@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-slow test-all bench figures clean
+.PHONY: install demo test test-slow test-all bench figures peer clean
 
 install: $(STAMP)
 
@@ -37,8 +37,19 @@ bench: $(STAMP)
 figures: $(STAMP)
 	$(BIN)/python experiments/benchmark_figures.py benchmark.json
 
+# gradstop BPTT vs Brax's own APG on the same task and budget. Brax's agents need jax 0.9.2, so this
+# builds a second venv (.venv-peer, the `peer` extra) beside the main one. Writes results/apg-peer/.
+PEER := .venv-peer
+$(PEER)/.installed-stamp: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(PEER)
+	$(PEER)/bin/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[peer]"
+	touch $@
+
+peer: $(PEER)/.installed-stamp
+	$(PEER)/bin/python experiments/apg_peer.py $(PEER_ARGS)
+
 test-all: $(STAMP)
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) $(PEER) .pytest_cache .hypothesis

@@ -245,3 +245,22 @@ def test_tensorboard_logs_scalars(tmp_path):
                  "--hidden", "4", "--out", str(tmp_path / "r"), "--tensorboard", str(tmp_path / "tb"), "--quiet"]) == 0
     events = list((tmp_path / "tb" / "input").glob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 0
+
+
+def test_the_apg_peer_script_names_the_jax_it_needs_when_run_with_another(tmp_path):
+    import jax
+
+    if hasattr(jax, "device_put_replicated"):
+        pytest.skip("this jax still has device_put_replicated: the peer would run here")
+    done = subprocess.run([sys.executable, str(ROOT / "experiments" / "apg_peer.py"), "--quick", "--out", str(tmp_path / "p")],
+                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode != 0 and "run it with jax 0.9.2 (`make peer`" in done.stderr
+    assert not (tmp_path / "p").exists()
+
+
+@pytest.mark.slow
+def test_the_trainer_speed_script_runs_on_a_tiny_budget(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "experiments" / "trainer_speed.py"), "--quick", "--json", str(tmp_path / "s.json")],
+                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True)
+    report = json.loads((tmp_path / "s.json").read_text())
+    assert {"epoch", "population", "update"} <= set(report) and "torch/JAX" in done.stdout

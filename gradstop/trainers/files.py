@@ -90,5 +90,16 @@ class MetricsLog:
             os.fsync(f.fileno())
 
     def read(self) -> list[dict]:
+        """The rows, with numbers parsed (ints where the text is an integer, floats otherwise)."""
         with open(self.path, newline="") as f:
-            return list(csv.DictReader(f))
+            return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _number(text: str):
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            return text
