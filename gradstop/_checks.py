@@ -61,7 +61,8 @@ def check_framework(policy, sim) -> None:
     if not callable(policy):
         raise TypeError(f"the policy must be callable (obs -> action), got {type(policy).__name__}")
     in_features = getattr(policy, "in_features", None)
-    if isinstance(in_features, int) and in_features != sim.obs_dim:
+    noise = getattr(policy, "noise_features", 0)  # a Gaussian policy also takes its noise ε after the observation
+    if isinstance(in_features, int) and sim.obs_dim not in (in_features, in_features + noise):
         raise ValueError(
             f"the policy takes {in_features} inputs but {sim.name} observations have {sim.obs_dim}: "
             f"build it with obs_dim=sim.obs_dim ({sim.obs_dim})"

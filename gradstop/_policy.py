@@ -42,3 +42,13 @@ def init_weights(sizes: list[int], seed: int, zero_last: bool = False, stream: i
     if zero_last:
         weights[-2:] = [np.zeros_like(w) for w in weights[-2:]]
     return weights
+
+
+def initial_policy_weights(config, sim) -> list[np.ndarray]:
+    """A trainer's initial policy weights for ``config`` (the same in both frameworks); a Gaussian policy
+    appends its log-std, log(init_std) for every action."""
+    sizes = layer_sizes(sim.obs_dim, sim.action_dim, config.hidden, config.activation)
+    weights = init_weights(sizes, config.seed, config.zero_last)
+    if config.policy == "gaussian":
+        weights.append(np.full(sim.action_dim, np.log(config.init_std)))
+    return weights

@@ -132,8 +132,14 @@ def test_bptt_trains_on_a_brax_task_and_reports_the_episode_reward(env, tmp_path
     assert (tmp_path / "run" / "summary.json").exists() and len(first.files) == 4
 
 
-def test_shac_refuses_pytree_states_with_the_fix():
+@pytest.mark.slow
+def test_shac_trains_on_a_brax_task(tmp_path):
     from gradstop.trainers import TrainConfig, train
 
-    with pytest.raises(ValueError, match="SHAC runs on flat-state simulators; brax:reacher has pytree states .* use --algo bptt"):
-        train(TrainConfig.for_algo("shac", sim="brax:reacher", horizon=32))
+    cfg = TrainConfig.for_algo("shac", sim="brax:reacher", flow="input", horizon=32, window=16, batch=8, epochs=2,
+                               updates_per_epoch=2, hidden=(32,), critic_hidden=(32,), critic_iterations=2, test_size=8)
+    result = train(cfg, out=tmp_path / "run")
+    critic = [float(u["critic_loss"]) for u in result.updates]
+    rewards = [e["test_reward"] for e in result.evals]
+    assert len(critic) == 4 and np.isfinite(critic).all() and np.isfinite(rewards).all()
+    np.testing.assert_allclose(rewards, [-e["test_loss"] for e in result.evals], rtol=1e-5)

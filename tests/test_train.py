@@ -242,3 +242,58 @@ print(json.dumps({{"devices": len(jax.devices()), "sharded": population_sharding
     assert out["devices"] == 4 and out["sharded"]
     here = [[float(u["loss"]) for u in r.updates] for r in train_population(cfg, seeds=range(4))]
     np.testing.assert_allclose(out["loss"], here, rtol=1e-5)
+
+
+# -- Gaussian policies -----------------------------------------------------------------------------
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_noisy_sim_feeds_a_gaussian_policy_its_reparameterised_noise(backend):
+    from gradstop.trainers.noise import Noisy
+
+    sim = make("pointmass", backend=backend, dims=2)
+    policy = gs.jax.gaussian(0, sim.obs_dim, 2, hidden=(8,), init_std=0.3) if backend == "jax" else \
+        gs.torch.gaussian(sim.obs_dim, 2, hidden=(8,), seed=0, init_std=0.3)
+    noisy = Noisy(sim, horizon=5)
+    x0 = sim.reset(1, 3)
+    eps = np.random.default_rng(0).standard_normal((3, 5, 2))
+    if backend == "jax":
+        import jax.numpy as xp
+    else:
+        import torch as xp
+    out = gs.rollout(policy, noisy, horizon=5, x0=noisy.wrap(x0, xp.asarray(eps, dtype=x0.dtype)))
+    to_np = lambda a: np.asarray(a.detach()) if backend == "torch" else np.asarray(a)  # noqa: E731
+    mean = to_np(policy.mean(sim.obs(out.states[:-1, :, : sim.state_dim])))  # μ(o_t) along the noisy trajectory
+    np.testing.assert_allclose(to_np(out.actions), mean + 0.3 * np.swapaxes(eps, 0, 1), rtol=1e-6, atol=1e-6)
+    plain = gs.rollout(policy, sim, horizon=5, x0=x0)  # plain observations: the mean action
+    np.testing.assert_allclose(to_np(plain.actions[0]), mean[0], rtol=1e-6)
+    weights = gs.get_weights(policy)
+    np.testing.assert_allclose(weights[-1], np.log(0.3), rtol=1e-6)  # log-std rides last in the weight list
+
+
+@pytest.mark.parametrize("impl", ["native", "fused"])
+def test_gaussian_bptt_learns_its_sigma_and_takes_the_same_steps_in_both_frameworks(impl):
+    runs, sigmas = [], []
+    for backend in BACKENDS:
+        cfg = TrainConfig(sim="pointmass", sim_params={"dims": 2}, backend=backend, flow="combined", impl=impl, policy="gaussian",
+                          horizon=10, batch=8, epochs=2, updates_per_epoch=3, hidden=(16,), dtype="float64", lr=1e-2)
+        result = train(cfg)
+        runs.append(np.stack([column(result, k) for k in ("loss", "grad_norm")]))
+        sigmas.append(gs.get_weights(result.policy)[-1])
+    np.testing.assert_allclose(runs[0], runs[1], rtol=1e-10)
+    np.testing.assert_allclose(sigmas[0], sigmas[1], rtol=1e-10)
+    assert not np.allclose(sigmas[0], np.log(0.5)), "σ did not move: its gradient is missing"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gaussian_bptt_lowers_the_test_loss_and_a_jax_population_of_them_runs(backend):
+    cfg = TrainConfig(sim="pointmass", sim_params={"dims": 2}, backend=backend, flow="input", policy="gaussian", init_std=0.2,
+                      horizon=20, epochs=4, updates_per_epoch=15, batch=16, lr=1e-2, hidden=(32,), test_size=64)
+    result = train(cfg)
+    assert result.evals[-1]["test_loss"] < 0.5 * result.evals[0]["test_loss"]
+    if backend == "jax":
+        from gradstop.trainers import train_population
+
+        small = dataclasses.replace(cfg, epochs=1, updates_per_epoch=2)
+        member = train_population(small, seeds=[4, 5])[1]
+        np.testing.assert_allclose(column(member, "loss"), column(train(dataclasses.replace(small, seed=5)), "loss"), rtol=2e-5)
+    with pytest.raises(ValueError, match="policy='gaussian' trains with algo='bptt'"):
+        TrainConfig.for_algo("shac", policy="gaussian")

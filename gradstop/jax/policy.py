@@ -17,7 +17,7 @@ import numpy as np
 
 from gradstop import _policy
 
-__all__ = ["MLP", "mlp", "get_weights", "set_weights"]
+__all__ = ["MLP", "mlp", "Gaussian", "gaussian", "get_weights", "set_weights"]
 
 _ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu, "elu": jax.nn.elu}
 
@@ -78,13 +78,58 @@ def mlp(key, obs_dim: int, action_dim: int, hidden=(64, 64), activation: str = "
     return MLP(tuple(weights), tuple(biases), activation)
 
 
-def get_weights(policy: MLP) -> list[np.ndarray]:
-    """The policy's weights as NumPy arrays [W_0, b_0, W_1, b_1, ...] (W: (out, in), torch's layout)."""
+class Gaussian(eqx.Module):
+    """Gaussian policy a = μ(o) + exp(log_std) ⊙ ε with reparameterised noise ε ~ N(0, I).
+
+    The noise arrives with the observation: given (..., obs_dim + action_dim) it reads ε from the
+    last ``action_dim`` entries (``gradstop.trainers.noise.Noisy`` appends them); given
+    (..., obs_dim) it returns the mean action μ(o) (deterministic evaluation).
+    """
+
+    mean: MLP
+    log_std: jax.Array
+
+    def __call__(self, obs):
+        n = self.mean.in_features
+        if obs.shape[-1] == n:
+            return self.mean(obs)
+        return self.mean(obs[..., :n]) + jnp.exp(self.log_std) * obs[..., n:]
+
+    @property
+    def in_features(self) -> int:
+        return self.mean.in_features
+
+    @property
+    def noise_features(self) -> int:
+        """Observations may carry this many noise entries after the ``in_features`` observation ones."""
+        return self.mean.out_features
+
+    @property
+    def out_features(self) -> int:
+        return self.mean.out_features
+
+
+def gaussian(key, obs_dim: int, action_dim: int, hidden=(64, 64), activation: str = "tanh", dtype=None,
+             zero_last: bool = False, init_std: float = 0.5) -> Gaussian:
+    """A Gaussian policy: :func:`mlp` for the mean and a state-independent learned log-std (``log init_std``)."""
+    mean = mlp(key, obs_dim, action_dim, hidden, activation, dtype, zero_last)
+    return Gaussian(mean, jnp.full((action_dim,), np.log(init_std), mean.weights[0].dtype))
+
+
+def get_weights(policy) -> list[np.ndarray]:
+    """The policy's weights as NumPy arrays [W_0, b_0, W_1, b_1, ...] (W: (out, in), torch's layout); a
+    :class:`Gaussian` appends its log-std."""
+    if isinstance(policy, Gaussian):
+        return get_weights(policy.mean) + [np.asarray(policy.log_std)]
     return [np.asarray(a) for w, b in zip(policy.weights, policy.biases) for a in (w.T, b)]
 
 
-def set_weights(policy: MLP, weights) -> MLP:
+def set_weights(policy, weights):
     """A copy of ``policy`` holding ``weights`` (as from either backend's ``get_weights``), cast to its dtype."""
+    if isinstance(policy, Gaussian):
+        _policy.check_weights(get_weights(policy), weights)
+        weights = list(weights)
+        return Gaussian(set_weights(policy.mean, weights[:-1]), jnp.asarray(np.asarray(weights[-1]), policy.log_std.dtype))
     _policy.check_weights(get_weights(policy), weights)
     dtype = policy.weights[0].dtype
     arrays = [jnp.asarray(np.asarray(w), dtype=dtype) for w in weights]

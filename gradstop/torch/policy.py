@@ -15,7 +15,7 @@ from torch import nn
 
 from gradstop import _policy
 
-__all__ = ["MLP", "mlp", "get_weights", "set_weights"]
+__all__ = ["MLP", "mlp", "Gaussian", "gaussian", "get_weights", "set_weights"]
 
 _ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
 
@@ -71,14 +71,63 @@ def mlp(obs_dim: int, action_dim: int, hidden=(64, 64), activation: str = "tanh"
     return policy
 
 
-def get_weights(policy: MLP) -> list[np.ndarray]:
-    """The policy's weights as NumPy arrays [W_0, b_0, W_1, b_1, ...] (W: (out, in))."""
+class Gaussian(nn.Module):
+    """Gaussian policy a = μ(o) + exp(log_std) ⊙ ε with reparameterised noise ε ~ N(0, I).
+
+    The noise arrives with the observation: given (..., obs_dim + action_dim) it reads ε from the
+    last ``action_dim`` entries (``gradstop.trainers.noise.Noisy`` appends them); given
+    (..., obs_dim) it returns the mean action μ(o) (deterministic evaluation).
+    """
+
+    def __init__(self, mean: MLP, log_std: torch.Tensor):
+        super().__init__()
+        self.mean = mean
+        self.log_std = nn.Parameter(log_std)
+
+    def forward(self, obs):
+        n = self.mean.in_features
+        if obs.shape[-1] == n:
+            return self.mean(obs)
+        return self.mean(obs[..., :n]) + torch.exp(self.log_std) * obs[..., n:]
+
+    @property
+    def in_features(self) -> int:
+        return self.mean.in_features
+
+    @property
+    def noise_features(self) -> int:
+        """Observations may carry this many noise entries after the ``in_features`` observation ones."""
+        return self.mean.out_features
+
+    @property
+    def out_features(self) -> int:
+        return self.mean.out_features
+
+
+def gaussian(obs_dim: int, action_dim: int, hidden=(64, 64), activation: str = "tanh", dtype=None, seed: int | None = None,
+             zero_last: bool = False, init_std: float = 0.5) -> Gaussian:
+    """A Gaussian policy: :func:`mlp` for the mean and a state-independent learned log-std (``log init_std``)."""
+    mean = mlp(obs_dim, action_dim, hidden, activation, dtype, seed, zero_last)
+    return Gaussian(mean, torch.full((action_dim,), float(np.log(init_std)), dtype=mean.linears[0].weight.dtype))
+
+
+def get_weights(policy) -> list[np.ndarray]:
+    """The policy's weights as NumPy arrays [W_0, b_0, W_1, b_1, ...] (W: (out, in)); a :class:`Gaussian`
+    appends its log-std."""
+    if isinstance(policy, Gaussian):
+        return get_weights(policy.mean) + [policy.log_std.detach().cpu().numpy().copy()]
     return [p.detach().cpu().numpy().copy() for lin in policy.linears for p in (lin.weight, lin.bias)]
 
 
-def set_weights(policy: MLP, weights) -> MLP:
+def set_weights(policy, weights):
     """Write ``weights`` (as from either backend's ``get_weights``) into ``policy`` in place; returns it."""
     _policy.check_weights(get_weights(policy), weights)
+    if isinstance(policy, Gaussian):
+        weights = list(weights)
+        set_weights(policy.mean, weights[:-1])
+        with torch.no_grad():
+            policy.log_std.copy_(torch.as_tensor(np.array(weights[-1]), dtype=policy.log_std.dtype))
+        return policy
     params = [p for lin in policy.linears for p in (lin.weight, lin.bias)]
     with torch.no_grad():
         for p, w in zip(params, weights):

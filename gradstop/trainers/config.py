@@ -22,7 +22,7 @@ from gradstop._checks import IMPLS, MEMORY_POLICIES, check_horizon
 from gradstop._policy import ACTIVATIONS
 from gradstop.flows import parse_flow
 
-__all__ = ["TrainConfig", "ALGOS", "ALGO_DEFAULTS", "OPTIMIZERS", "SCHEDULES", "DATA_MODES", "NONFINITE", "DTYPES", "RUN_ONLY"]
+__all__ = ["TrainConfig", "ALGOS", "ALGO_DEFAULTS", "OPTIMIZERS", "SCHEDULES", "DATA_MODES", "NONFINITE", "DTYPES", "POLICIES", "RUN_ONLY"]
 
 ALGOS = ("bptt", "shac")
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -30,6 +30,7 @@ SCHEDULES = ("constant", "linear", "cosine")
 DATA_MODES = ("fresh", "fixed")
 NONFINITE = ("stop", "skip")
 DTYPES = ("float32", "float64")
+POLICIES = ("deterministic", "gaussian")
 # Published defaults that differ from the dataclass's (which are BPTT's). SHAC: Xu et al., "Accelerated Policy
 # Learning with Parallel Differentiable Simulation", ICLR 2022, and its code's cartpole_swing_up config: actor
 # lr 1e-2, critic lr 1e-3, linear decay to 1e-5, Adam betas (0.7, 0.95), global-norm clipping 1.0, 64 envs,
@@ -77,6 +78,9 @@ class TrainConfig:
     hidden: tuple = _f((64, 64), "hidden layer widths of the MLP policy (CLI: 64,64)")
     activation: str = _f("tanh", f"hidden activation: {' | '.join(ACTIVATIONS)}")
     zero_last: bool = _f(False, "initialise the last layer to zero (the policy starts at a = 0)")
+    policy: str = _f("deterministic", "policy: 'deterministic' or 'gaussian' (a = μ(o) + σ·ε, learned state-independent σ, "
+                     "reparameterised noise; evaluated at its mean)")
+    init_std: float = _f(0.5, "policy=gaussian: initial σ")
     # -- the optimizer ----------------------------------------------------------------------------
     optimizer: str = _f("adam", f"optimizer: {' | '.join(OPTIMIZERS)}")
     lr: float = _f(1e-3, "learning rate (peak of the schedule)")
@@ -123,6 +127,7 @@ class TrainConfig:
         _choice("dtype", self.dtype, DTYPES)
         _choice("activation", self.activation, ACTIVATIONS)
         _choice("critic_activation", self.critic_activation, ACTIVATIONS)
+        _choice("policy", self.policy, POLICIES)
         _choice("impl", self.impl, IMPLS)
         _choice("memory", self.memory, MEMORY_POLICIES)
         if self.backend not in ("jax", "torch"):
@@ -151,6 +156,10 @@ class TrainConfig:
         _number("critic_lr", self.critic_lr, low=0.0, strict=True)
         _number("target_alpha", self.target_alpha, low=0.0, high=1.0)
         _number("model_lr", self.model_lr, low=0.0, strict=True)
+        _number("init_std", self.init_std, low=0.0, strict=True)
+        if self.policy == "gaussian" and self.algo != "bptt":
+            raise ValueError(f"policy='gaussian' trains with algo='bptt'; the {self.algo} actor is deterministic here "
+                             "(use --policy deterministic, or --algo bptt)")
         if self.world_model and self.model_transitions < self.model_batch:
             raise ValueError(f"model_transitions ({self.model_transitions}) is smaller than model_batch ({self.model_batch}); raise it")
         if self.algo == "shac":

@@ -21,7 +21,7 @@ import numpy as np
 
 __all__ = ["Data", "initial_states"]
 
-_TRAIN, _TEST, _ORDER, _FRESH, _START, _CRITIC = 0, 1, 2, 3, 4, 5  # purposes: independent streams of one seed
+_TRAIN, _TEST, _ORDER, _FRESH, _START, _CRITIC, _NOISE = 0, 1, 2, 3, 4, 5, 6  # purposes: independent streams of one seed
 
 
 def _rng(seed: int, purpose: int, epoch: int = 0) -> np.random.Generator:
@@ -85,6 +85,10 @@ class Data:
             return take(self.train, self.order(epoch))
         flat = initial_states(self.sim, self.updates * self.batch, _rng(self.seed, _FRESH, epoch))
         return reshape(flat, (self.updates, self.batch))
+
+    def noise(self, epoch: int, horizon: int) -> np.ndarray:
+        """Gaussian policies: standard normal ε for every update, environment and step, (updates, batch, horizon, action_dim)."""
+        return _rng(self.seed, _NOISE, epoch).standard_normal((self.updates, self.batch, horizon, self.sim.action_dim))
 
     # -- SHAC: environments that keep running ----------------------------------------------------
     def start(self) -> np.ndarray:

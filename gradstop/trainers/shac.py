@@ -23,8 +23,10 @@ __all__ = ["Window", "td_lambda"]
 class Window:
     """``sim`` seen by the actor over one SHAC window: discounted, value-terminated, scaled by 1/h.
 
+    A flat state becomes the flat vector [x, d, e]; a pytree state (Brax) the tuple (x, d, e).
+
     Args:
-      sim: a flat-state simulator.
+      sim: a simulator (flat states in JAX or torch; pytree states in JAX).
       value: ``f(obs) -> (B,)``, the target critic's cost-to-go (its parameters are constants here).
       gamma: discount γ.
       window: h, the steps per window (the loss is divided by it, as in the published code).
@@ -34,23 +36,32 @@ class Window:
         self.sim, self.value, self.gamma, self.window = sim, value, gamma, window
         self.backend, self.name, self.dt = sim.backend, f"shac-window({sim.name})", sim.dt
         self.obs_dim, self.action_dim = sim.obs_dim, sim.action_dim
-        self.state_dim = sim.state_dim + 2
+        self.pytree_state = getattr(sim, "pytree_state", False)
+        if not self.pytree_state:
+            self.state_dim = sim.state_dim + 2
 
     @property
     def ops(self):
         return self.sim.ops
 
     def wrap(self, x, ends_episode):
-        """Window state [x, d = 1, e] from flat states x (B, n) and a 0/1 (B,) mask of episode-ending windows."""
+        """Window states (d = 1) from the environments' states x and a 0/1 (B,) mask of episode-ending windows."""
+        if self.pytree_state:
+            return (x, ends_episode * 0 + 1, ends_episode)
         one = x[..., :1] * 0 + 1
         return self.ops.concat([x, one, ends_episode[..., None] * one], -1)
 
     def split(self, X):
+        """(x, d, e) of window states."""
+        if self.pytree_state:
+            return X
         n = self.sim.state_dim
         return X[..., :n], X[..., n], X[..., n + 1]
 
     def step(self, X, a):
         x, d, e = self.split(X)
+        if self.pytree_state:
+            return (self.sim.step(x, a), self.gamma * d, e)
         return self.ops.concat([self.sim.step(x, a), (self.gamma * d)[..., None], e[..., None]], -1)
 
     def obs(self, X):
@@ -66,7 +77,9 @@ class Window:
         return d * end / self.window
 
     def reset(self, key=None, batch: int = 1, dtype=None):
-        raise NotImplementedError("a SHAC window starts from the environments' states (Window.wrap), not from reset")
+        """Window states of fresh initial states (the rollout reads their structure; SHAC wraps its running ones)."""
+        x = self.sim.reset(key, batch, dtype=dtype)
+        return self.wrap(x, self.sim.terminal_cost(x) * 0)
 
 
 def td_lambda(costs, next_values, gamma: float, lam: float):

@@ -20,9 +20,10 @@ import optax
 from gradstop import _policy
 from gradstop.flows import parse_flow
 from gradstop.gradients import gradients
-from gradstop.jax.policy import get_weights, mlp, set_weights
+from gradstop.jax.policy import gaussian, get_weights, mlp, set_weights
 from gradstop.rollout import rollout
 from gradstop.trainers.jax import checkpoint, optim
+from gradstop.trainers.noise import Noisy
 
 __all__ = ["BPTT", "make_policy", "make_evaluate", "update_direction", "as_states"]
 
@@ -35,9 +36,12 @@ def make_policy(config, sim):
     if config.dtype == "float64" and not jax.config.jax_enable_x64:
         raise ValueError("dtype='float64' needs JAX's 64-bit mode: call jax.config.update('jax_enable_x64', True) "
                          "before building arrays (the gradstop CLI does this for --dtype float64)")
-    policy = mlp(config.seed, sim.obs_dim, sim.action_dim, hidden=config.hidden, activation=config.activation, dtype=dtype)
-    return set_weights(policy, _policy.init_weights(_policy.layer_sizes(sim.obs_dim, sim.action_dim, config.hidden,
-                                                                        config.activation), config.seed, config.zero_last))
+    if config.policy == "gaussian":
+        policy = gaussian(config.seed, sim.obs_dim, sim.action_dim, hidden=config.hidden, activation=config.activation,
+                          dtype=dtype, init_std=config.init_std)
+    else:
+        policy = mlp(config.seed, sim.obs_dim, sim.action_dim, hidden=config.hidden, activation=config.activation, dtype=dtype)
+    return set_weights(policy, _policy.initial_policy_weights(config, sim))
 
 
 def update_direction(config, sim):
@@ -93,6 +97,8 @@ class BPTT:
     def __init__(self, config, sim, policy=None, model=None):
         self.config, self.sim = config, sim
         self.train_sim = sim if model is None else model  # the actor learns through the model, is scored on sim
+        # a Gaussian policy reads its noise from the state (trainers/noise.py); evaluation uses its mean
+        self.noisy = Noisy(self.train_sim, config.horizon) if config.policy == "gaussian" else None
         policy = make_policy(config, sim) if policy is None else policy
         self.params, self.static = eqx.partition(policy, eqx.is_inexact_array)
         self.dtype = jax.tree.leaves(self.params)[0].dtype
@@ -108,10 +114,13 @@ class BPTT:
 
     def _make_epoch(self):
         config, static = self.config, self.static
-        direction, lr_of, skip = update_direction(config, self.train_sim), optim.schedule(config), config.on_nonfinite == "skip"
+        noisy = self.noisy
+        direction = update_direction(config, self.train_sim if noisy is None else noisy)
+        lr_of, skip = optim.schedule(config), config.on_nonfinite == "skip"
 
-        def one_update(carry, x0):
+        def one_update(carry, inputs):
             params, opt_state, applied = carry
+            x0 = inputs if noisy is None else noisy.wrap(*inputs)
             loss, grads, cos = direction(params, static, x0)
             norm = optim.global_norm(grads)
             clipped = optim.clip(config, grads)
@@ -124,8 +133,8 @@ class BPTT:
                            lr=lr_of(applied), finite=finite, critic_loss=jnp.asarray(jnp.nan, loss.dtype))
             return new, metrics
 
-        def epoch(params, opt_state, applied, x0s):
-            (params, opt_state, applied), metrics = jax.lax.scan(one_update, (params, opt_state, applied), x0s)
+        def epoch(params, opt_state, applied, inputs):
+            (params, opt_state, applied), metrics = jax.lax.scan(one_update, (params, opt_state, applied), inputs)
             return params, opt_state, applied, metrics
 
         return epoch
@@ -138,17 +147,22 @@ class BPTT:
     def env_steps_per_update(self) -> int:
         return self.config.batch * self.config.horizon
 
+    def inputs(self, data, epoch: int):
+        """The epoch's per-update inputs: initial states, and the policy noise for a Gaussian policy."""
+        x0s = as_states(data.epoch(epoch), self.dtype)
+        return x0s if self.noisy is None else (x0s, jnp.asarray(data.noise(epoch, self.config.horizon), self.dtype))
+
     def compile(self, data, epoch: int) -> float:
         """Compile the epoch and the evaluation ahead of time for these shapes; returns the seconds it took."""
         tick = time.perf_counter()
-        self._epoch = self._epoch.lower(self.params, self.opt_state, self.applied, as_states(data.epoch(epoch), self.dtype)).compile()
+        self._epoch = self._epoch.lower(self.params, self.opt_state, self.applied, self.inputs(data, epoch)).compile()
         self._evaluate = self._evaluate.lower(self.params, as_states(data.test, self.dtype)).compile()
         return time.perf_counter() - tick
 
     def run_epoch(self, data, epoch: int) -> dict[str, np.ndarray]:
         """Apply one update per minibatch of the epoch's initial states; per-update metrics."""
         self.params, self.opt_state, self.applied, metrics = self._epoch(self.params, self.opt_state, self.applied,
-                                                                         as_states(data.epoch(epoch), self.dtype))
+                                                                         self.inputs(data, epoch))
         return {k: np.asarray(v) for k, v in metrics.items()}  # np.asarray blocks until the epoch is done
 
     def evaluate(self, x0: np.ndarray) -> dict[str, float]:

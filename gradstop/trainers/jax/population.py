@@ -58,13 +58,16 @@ def train_population(configs, *, progress: bool = False) -> list:
 
     head_steps = data[0].updates
     tick = time.perf_counter()
-    compiled = epoch.lower(*state, place(jnp.asarray(np.stack([d.epoch(0) for d in data]), head.dtype))).compile()
+    def inputs(e):  # every member's epoch inputs, stacked on the population axis
+        return place(jax.tree.map(lambda *xs: jnp.stack(xs), *[m.inputs(d, e) for m, d in zip(members, data)]))
+
+    compiled = epoch.lower(*state, inputs(0)).compile()
     compile_seconds = time.perf_counter() - tick
     record_eval(0)
     for e in range(config.epochs):
-        x0s = place(jnp.asarray(np.stack([d.epoch(e) for d in data]), head.dtype))
+        batch = inputs(e)
         tick = time.perf_counter()
-        *state, metrics = compiled(*state, x0s)
+        *state, metrics = compiled(*state, batch)
         metrics = {k: np.asarray(v) for k, v in metrics.items()}
         took = time.perf_counter() - tick
         clock += took

@@ -14,6 +14,7 @@ Each update (one window of h steps from the B environments' current states):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 
 import equinox as eqx
@@ -28,7 +29,7 @@ from gradstop.gradients import gradients
 from gradstop.jax.policy import get_weights, mlp, set_weights
 from gradstop.rollout import rollout
 from gradstop.trainers.jax import checkpoint, optim
-from gradstop.trainers.jax.bptt import make_evaluate, make_policy
+from gradstop.trainers.jax.bptt import as_states, make_evaluate, make_policy
 from gradstop.trainers.shac import Window, td_lambda
 
 __all__ = ["SHAC", "make_critic"]
@@ -44,6 +45,17 @@ def make_critic(config, sim):
     return set_weights(critic, _policy.init_weights(sizes, config.seed, stream=1))
 
 
+def window_states(states, sim):
+    """The environments' states x out of window states (flat [x, d, e] or the tuple (x, d, e))."""
+    return states[0] if isinstance(states, tuple) else states[..., : sim.state_dim]
+
+
+def finite_rows(tree, batch_dims: int):
+    """(leading batch_dims,) mask: every entry of every leaf finite."""
+    masks = [jnp.all(jnp.isfinite(v).reshape(v.shape[:batch_dims] + (-1,)), -1) for v in jax.tree.leaves(tree)]
+    return functools.reduce(jnp.logical_and, masks)
+
+
 class SHAC:
     """The state of a JAX SHAC run (actor, critic, target critic, optimizers, environments) and its steps."""
 
@@ -52,9 +64,6 @@ class SHAC:
     def __init__(self, config, sim, policy=None, model=None):
         from gradstop.trainers.data import Data
 
-        if getattr(sim, "pytree_state", False):
-            raise ValueError(f"SHAC runs on flat-state simulators; {sim.describe()['name']} has pytree states (Brax), "
-                             "which its trainer does not handle yet: use --algo bptt there")
         self.config, self.sim = config, sim
         self.train_sim = sim if model is None else model  # actor -> model -> critic; scored on the true sim
         actor = make_policy(config, sim) if policy is None else policy
@@ -64,10 +73,10 @@ class SHAC:
         self.actor_tx = optim.optimizer(config)
         # the critic takes many steps per update: its rate is set per update from the actor's schedule
         self.critic_tx = optax.inject_hyperparams(optax.adam)(learning_rate=config.critic_lr, b1=config.beta1, b2=config.beta2)
-        start = jnp.asarray(Data.from_config(sim, config).start(), self.dtype)
+        start = as_states(Data.from_config(sim, config).start(), self.dtype)
         self.state = dict(actor=self.params, actor_opt=self.actor_tx.init(self.params), critic=critic,
                           critic_opt=self.critic_tx.init(critic), target=critic, applied=jnp.zeros((), jnp.int32),
-                          envs=start, steps=jnp.zeros(start.shape[0], jnp.int32))
+                          envs=start, steps=jnp.zeros(config.batch, jnp.int32))
         self._epoch = jax.jit(self._make_epoch())
         self._evaluate = jax.jit(make_evaluate(config, sim, self.static))
 
@@ -112,15 +121,16 @@ class SHAC:
     def _critic_fit(self, state, out, ends, orders):
         """TD(λ) targets from the window's rollout, then the critic's passes and the target's Polyak step."""
         config, sim = self.config, self.train_sim
-        n = sim.state_dim
-        xs = out.states[..., :n]  # (h+1, B, n)
-        costs = sim.cost(xs[1:], out.actions)  # undiscounted c(x_{i+1}, a_i)
+        xs = window_states(out.states, sim)  # (h+1, B, ...)
+        after = jax.tree.map(lambda v: v[1:], xs)
+        costs = sim.cost(after, out.actions)  # undiscounted c(x_{i+1}, a_i)
         target_value = self.value_fn(state["target"])
-        v_next = target_value(sim.obs(xs[1:]))
-        v_next = v_next.at[-1].set(jnp.where(ends > 0, sim.terminal_cost(xs[-1]), v_next[-1]))
-        v_next = jnp.where(jnp.all(jnp.isfinite(xs[1:]), -1), v_next, 0.0)  # non-finite states: V = 0
+        v_next = target_value(sim.obs(after))
+        last = jax.tree.map(lambda v: v[-1], xs)
+        v_next = v_next.at[-1].set(jnp.where(ends > 0, sim.terminal_cost(last), v_next[-1]))
+        v_next = jnp.where(finite_rows(after, 2), v_next, 0.0)  # non-finite states: V = 0
         targets = jnp.stack(td_lambda(costs, v_next, config.gamma, config.td_lambda))
-        obs = sim.obs(xs[:-1]).reshape(-1, sim.obs_dim)
+        obs = sim.obs(jax.tree.map(lambda v: v[:-1], xs)).reshape(-1, sim.obs_dim)
         targets = targets.reshape(-1)
 
         def mse(critic, idx):
@@ -159,10 +169,10 @@ class SHAC:
             if skip:  # keep every learner's state where the actor's update is non-finite
                 learners = ("actor", "actor_opt", "critic", "critic_opt", "target", "applied")
                 new.update({k: jax.tree.map(lambda a, b: jnp.where(metrics["finite"], a, b), new[k], state[k]) for k in learners})
-            x_h = out.states[-1][..., : sim.state_dim]
+            x_h = jax.tree.map(lambda v: v[-1], window_states(out.states, sim))
             steps = state["steps"] + config.window
-            done = (steps >= config.horizon) | ~jnp.all(jnp.isfinite(x_h), -1)
-            new["envs"] = jnp.where(done[:, None], resets, x_h)
+            done = (steps >= config.horizon) | ~finite_rows(x_h, 1)
+            new["envs"] = jax.tree.map(lambda r, x: jnp.where(done.reshape(done.shape + (1,) * (x.ndim - 1)), r, x), resets, x_h)
             new["steps"] = jnp.where(done, 0, steps)
             return new, dict(metrics, critic_loss=critic_loss)
 
@@ -173,14 +183,14 @@ class SHAC:
 
     def _inputs(self, data, epoch):
         n = self.config.window * self.config.batch
-        return (jnp.asarray(data.epoch(epoch), self.dtype),
+        return (as_states(data.epoch(epoch), self.dtype),
                 jnp.asarray(data.critic_order(epoch, self.config.critic_iterations, n), jnp.int32))
 
     # -- the steps the run loop calls -------------------------------------------------------------
     def compile(self, data, epoch: int) -> float:
         tick = time.perf_counter()
         self._epoch = self._epoch.lower(self.state, *self._inputs(data, epoch)).compile()
-        self._evaluate = self._evaluate.lower(self.state["actor"], jnp.asarray(data.test, self.dtype)).compile()
+        self._evaluate = self._evaluate.lower(self.state["actor"], as_states(data.test, self.dtype)).compile()
         return time.perf_counter() - tick
 
     def run_epoch(self, data, epoch: int) -> dict[str, np.ndarray]:
@@ -188,7 +198,7 @@ class SHAC:
         return {k: np.asarray(v) for k, v in metrics.items()}
 
     def evaluate(self, x0: np.ndarray) -> dict[str, float]:
-        loss, success, reward = self._evaluate(self.state["actor"], jnp.asarray(x0, self.dtype))
+        loss, success, reward = self._evaluate(self.state["actor"], as_states(x0, self.dtype))
         return {"test_loss": float(loss), "test_success": float(success), "test_reward": float(reward)}
 
     def weights(self) -> list[np.ndarray]:

@@ -15,7 +15,8 @@ from gradstop import _policy
 from gradstop.flows import parse_flow
 from gradstop.gradients import gradients
 from gradstop.rollout import rollout
-from gradstop.torch.policy import get_weights, mlp, set_weights
+from gradstop.torch.policy import gaussian, get_weights, mlp, set_weights
+from gradstop.trainers.noise import Noisy
 from gradstop.trainers.torch import checkpoint, optim
 
 __all__ = ["BPTT", "make_policy", "evaluate"]
@@ -26,9 +27,12 @@ FRAMEWORK = "torch"
 def make_policy(config, sim):
     """The config's MLP policy, initialised from its seed with ``_policy.init_weights`` (the same in both frameworks)."""
     dtype = torch.float64 if config.dtype == "float64" else torch.float32
-    policy = mlp(sim.obs_dim, sim.action_dim, hidden=config.hidden, activation=config.activation, dtype=dtype, seed=config.seed)
-    return set_weights(policy, _policy.init_weights(_policy.layer_sizes(sim.obs_dim, sim.action_dim, config.hidden,
-                                                                        config.activation), config.seed, config.zero_last))
+    if config.policy == "gaussian":
+        policy = gaussian(sim.obs_dim, sim.action_dim, hidden=config.hidden, activation=config.activation, dtype=dtype,
+                          seed=config.seed, init_std=config.init_std)
+    else:
+        policy = mlp(sim.obs_dim, sim.action_dim, hidden=config.hidden, activation=config.activation, dtype=dtype, seed=config.seed)
+    return set_weights(policy, _policy.initial_policy_weights(config, sim))
 
 
 @torch.no_grad()
@@ -50,6 +54,9 @@ class BPTT:
     def __init__(self, config, sim, policy=None, model=None):
         self.config, self.sim = config, sim
         self.train_sim = sim if model is None else model  # the actor learns through the model, is scored on sim
+        # a Gaussian policy reads its noise from the state (trainers/noise.py); evaluation uses its mean
+        self.noisy = Noisy(self.train_sim, config.horizon) if config.policy == "gaussian" else None
+        self.rollout_sim = self.train_sim if self.noisy is None else self.noisy
         self.policy = make_policy(config, sim) if policy is None else policy
         self.params = [p for p in self.policy.parameters() if p.requires_grad]
         self.dtype = self.params[0].dtype
@@ -64,13 +71,13 @@ class BPTT:
         self.opt.zero_grad(set_to_none=True)
         if flow.combining:
             c_none, c_input = flow.components()
-            out = gradients(self.policy, self.train_sim, flows=[c_none, c_input, flow], horizon=config.horizon, x0=x0,
+            out = gradients(self.policy, self.rollout_sim, flows=[c_none, c_input, flow], horizon=config.horizon, x0=x0,
                             impl=config.impl, memory=config.memory)
             named = dict(self.policy.named_parameters())
             for name, g in out.grads[flow.name].items():
                 named[name].grad = g.detach().clone()
             return float(out.loss), float(out.cosine[(c_none.name, c_input.name)])
-        loss = rollout(self.policy, self.train_sim, stop=flow, horizon=config.horizon, x0=x0, impl=config.impl,
+        loss = rollout(self.policy, self.rollout_sim, stop=flow, horizon=config.horizon, x0=x0, impl=config.impl,
                        memory=config.memory).loss
         loss.backward()
         return float(loss.detach()), float("nan")
@@ -90,7 +97,11 @@ class BPTT:
         With ``on_nonfinite='stop'`` the epoch ends at the first non-finite update (not applied).
         """
         config, rows = self.config, []
-        for x0 in torch.as_tensor(data.epoch(epoch), dtype=self.dtype):
+        x0s = torch.as_tensor(data.epoch(epoch), dtype=self.dtype)
+        if self.noisy is not None:
+            x0s = self.noisy.wrap(x0s.flatten(0, 1), torch.as_tensor(data.noise(epoch, config.horizon), dtype=self.dtype)
+                                  .flatten(0, 1)).unflatten(0, x0s.shape[:2])
+        for x0 in x0s:
             loss, cos = self._direction(x0)
             norm = float(optim.global_norm(self.params))
             finite = bool(np.isfinite(loss) and np.isfinite(norm))

@@ -1,0 +1,54 @@
+"""Reparameterised policy noise as part of the simulator state, so every flow and impl apply unchanged.
+
+A Gaussian policy a_t = μ(o_t) + σ ⊙ ε_t needs a fresh ε_t at every step. :class:`Noisy` carries
+the whole window of noise (drawn in NumPy, the same for both frameworks) in the state and shows
+ε_t to the policy at the end of its observation::
+
+    X_t = [x_t, ε_t, ε_{t+1}, …, ε_{H−1}, 0, …]      obs(X_t) = [obs(x_t), ε_t]
+    step(X_t, a) = [g(x_t, a), ε_{t+1}, …, 0]          costs: the simulator's, on x
+
+No action reaches the noise, so it adds nothing to ∇θ; the rollout (native or fused, JAX or
+torch) needs no noise argument. The cost is H·action_dim extra state entries per environment.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Noisy"]
+
+
+class Noisy:
+    """``sim`` whose state carries ``horizon`` steps of policy noise (see the module docstring)."""
+
+    def __init__(self, sim, horizon: int):
+        self.sim, self.horizon = sim, horizon
+        self.backend, self.name, self.dt = sim.backend, f"noisy({sim.name})", sim.dt
+        self.action_dim = sim.action_dim
+        self.obs_dim = sim.obs_dim + sim.action_dim
+        self.state_dim = sim.state_dim + horizon * sim.action_dim
+
+    @property
+    def ops(self):
+        return self.sim.ops
+
+    def wrap(self, x, eps):
+        """States [x, ε_0 … ε_{H−1}] from x (B, n) and noise eps (B, H, action_dim)."""
+        return self.ops.concat([x, eps.reshape(eps.shape[0], -1)], -1)
+
+    def _split(self, X):
+        n = self.sim.state_dim
+        return X[..., :n], X[..., n:]
+
+    def step(self, X, a):
+        x, table = self._split(X)
+        shifted = self.ops.concat([table[..., self.action_dim:], table[..., : self.action_dim] * 0], -1)
+        return self.ops.concat([self.sim.step(x, a), shifted], -1)
+
+    def obs(self, X):
+        x, table = self._split(X)
+        return self.ops.concat([self.sim.obs(x), table[..., : self.action_dim]], -1)
+
+    def cost(self, X_next, a):
+        return self.sim.cost(self._split(X_next)[0], a)
+
+    def terminal_cost(self, X):
+        return self.sim.terminal_cost(self._split(X)[0])
