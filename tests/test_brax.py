@@ -143,3 +143,13 @@ def test_shac_trains_on_a_brax_task(tmp_path):
     rewards = [e["test_reward"] for e in result.evals]
     assert len(critic) == 4 and np.isfinite(critic).all() and np.isfinite(rewards).all()
     np.testing.assert_allclose(rewards, [-e["test_loss"] for e in result.evals], rtol=1e-5)
+
+
+def test_a_brax_task_whose_reward_is_constant_is_refused_with_the_fix(monkeypatch):
+    """inverted_pendulum's own reward is 1 every step: without its entry in COSTS nothing could be learned."""
+    import sims.brax as sb
+    from gradstop.trainers import TrainConfig, train
+
+    monkeypatch.delitem(sb.COSTS, "inverted_pendulum")
+    with pytest.raises(ValueError, match=r"brax:inverted_pendulum's cost is -1 whatever the state and action .* sims.brax.COSTS"):
+        train(TrainConfig(sim="brax:inverted_pendulum", horizon=4, epochs=1, updates_per_epoch=1, batch=2))

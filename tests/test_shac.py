@@ -140,3 +140,17 @@ def test_the_cli_starts_shac_from_its_published_defaults(tmp_path, capsys):
                  "--out", str(tmp_path / "r"), "--quiet"]) == 0
     rows = (tmp_path / "r" / "none" / "updates.csv").read_text().splitlines()
     assert rows[0].split(",")[8] == "critic_loss" and len(rows) == 3
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_shac_population_equals_its_members_trained_one_by_one(backend):
+    from gradstop.trainers import train_population
+
+    cfg = TrainConfig.for_algo("shac", sim="pointmass", backend=backend, horizon=16, window=8, batch=4, epochs=2,
+                               updates_per_epoch=2, hidden=(8,), critic_hidden=(8,), critic_iterations=2)
+    together = train_population(cfg, seeds=[1, 2])
+    for seed, member in zip([1, 2], together):
+        alone = train(dataclasses.replace(cfg, seed=seed))
+        for key in ("loss", "critic_loss"):
+            np.testing.assert_allclose([float(u[key]) for u in member.updates], [float(u[key]) for u in alone.updates], rtol=2e-5)
+        np.testing.assert_allclose([e["test_loss"] for e in member.evals], [e["test_loss"] for e in alone.evals], rtol=2e-5)

@@ -1,4 +1,4 @@
-"""Populations: S runs of one config that differ only in their seed, trained together.
+"""Populations: S runs of one config (BPTT or SHAC) that differ only in their seed, trained together.
 
 In JAX the S runs are one ``jax.vmap``-ed, jitted program (``trainers/jax/population.py``): each
 epoch is a single call whose arrays carry a leading population axis. In PyTorch they run one after
@@ -28,8 +28,6 @@ def train_population(config: TrainConfig, seeds, *, progress: bool = False) -> l
         raise ValueError("seeds is empty: give at least one seed, e.g. seeds=range(8)")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds repeats a seed: {seeds}")
-    if config.backend == "jax" and config.algo != "bptt":
-        raise ValueError(f"JAX populations train BPTT; a {config.algo} population is not built yet: run its seeds one by one")
     configs = [dataclasses.replace(config, seed=s) for s in seeds]  # validates each seed
     module = importlib.import_module(f"gradstop.trainers.{config.backend}.population")
     return module.train_population(configs, progress=progress)

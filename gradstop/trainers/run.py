@@ -39,7 +39,7 @@ from gradstop.trainers.config import TrainConfig
 from gradstop.trainers.data import Data
 from gradstop.trainers.files import MetricsLog, atomic_write, atomic_write_json
 
-__all__ = ["train", "RunResult", "NonFiniteError", "UPDATE_COLUMNS", "EVAL_COLUMNS", "make_sim", "program_for",
+__all__ = ["train", "RunResult", "NonFiniteError", "UPDATE_COLUMNS", "EVAL_COLUMNS", "make_sim", "program_for", "check_task",
            "CHECKPOINT_FILES", "summarise"]
 
 METRICS = ["loss", "grad_norm", "grad_norm_clipped", "cos_input_none", "lr", "finite", "critic_loss"]  # per update, from a program
@@ -78,6 +78,23 @@ def make_sim(config: TrainConfig):
     from sims import make
 
     return make(config.sim, backend=config.backend, preset=config.preset, **config.sim_params)
+
+
+def check_task(sim, seed: int = 0) -> None:
+    """Refuse a task whose running cost cannot carry a gradient: a simulator with an env reward (Brax) whose
+    cost is the same for random actions from random states (e.g. a constant reward)."""
+    if not getattr(sim, "pytree_state", False) or not hasattr(sim, "reward"):
+        return
+    import jax
+
+    x = sim.reset(seed, 4)
+    actions = jax.random.uniform(jax.random.key(seed), (4, sim.action_dim), minval=-1.0, maxval=1.0)
+    cost = np.asarray(sim.cost(sim.step(x, actions), actions))
+    if np.ptp(cost) == 0.0:
+        name = sim.describe()["name"]
+        raise ValueError(f"{name}'s cost is {cost[0]:g} whatever the state and action (its reward is constant), so no "
+                         f"gradient can train on it: give it a state-dependent cost in sims.brax.COSTS "
+                         f"(as inverted_pendulum has), or pick a task with a shaped reward (reacher, hopper, halfcheetah)")
 
 
 def program_for(config: TrainConfig, sim, policy=None):
@@ -128,6 +145,7 @@ def train(config: TrainConfig, out: Path | str | None = None, *, policy=None, si
         raise ValueError("a run with a results folder is built from its config alone (resume needs that); "
                          "pass policy= and sim= only to in-memory runs (out=None)")
     sim = make_sim(config) if sim is None else sim
+    check_task(sim, config.seed)
     data = Data.from_config(sim, config)
     program = program_for(config, sim, policy)
     if out is None:

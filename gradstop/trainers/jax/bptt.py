@@ -112,6 +112,33 @@ class BPTT:
     def policy(self):
         return eqx.combine(self.params, self.static)
 
+    # -- the pure pieces a population vmaps (trainers/jax/population.py) ---------------------------
+    @property
+    def carry(self):
+        """The whole training state as one pytree."""
+        return (self.params, self.opt_state, self.applied)
+
+    @carry.setter
+    def carry(self, tree):
+        self.params, self.opt_state, self.applied = tree
+
+    def epoch_fn(self):
+        """Pure ``f(carry, inputs) -> (carry, metrics)`` of one epoch (``inputs`` as from :meth:`inputs`)."""
+        epoch = self._make_epoch()
+
+        def f(carry, inputs):
+            *carry, metrics = epoch(*carry, inputs)
+            return tuple(carry), metrics
+
+        return f
+
+    def evaluate_fn(self):
+        return self._make_evaluate()
+
+    @staticmethod
+    def actor_of(carry):
+        return carry[0]
+
     def _make_epoch(self):
         config, static = self.config, self.static
         noisy = self.noisy

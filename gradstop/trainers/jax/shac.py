@@ -78,7 +78,7 @@ class SHAC:
                           critic_opt=self.critic_tx.init(critic), target=critic, applied=jnp.zeros((), jnp.int32),
                           envs=start, steps=jnp.zeros(config.batch, jnp.int32))
         self._epoch = jax.jit(self._make_epoch())
-        self._evaluate = jax.jit(make_evaluate(config, sim, self.static))
+        self._evaluate = jax.jit(self.evaluate_fn())
 
     @property
     def policy(self):
@@ -87,6 +87,26 @@ class SHAC:
     @property
     def env_steps_per_update(self) -> int:
         return self.config.batch * self.config.window
+
+    # -- the pure pieces a population vmaps (trainers/jax/population.py) ---------------------------
+    @property
+    def carry(self):
+        return self.state
+
+    @carry.setter
+    def carry(self, tree):
+        self.state = tree
+
+    def epoch_fn(self):
+        epoch = self._make_epoch()
+        return lambda carry, inputs: epoch(carry, *inputs)
+
+    def evaluate_fn(self):
+        return make_evaluate(self.config, self.sim, self.static)
+
+    @staticmethod
+    def actor_of(carry):
+        return carry["actor"]
 
     def value_fn(self, critic):
         model = eqx.combine(critic, self.critic_static)
@@ -181,7 +201,7 @@ class SHAC:
 
         return epoch
 
-    def _inputs(self, data, epoch):
+    def inputs(self, data, epoch):
         n = self.config.window * self.config.batch
         return (as_states(data.epoch(epoch), self.dtype),
                 jnp.asarray(data.critic_order(epoch, self.config.critic_iterations, n), jnp.int32))
@@ -189,12 +209,12 @@ class SHAC:
     # -- the steps the run loop calls -------------------------------------------------------------
     def compile(self, data, epoch: int) -> float:
         tick = time.perf_counter()
-        self._epoch = self._epoch.lower(self.state, *self._inputs(data, epoch)).compile()
+        self._epoch = self._epoch.lower(self.state, *self.inputs(data, epoch)).compile()
         self._evaluate = self._evaluate.lower(self.state["actor"], as_states(data.test, self.dtype)).compile()
         return time.perf_counter() - tick
 
     def run_epoch(self, data, epoch: int) -> dict[str, np.ndarray]:
-        self.state, metrics = self._epoch(self.state, *self._inputs(data, epoch))
+        self.state, metrics = self._epoch(self.state, *self.inputs(data, epoch))
         return {k: np.asarray(v) for k, v in metrics.items()}
 
     def evaluate(self, x0: np.ndarray) -> dict[str, float]:
