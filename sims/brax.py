@@ -114,6 +114,10 @@ class Brax(Sim):
     def terminal_cost(self, x):
         return x.reward * 0.0
 
+    def terminated(self, x):
+        """1 where the env says its episode is over (e.g. hopper fallen), else 0 (B,); SHAC bootstraps 0 there."""
+        return x.done
+
     def reward(self, x):
         """The env's own reward of the step that led to ``x`` (B,): episode reward = Σ over a rollout."""
         return x.reward

@@ -145,6 +145,7 @@ def test_shac_trains_on_a_brax_task(tmp_path):
     np.testing.assert_allclose(rewards, [-e["test_loss"] for e in result.evals], rtol=1e-5)
 
 
+@pytest.mark.slow  # compiles a Brax step (15 s)
 def test_a_brax_task_whose_reward_is_constant_is_refused_with_the_fix(monkeypatch):
     """inverted_pendulum's own reward is 1 every step: without its entry in COSTS nothing could be learned."""
     import sims.brax as sb

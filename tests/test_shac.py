@@ -154,3 +154,19 @@ def test_a_shac_population_equals_its_members_trained_one_by_one(backend):
         for key in ("loss", "critic_loss"):
             np.testing.assert_allclose([float(u[key]) for u in member.updates], [float(u[key]) for u in alone.updates], rtol=2e-5)
         np.testing.assert_allclose([e["test_loss"] for e in member.evals], [e["test_loss"] for e in alone.evals], rtol=2e-5)
+
+
+def test_a_terminated_environment_bootstraps_zero_at_the_window_end():
+    """SHAC: V = 0 after an early termination (sim.terminated, Brax's `done`), the value otherwise."""
+    from sims.pointmass import PointMass
+
+    class Falls(PointMass):
+        def terminated(self, x):
+            return (x[..., 0] > 0).astype(x.dtype)  # "fallen" where the first coordinate is positive
+
+    import jax.numpy as jnp
+
+    sim = Falls(dims=1)
+    window = Window(sim, lambda obs: jnp.full(obs.shape[:-1], 7.0), gamma=0.5, window=2)
+    X = window.wrap(jnp.asarray([[1.0, 0.0], [-1.0, 0.0]]), jnp.zeros(2))
+    np.testing.assert_allclose(np.asarray(window.terminal_cost(X)), [0.0, 7.0 / 2])

@@ -11,13 +11,15 @@ and both implementations (native and fused) apply to the actor's window unchange
 ``[x, d, e]``: the discount d_i = γ^i rides along (the step multiplies it by γ; no action reaches
 it, so it adds nothing to ∇θ), and e = 1 marks a window that ends the episode, whose end is then
 the task's terminal cost instead of the value (episodes last ``horizon`` steps, a multiple of h).
+An environment that the simulator says terminated early (``sim.terminated``: Brax's ``done``) gets
+V = 0 at the window's end and restarts; a termination inside a window is seen only at its end.
 
 :func:`td_lambda` is SHAC's TD(λ) recursion for the critic's targets (cost-to-go here).
 """
 
 from __future__ import annotations
 
-__all__ = ["Window", "td_lambda"]
+__all__ = ["Window", "td_lambda", "alive"]
 
 
 class Window:
@@ -73,13 +75,18 @@ class Window:
 
     def terminal_cost(self, X):
         x, d, e = self.split(X)
-        end = e * self.sim.terminal_cost(x) + (1 - e) * self.value(self.sim.obs(x))
+        end = e * self.sim.terminal_cost(x) + (1 - e) * alive(self.sim, x) * self.value(self.sim.obs(x))
         return d * end / self.window
 
     def reset(self, key=None, batch: int = 1, dtype=None):
         """Window states of fresh initial states (the rollout reads their structure; SHAC wraps its running ones)."""
         x = self.sim.reset(key, batch, dtype=dtype)
         return self.wrap(x, self.sim.terminal_cost(x) * 0)
+
+
+def alive(sim, x):
+    """0 where ``sim`` says x ended its episode early (``sim.terminated``, e.g. a Brax env's ``done``), else 1."""
+    return 1 - sim.terminated(x) if hasattr(sim, "terminated") else 1
 
 
 def td_lambda(costs, next_values, gamma: float, lam: float):

@@ -30,7 +30,7 @@ from gradstop.jax.policy import get_weights, mlp, set_weights
 from gradstop.rollout import rollout
 from gradstop.trainers.jax import checkpoint, optim
 from gradstop.trainers.jax.bptt import as_states, make_evaluate, make_policy
-from gradstop.trainers.shac import Window, td_lambda
+from gradstop.trainers.shac import Window, alive, td_lambda
 
 __all__ = ["SHAC", "make_critic"]
 
@@ -147,7 +147,7 @@ class SHAC:
         target_value = self.value_fn(state["target"])
         v_next = target_value(sim.obs(after))
         last = jax.tree.map(lambda v: v[-1], xs)
-        v_next = v_next.at[-1].set(jnp.where(ends > 0, sim.terminal_cost(last), v_next[-1]))
+        v_next = v_next.at[-1].set(jnp.where(ends > 0, sim.terminal_cost(last), alive(sim, last) * v_next[-1]))
         v_next = jnp.where(finite_rows(after, 2), v_next, 0.0)  # non-finite states: V = 0
         targets = jnp.stack(td_lambda(costs, v_next, config.gamma, config.td_lambda))
         obs = sim.obs(jax.tree.map(lambda v: v[:-1], xs)).reshape(-1, sim.obs_dim)
@@ -191,7 +191,7 @@ class SHAC:
                 new.update({k: jax.tree.map(lambda a, b: jnp.where(metrics["finite"], a, b), new[k], state[k]) for k in learners})
             x_h = jax.tree.map(lambda v: v[-1], window_states(out.states, sim))
             steps = state["steps"] + config.window
-            done = (steps >= config.horizon) | ~finite_rows(x_h, 1)
+            done = (steps >= config.horizon) | ~finite_rows(x_h, 1) | (alive(sim, x_h) == 0)
             new["envs"] = jax.tree.map(lambda r, x: jnp.where(done.reshape(done.shape + (1,) * (x.ndim - 1)), r, x), resets, x_h)
             new["steps"] = jnp.where(done, 0, steps)
             return new, dict(metrics, critic_loss=critic_loss)

@@ -12,7 +12,7 @@ from gradstop.gradients import gradients
 from gradstop.rollout import rollout
 from gradstop.torch.policy import mlp, set_weights
 from gradstop.trainers.schedule import lr_at
-from gradstop.trainers.shac import Window, td_lambda
+from gradstop.trainers.shac import Window, alive, td_lambda
 from gradstop.trainers.torch import checkpoint, optim
 from gradstop.trainers.torch.bptt import BPTT
 
@@ -70,7 +70,7 @@ class SHAC(BPTT):
             xs = out.states.detach()[..., : sim.state_dim]
             costs = sim.cost(xs[1:], out.actions.detach())
             v_next = self._value(sim.obs(xs[1:]))
-            v_next[-1] = torch.where(ends > 0, sim.terminal_cost(xs[-1]), v_next[-1])
+            v_next[-1] = torch.where(ends > 0, sim.terminal_cost(xs[-1]), alive(sim, xs[-1]) * v_next[-1])
             v_next = torch.where(torch.isfinite(xs[1:]).all(-1), v_next, torch.zeros_like(v_next))
             targets = torch.stack(td_lambda(costs, v_next, config.gamma, config.td_lambda)).reshape(-1)
             obs = sim.obs(xs[:-1]).reshape(-1, sim.obs_dim)
@@ -120,7 +120,7 @@ class SHAC(BPTT):
             with torch.no_grad():  # the environments go on (or restart) whether or not the update was applied
                 x_h = out.states[-1][..., : sim.state_dim].detach()
                 self.steps = self.steps + config.window
-                done = (self.steps >= config.horizon) | ~torch.isfinite(x_h).all(-1)
+                done = (self.steps >= config.horizon) | ~torch.isfinite(x_h).all(-1) | (alive(sim, x_h) == 0)
                 self.envs = torch.where(done[:, None], resets[u], x_h)
                 self.steps = torch.where(done, torch.zeros_like(self.steps), self.steps)
         return {k: np.asarray([r[k] for r in rows]) for k in rows[0]}
