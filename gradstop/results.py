@@ -88,7 +88,7 @@ def plot_curves(path: Path, curves: dict[str, np.ndarray], *, title: str, ylabel
 def plot_lines(path, lines: dict[str, tuple], *, title: str, xlabel: str, ylabel: str, log: bool = True,
                legend: str | None = None) -> None:
     """One line per label from its (x, y), saved as PNG to ``path`` (a path or a binary file);
-    log y-axis when every finite value is positive."""
+    log y-axis when every finite value is positive and they span a decade or more."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -98,8 +98,9 @@ def plot_lines(path, lines: dict[str, tuple], *, title: str, xlabel: str, ylabel
     for label, (x, y) in lines.items():
         ax.plot(x, y, label=label, linewidth=1.4)
     finite = [np.asarray(y)[np.isfinite(y)] for _, y in lines.values()]
-    if log and all(v.size and np.all(v > 0) for v in finite):
-        ax.set_yscale("log")
+    values = np.concatenate(finite) if finite else np.asarray([])
+    if log and all(v.size and np.all(v > 0) for v in finite) and values.max() > 10 * values.min():
+        ax.set_yscale("log")  # only where the values span a decade or more
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
