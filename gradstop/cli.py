@@ -57,8 +57,13 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _show(f) -> str:
+    """A field's default for --help, with each algorithm's own where it differs (``ALGO_DEFAULTS``)."""
+    def text(value):
+        return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
     default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-    return ",".join(map(str, default)) if isinstance(default, tuple) else str(default)
+    others = [f"{algo}: {text(d[f.name])}" for algo, d in ALGO_DEFAULTS.items() if f.name in d]
+    return text(default) + "".join(f"; {o}" for o in others)
 
 
 def _parser() -> argparse.ArgumentParser:
