@@ -80,6 +80,10 @@ class MetricsLog:
             f.flush()
             os.fsync(f.fileno())
 
+    def clear(self) -> None:
+        """Cut the log back to its header (a run that starts over)."""
+        self.truncate(len(self._line(self.header)))
+
     def append(self, rows: list[dict]) -> None:
         if not rows:
             return

@@ -191,8 +191,8 @@ def _resume(folder: Path | None, program, updates, evals) -> dict:
                          f"{program.framework}: resume it with --backend {next(iter(other))} or choose another --out")
     path = folder / CHECKPOINT_FILES[program.framework]
     if not path.exists():  # killed before the first checkpoint: start over
-        updates.truncate(len(_header(UPDATE_COLUMNS)))
-        evals.truncate(len(_header(EVAL_COLUMNS)))
+        updates.clear()
+        evals.clear()
         return fresh
     raw = path.read_bytes()
     meta = program.read_meta(raw)
@@ -202,10 +202,6 @@ def _resume(folder: Path | None, program, updates, evals) -> dict:
     updates.truncate(meta["updates_bytes"])
     evals.truncate(meta["eval_bytes"])
     return meta
-
-
-def _header(columns) -> bytes:
-    return (",".join(columns) + "\n").encode()
 
 
 def _loop(config, program, data, updates, evals, folder, progress, tensorboard) -> RunResult:
