@@ -20,8 +20,11 @@ from gradstop._checks import framework_of
 from gradstop.rollout import IMPLS, Rollout, rollout
 from gradstop.training import History, bptt
 from gradstop.gradients import FlowGradients, gradients
+from gradstop.diagnose import Diagnosis, NonFinite, diagnose
+from gradstop.check import GradientCheck, check_gradients
+from gradstop.precision import Precision, precision
 
-__all__ = ["Flow", "parse_flow", "Rollout", "rollout", "IMPLS", "gradients", "FlowGradients", "bptt", "History", "copy_weights", "get_weights", "jax", "torch"]
+__all__ = ["Flow", "parse_flow", "Rollout", "rollout", "IMPLS", "gradients", "FlowGradients", "bptt", "History", "diagnose", "Diagnosis", "NonFinite", "check_gradients", "GradientCheck", "precision", "Precision", "copy_weights", "get_weights", "jax", "torch"]
 __version__ = "0.1.0"
 
 

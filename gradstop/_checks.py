@@ -104,3 +104,25 @@ def check_pytree_x0(x0, example, structure, leaves) -> None:
     sizes = {getattr(v, "shape", (None,))[:1] for v in leaves(x0)}
     if len(sizes) != 1 or not all(sizes.pop()):
         raise ValueError("x0's leaves must share one leading batch axis (B, ...), as sim.reset(key, B) returns")
+
+
+# What a rollout calls on a simulator; ``sims.base.Sim`` provides all of them (terminal_cost as zero).
+PROTOCOL_METHODS = ("step", "obs", "cost", "terminal_cost", "reset")
+PROTOCOL_ATTRIBUTES = ("backend", "obs_dim", "action_dim")
+
+
+def check_protocol(sim) -> None:
+    """The simulator protocol (DESIGN §3): name the first method or attribute a user's simulator lacks."""
+    for name in PROTOCOL_ATTRIBUTES + PROTOCOL_METHODS:
+        value = getattr(sim, name, None)
+        if value is None:
+            what = "method" if name in PROTOCOL_METHODS else "attribute"
+            hint = (" (a task without a terminal cost returns zeros; subclassing sims.base.Sim provides that)"
+                    if name == "terminal_cost" else "")
+            raise TypeError(f"{type(sim).__name__} does not follow the simulator protocol: it has no {what} {name!r}{hint}; "
+                            f"a simulator needs {', '.join(PROTOCOL_ATTRIBUTES)} and {', '.join(m + '()' for m in PROTOCOL_METHODS)}")
+        if name in PROTOCOL_METHODS and not callable(value):
+            raise TypeError(f"{type(sim).__name__}.{name} must be a method, got {type(value).__name__}")
+    if not getattr(sim, "pytree_state", False) and getattr(sim, "state_dim", None) is None:
+        raise TypeError(f"{type(sim).__name__} does not follow the simulator protocol: it has no attribute 'state_dim' "
+                        "(the length of a flat state vector)")

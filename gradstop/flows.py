@@ -181,11 +181,14 @@ def combine_gradients(base: str, g_none, g_input, xp):
     ``combined``:    where(sign g_input == sign g_none, g_input, 0)
     ``directional``: sign(g_none) ⊙ |g_input|
 
-    ``xp`` is the array namespace of the leaves (``jax.numpy`` or ``torch``); both spell these
-    operations the same way.
+    A non-finite component of either gradient stays non-finite in the result (NaN for ``combined``,
+    whose sign test alone would turn it into a silent 0 and hide a diverging gradient from the
+    trainers' non-finite stop). ``xp`` is the array namespace of the leaves (``jax.numpy``,
+    ``torch`` or ``numpy``); they spell these operations the same way.
     """
     if base == "combined":
-        return xp.where(xp.sign(g_input) == xp.sign(g_none), g_input, xp.zeros_like(g_input))
+        # 0·(g_none + g_input) is 0 where both are finite and NaN where either is not
+        return xp.where(xp.sign(g_input) == xp.sign(g_none), g_input, xp.zeros_like(g_input)) + 0 * (g_none + g_input)
     if base == "directional":
         return xp.sign(g_none) * xp.abs(g_input)
     raise ValueError(f"flow base {base!r} does not combine gradients; combining flows: {COMBINING}")

@@ -85,3 +85,67 @@ def gradient(backend: str, policy, sim, x0, stop, horizon: int, impl: str = "nat
 def to_numpy(x) -> np.ndarray:
     """An array of either framework as NumPy (torch tensors are detached first)."""
     return np.asarray(x.detach() if hasattr(x, "detach") else x)
+
+
+@__import__("dataclasses").dataclass(frozen=True, eq=False)
+class Faulty(__import__("sims.base", fromlist=["Sim"]).Sim):
+    """A 1-D point mass whose state also carries a clock and the batch element's id: (p, v, clock, id).
+
+    ``fault="forward"``: the step returns NaN for element ``element`` at step ``at`` (clock = at).
+    ``fault="vjp"``: the step adds 1e-3·√((clock − at)² + (id − element)² + 0·a) to v, which is finite
+    everywhere but whose VJP is 0/0 = NaN at that one step and element. ``fault=None``: healthy.
+    ``x0(batch)`` gives ids 0 … B−1.
+    """
+
+    fault: str | None = "forward"
+    at: int = 37
+    element: int = 5
+    dt: float = 0.1
+
+    name = "faulty"
+
+    @property
+    def state_dim(self):
+        return 4
+
+    @property
+    def obs_dim(self):
+        return 2
+
+    @property
+    def action_dim(self):
+        return 1
+
+    def step(self, x, a):
+        xp = self.xp
+        p, v, clock, ident = x[:, :1], x[:, 1:2], x[:, 2:3], x[:, 3:4]
+        v = v + self.dt * a
+        if self.fault == "vjp":
+            # 0·a: the action's cotangent meets the same 0/0, so the NaN reaches μ and ∇θ too
+            v = v + 1e-3 * xp.sqrt((clock - self.at) ** 2 + (ident - self.element) ** 2 + 0.0 * a)
+        p = p + self.dt * v
+        out = self.ops.concat([p, v, clock + 1.0, ident], -1)
+        if self.fault == "forward":
+            hit = (clock == self.at) & (ident == self.element)
+            out = xp.where(hit, out * float("nan"), out)
+        return out
+
+    def obs(self, x):
+        return x[:, :2]
+
+    def cost(self, x_next, a):
+        return x_next[:, 0] ** 2 + 0.01 * a[:, 0] ** 2
+
+    def init_bounds(self):
+        return np.array([-1.0, -1.0, 0.0, float(self.element)]), np.array([1.0, 1.0, 0.0, float(self.element)])
+
+    def x0(self, batch: int, dtype=None):
+        rng = np.random.default_rng(0)
+        x = np.stack([rng.uniform(-1, 1, batch), rng.uniform(-1, 1, batch), np.zeros(batch), np.arange(batch, dtype=float)], 1)
+        if self.backend == "jax":
+            import jax.numpy as jnp
+
+            return jnp.asarray(x, dtype or jnp.float64)
+        import torch
+
+        return torch.as_tensor(x, dtype=dtype or torch.float64)

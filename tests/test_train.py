@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import dataclasses
 import math
 
@@ -11,6 +13,7 @@ import pytest
 import gradstop as gs
 import sims
 from gradstop.trainers import NonFiniteError, TrainConfig, train
+from helpers import Faulty
 from gradstop.trainers.data import Data
 from gradstop.trainers.schedule import lr_at
 from sims import make
@@ -143,6 +146,20 @@ def test_a_non_finite_update_stops_the_run_naming_update_and_flow_and_keeps_the_
     assert rows[-1].split(",")[1] == str(err.update) and rows[-1].split(",")[7] == "0"  # the bad update is logged, marked
     assert not (tmp_path / "run" / "summary.json").exists()
     assert "last good checkpoint" in str(err) and (tmp_path / "run" / ("checkpoint.npz" if backend == "jax" else "checkpoint.pt")).exists()
+    # gradstop.diagnose's locator, replaying the update, names where its cost first went non-finite
+    assert re.search(r"flow input: cost first NaN at step \d of 5 \(cost\), batch element \d; loss", str(err)), str(err)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_non_finite_vjp_is_located_in_the_stop_message(backend):
+    """A finite forward with a NaN backward (the contact case): the message names the step, stage and element."""
+    sim = Faulty(backend=backend, fault="vjp", at=3, element=1)  # its states all carry id 1: every element is hit
+    cfg = TrainConfig(backend=backend, sim="pointmass", flow="combined", horizon=6, batch=4, updates_per_epoch=2,
+                      epochs=1, hidden=(8,))
+    with pytest.raises(NonFiniteError) as info:
+        train(cfg, sim=sim)
+    assert ("flow combined: in its none component, λ first NaN at step 3 of 6 (VJP through the simulator), "
+            "batch element 0; loss") in str(info.value), str(info.value)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

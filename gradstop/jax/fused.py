@@ -140,7 +140,47 @@ def _scale(k: float, tree):
     return tree if k == 1.0 else jax.tree.map(lambda v: k * v, tree)
 
 
-def sweep(params, static, sim, flows: tuple[Flow, ...], horizon: int, x0, memory: str = "residuals"):
+def nonfinite_code(tree, batch: int):
+    """Per batch element: 0 if every value of ``tree``'s inexact leaves is finite, 1 if one is ±inf
+    (and none NaN), 2 if one is NaN; int8 of shape (batch,). Leaves are (batch, ...) arrays."""
+    codes = [jnp.max(jnp.where(jnp.isnan(v), 2, jnp.where(jnp.isinf(v), 1, 0)).astype(jnp.int8).reshape(batch, -1), axis=1)
+             for v in jax.tree.leaves(tree) if eqx.is_inexact_array(v)]
+    return jnp.max(jnp.stack(codes), axis=0) if codes else jnp.zeros((batch,), jnp.int8)
+
+
+def row_norm(tree, batch: int):
+    """Per batch element: the L2 norm over every inexact leaf of ``tree``, shape (batch,)."""
+    sq = [jnp.sum(jnp.reshape(v, (batch, -1)) ** 2, axis=1) for v in jax.tree.leaves(tree) if eqx.is_inexact_array(v)]
+    return jnp.sqrt(sum(sq))
+
+
+def _adjoint_record(pieces, mus, lams, ca, loc, batch):
+    """Step t's adjoint record for ``gradstop.diagnose``: ‖λ_t‖ and ‖μ_t‖ per flow and batch element, and
+    the non-finite code of the reverse stages (``gradstop.diagnose.REVERSE_STAGES``; ∇θ is filled in by
+    :func:`_contribution_record`)."""
+    zero = jnp.zeros((batch,), jnp.int8)
+    cost = nonfinite_code((ca, loc), batch)
+    codes = jnp.stack([jnp.stack([nonfinite_code(lam_x, batch), nonfinite_code(lam_a, batch), cost,
+                                  nonfinite_code(pi_in, batch) if pi_in is not None else zero, zero])
+                       for lam_x, lam_a, pi_in in pieces])
+    return dict(lam_norm=jnp.stack([row_norm(l, batch) for l in lams]),
+                mu_norm=jnp.stack([row_norm(m, batch) for m in mus]), reverse_codes=codes)
+
+
+def _contribution_record(contribs):
+    """Step t's contributions (∂π/∂θ)ᵀμ_t of the F flows (pytrees like θ) compared: their Gram matrix
+    (F, F), the fraction of components whose signs agree for each pair i < j (F(F−1)/2,), and each
+    one's non-finite code (F,)."""
+    flat = jnp.stack([jnp.concatenate([jnp.ravel(v) for v in jax.tree.leaves(c)]) for c in contribs])  # (F, P)
+    signs = jnp.sign(flat)
+    n = len(contribs)
+    agree = [jnp.mean((signs[i] == signs[j]).astype(flat.dtype)) for i in range(n) for j in range(i + 1, n)]
+    code = jnp.max(jnp.where(jnp.isnan(flat), 2, jnp.where(jnp.isinf(flat), 1, 0)), axis=1).astype(jnp.int8)
+    return dict(gram=flat @ flat.T, agree=jnp.stack(agree) if agree else jnp.zeros((0,), flat.dtype), theta_codes=code)
+
+
+def sweep(params, static, sim, flows: tuple[Flow, ...], horizon: int, x0, memory: str = "residuals",
+          trace: bool = False, contributions: bool = True):
     """One forward and one reverse sweep for the single-pass ``flows``.
 
     Args:
@@ -150,11 +190,16 @@ def sweep(params, static, sim, flows: tuple[Flow, ...], horizon: int, x0, memory
       horizon: H.
       x0: initial states (pytree of (B, ...) arrays).
       memory: 'residuals' or 'recompute'.
+      trace: also record, per step, what ``gradstop.diagnose`` reports: adjoint norms and the
+        non-finite code of every stage, and with ``contributions`` each step's contribution to ∇θ
+        compared across flows (∇θ is then accumulated step by step at every batch size, and each step
+        touches its F·P contribution values: the trace's main cost at small batch).
 
     Returns:
       ``(rollout, grads, lam0)``: the forward :class:`Rollout` (values only), the parameter
       gradients with a leading axis F, and the adjoints λ_0 (leading axis F) of the inexact
-      leaves of x0 (``None`` in place of integer and boolean leaves).
+      leaves of x0 (``None`` in place of integer and boolean leaves). With ``trace``, a fourth
+      item: a dict of per-step arrays (time-major), read by ``gradstop.diagnose``.
     """
     check_memory(memory)
     batch = jax.tree.leaves(x0)[0].shape[0]
@@ -180,9 +225,10 @@ def sweep(params, static, sim, flows: tuple[Flow, ...], horizon: int, x0, memory
     # -- forward ----------------------------------------------------------------------------------
     keep = memory == "residuals"
     small = batch <= SMALL_BATCH
+    theta_after = keep and small and not (trace and contributions)  # ∇θ from one VJP after the sweep, not step by step
     if keep:  # per-step residuals: the policy's w.r.t. its input only (θ is handled after the sweep)
         a0, (xf0, xr0) = act(params, x0), split(x0)
-        if small:
+        if theta_after:
             policy_vjp = _SplitVJP(lambda xf, xr: act_f(params, xf, xr), (True, True), xf0, xr0)
         else:
             policy_vjp = _SplitVJP(act_f, (False, True, True), params, xf0, xr0)
@@ -194,7 +240,7 @@ def sweep(params, static, sim, flows: tuple[Flow, ...], horizon: int, x0, memory
         x, cx_prev = carry
         xf, xr = split(x)
         if keep:
-            a, pi_res = policy_vjp(xf, xr) if small else policy_vjp(params, xf, xr)
+            a, pi_res = policy_vjp(xf, xr) if theta_after else policy_vjp(params, xf, xr)
             (xf_next, xr_next), g_res = physics_vjp(xf, a, xr)
             x_next = eqx.combine(xf_next, xr_next)
             saved = (pi_res, g_res)
@@ -208,10 +254,14 @@ def sweep(params, static, sim, flows: tuple[Flow, ...], horizon: int, x0, memory
         # the local term of λ_t is ∂c_{t-1}/∂x_t: the previous step's cx (zero at t = 0)
         leaves, layout["treedef"] = jax.tree.flatten((ca, cx_prev, saved))
         layout.setdefault("packer", _Packer(leaves, enabled=small))
-        return (x_next, cx), (x_next, a, cost, layout["packer"].pack(leaves))
+        # forward stages in order: the policy's action, the simulator's step, the step's cost
+        codes = (jnp.stack([nonfinite_code(a, batch), nonfinite_code(xf_next, batch), nonfinite_code(cost, batch)])
+                 if trace else None)
+        return (x_next, cx), (x_next, a, cost, layout["packer"].pack(leaves), codes)
 
     zero_cx = jax.tree.map(jnp.zeros_like, split(x0)[0])
-    (x_final, cx_last), (xs, actions, costs, record) = jax.lax.scan(forward, (x0, zero_cx), None, length=horizon)
+    (x_final, cx_last), (xs, actions, costs, record, forward_codes) = jax.lax.scan(
+        forward, (x0, zero_cx), None, length=horizon)
     terminal = sim.terminal_cost(x_final)
     xf_final, xr_final = split(x_final)
     tx = jax.grad(lambda xf: jnp.sum(sim.terminal_cost(eqx.combine(xf, xr_final))) / batch)(xf_final)
@@ -228,65 +278,75 @@ def sweep(params, static, sim, flows: tuple[Flow, ...], horizon: int, x0, memory
         return jax.tree.unflatten(layout["treedef"], layout["packer"].unpack(packed))
 
     def adjoint_step(t, lams, ca, loc, g_vjp, pi_vjp):
-        """(μ_t, λ_t) of every flow from λ_{t+1}: per flow, one VJP through the physics and, if its
-        k_in ≠ 0, one through the policy's input (``pi_vjp(μ) -> ∂π∘obs/∂x ᵀ μ``)."""
-        mus, new = [], []
+        """(μ_t, λ_t, pieces) of every flow from λ_{t+1}: per flow, one VJP through the physics and, if
+        its k_in ≠ 0, one through the policy's input (``pi_vjp(μ) -> ∂π∘obs/∂x ᵀ μ``). ``pieces`` holds
+        each flow's (λ_x, λ_a, policy input term or None), the products a trace inspects."""
+        mus, new, pieces = [], [], []
         for flow, lam in zip(flows, lams):
             lam_x, lam_a, _ = g_vjp(lam)
             mu = jax.tree.map(jnp.add, ca, lam_a)
             lam = jax.tree.map(jnp.add, loc, _scale(flow.k_phys, lam_x))
+            pi_in = pi_vjp(mu) if flow.k_in else None
             if flow.k_in:
-                lam = jax.tree.map(jnp.add, lam, _scale(flow.k_in, pi_vjp(mu)))
+                lam = jax.tree.map(jnp.add, lam, _scale(flow.k_in, pi_in))
             if flow.truncate is not None:
                 cut = (t > 0) & (t % flow.truncate == 0)
                 lam = jax.tree.map(lambda lo, la: jnp.where(cut, lo, la), loc, lam)
             mus.append(mu)
             new.append(lam)
-        return tuple(mus), tuple(new)
+            pieces.append((lam_x, lam_a, pi_in))
+        return tuple(mus), tuple(new), pieces
 
     inputs = (jnp.arange(horizon), record)
-    if keep and small:
+
+    def step_theta(t, lams, grads, ca, loc, g_vjp, pi_vjp):
+        """The per-step body of the branches that accumulate ∇θ in the carry (and may trace)."""
+        mus, lams, pieces = adjoint_step(t, lams, ca, loc, g_vjp, lambda mu: pi_vjp(mu)[1])
+        contribs = [pi_vjp(mu)[0] for mu in mus]
+        grads = tuple(jax.tree.map(jnp.add, g, c) for g, c in zip(grads, contribs))
+        if not trace:
+            return (lams, grads), None
+        record = _adjoint_record(pieces, mus, lams, ca, loc, batch)
+        return (lams, grads), ({**record, **_contribution_record(contribs)} if contributions else record)
+
+    if theta_after:
         # The sweep carries λ only and emits μ_t; ∇θ = Σ_t (∂π/∂θ)ᵀ μ_t is then ONE F-batched VJP of
         # the policy over all H·B states (large matrix products instead of H small outer products).
         def backward(lams, inputs):
             t, packed = inputs
             ca, loc, (pi_res, g_res) = unpack(packed)
             pi_x = policy_vjp.pullback(pi_res)
-            mus, lams = adjoint_step(t, lams, ca, loc, physics_vjp.pullback(g_res), lambda mu: pi_x(mu)[0])
-            return lams, jnp.stack(mus)
+            mus, lams, pieces = adjoint_step(t, lams, ca, loc, physics_vjp.pullback(g_res), lambda mu: pi_x(mu)[0])
+            return lams, (jnp.stack(mus), _adjoint_record(pieces, mus, lams, ca, loc, batch) if trace else None)
 
-        lams, mus = jax.lax.scan(backward, lam_H, inputs, reverse=True)
+        lams, (mus, steps) = jax.lax.scan(backward, lam_H, inputs, reverse=True)
         visited = jax.tree.map(lambda v: v[:-1], states)
         _, theta_vjp = jax.vjp(lambda p: jax.vmap(act, in_axes=(None, 0))(p, visited), params)
         (grads,) = jax.vmap(theta_vjp)(jnp.swapaxes(mus, 0, 1))
-    elif keep:
-        def backward(carry, inputs):
-            lams, grads = carry
-            t, packed = inputs
-            ca, loc, (pi_res, g_res) = unpack(packed)
-            pi_vjp = policy_vjp.pullback(pi_res)
-            mus, lams = adjoint_step(t, lams, ca, loc, physics_vjp.pullback(g_res), lambda mu: pi_vjp(mu)[1])
-            grads = tuple(jax.tree.map(jnp.add, g, pi_vjp(mu)[0]) for g, mu in zip(grads, mus))
-            return (lams, grads), None
-
-        grads0 = tuple(jax.tree.map(jnp.zeros_like, params) for _ in flows)
-        (lams, grads), _ = jax.lax.scan(backward, (lam_H, grads0), inputs, reverse=True)
-        grads = jax.tree.map(lambda *g: jnp.stack(g), *grads)
     else:
-        # recompute: re-linearise each step in the sweep and accumulate ∇θ in the carry, so that
-        # nothing but (x_t, a_t) is kept per step
         def backward(carry, inputs):
             lams, grads = carry
             t, packed = inputs
-            ca, loc, (x, a) = unpack(packed)
-            xf, xr = split(x)
-            _, pi_vjp = jax.vjp(act_f, params, xf, xr)
-            _, g_vjp, _ = jax.vjp(step_f, xf, a, xr, has_aux=True)
-            mus, lams = adjoint_step(t, lams, ca, loc, g_vjp, lambda mu: pi_vjp(mu)[1])
-            grads = tuple(jax.tree.map(jnp.add, g, pi_vjp(mu)[0]) for g, mu in zip(grads, mus))
-            return (lams, grads), None
+            if keep:
+                ca, loc, (pi_res, g_res) = unpack(packed)
+                pi_vjp, g_vjp = policy_vjp.pullback(pi_res), physics_vjp.pullback(g_res)
+            else:  # recompute: re-linearise the step, so that nothing but (x_t, a_t) is kept per step
+                ca, loc, (x, a) = unpack(packed)
+                xf, xr = split(x)
+                _, pi_vjp = jax.vjp(act_f, params, xf, xr)
+                _, g_vjp, _ = jax.vjp(step_f, xf, a, xr, has_aux=True)
+            return step_theta(t, lams, grads, ca, loc, g_vjp, pi_vjp)
 
         grads0 = tuple(jax.tree.map(jnp.zeros_like, params) for _ in flows)
-        (lams, grads), _ = jax.lax.scan(backward, (lam_H, grads0), inputs, reverse=True)
+        (lams, grads), steps = jax.lax.scan(backward, (lam_H, grads0), inputs, reverse=True)
         grads = jax.tree.map(lambda *g: jnp.stack(g), *grads)
-    return jax.lax.stop_gradient(out), grads, jax.tree.map(lambda *l: jnp.stack(l), *lams)
+    lam0 = jax.tree.map(lambda *l: jnp.stack(l), *lams)
+    if not trace:
+        return jax.lax.stop_gradient(out), grads, lam0
+    steps = dict(steps)
+    if contributions:  # ∇θ's code (H, F) is the last reverse stage, for every batch element
+        steps["reverse_codes"] = steps["reverse_codes"].at[:, :, -1, :].set(steps.pop("theta_codes")[:, :, None])
+    record = dict(steps, forward_codes=forward_codes, x0_code=nonfinite_code(x0, batch),
+                  terminal_code=jnp.stack([nonfinite_code(terminal, batch), nonfinite_code((cx_last, tx), batch)]),
+                  lam_H_norm=row_norm(lam_H[0], batch))
+    return jax.lax.stop_gradient(out), grads, lam0, record

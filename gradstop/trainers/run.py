@@ -231,7 +231,8 @@ def _loop(config, program, data, updates, evals, folder, progress, tensorboard) 
             bad = [r for r in rows if not r["finite"]]
             if bad and config.on_nonfinite == "stop":
                 updates.append(rows[: rows.index(bad[0]) + 1])
-                raise NonFiniteError(_nonfinite_message(bad[0], config, folder, meta), update=bad[0]["update"],
+                where = _locate(program, data, epoch, rows.index(bad[0]))
+                raise NonFiniteError(_nonfinite_message(bad[0], config, folder, meta, where), update=bad[0]["update"],
                                      epoch=epoch + 1, flow=flow)
             skipped += len(bad)
             updates.append(rows)
@@ -260,11 +261,26 @@ def _loop(config, program, data, updates, evals, folder, progress, tensorboard) 
     return summarise(config, program, updates.read(), evals.read(), folder, skipped, compile_seconds)
 
 
-def _nonfinite_message(row, config, folder, meta) -> str:
+def _locate(program, data, epoch: int, index: int) -> str | None:
+    """Where the update went non-finite (``gradstop.diagnose``'s locator, replaying it), if the program can say.
+
+    BPTT programs can; SHAC and populations cannot yet (None). A failure of the locator itself is
+    reported in the message rather than raised, so it never hides the non-finite stop."""
+    locate = getattr(program, "locate_nonfinite", None)
+    if locate is None:
+        return None
+    try:
+        return locate(data, epoch, index)
+    except Exception as err:  # noqa: BLE001 -- the stop's message must survive any failure here
+        return f"the locator could not replay this update ({type(err).__name__}: {err})"
+
+
+def _nonfinite_message(row, config, folder, meta, where: str | None = None) -> str:
     what = " and ".join(n for n, v in (("loss", row["loss"]), ("gradient", row["grad_norm"])) if not np.isfinite(v))
     kept = (f"; the last good checkpoint (epoch {meta['epoch']}, update {meta.get('update', 0)}) is kept in {folder}"
             if folder is not None and meta["epoch"] else "")
-    return (f"non-finite {what} at update {row['update']} (epoch {row['epoch']}), flow {config.flow}: "
+    located = f"{where}; " if where else ""
+    return (f"non-finite {what} at update {row['update']} (epoch {row['epoch']}), flow {config.flow}: {located}"
             f"loss {row['loss']:.4g}, gradient norm {row['grad_norm']:.4g}{kept}. Lower the learning rate, clip the "
             "gradient (--clip-norm), shorten the horizon, or pass --on-nonfinite skip to skip such updates and count them")
 

@@ -18,6 +18,7 @@ import numpy as np
 import optax
 
 from gradstop import _policy
+from gradstop.diagnose import diagnose, explain
 from gradstop.flows import parse_flow
 from gradstop.gradients import gradients
 from gradstop.jax.policy import gaussian, get_weights, mlp, set_weights
@@ -188,9 +189,25 @@ class BPTT:
 
     def run_epoch(self, data, epoch: int) -> dict[str, np.ndarray]:
         """Apply one update per minibatch of the epoch's initial states; per-update metrics."""
+        self._epoch_start = self.carry  # immutable arrays: kept for locate_nonfinite at no cost
         self.params, self.opt_state, self.applied, metrics = self._epoch(self.params, self.opt_state, self.applied,
                                                                          self.inputs(data, epoch))
         return {k: np.asarray(v) for k, v in metrics.items()}  # np.asarray blocks until the epoch is done
+
+    def locate_nonfinite(self, data, epoch: int, index: int) -> str:
+        """Where update ``index`` of ``epoch`` first went non-finite: the epoch is replayed from its start up
+        to that update, whose rollout ``gradstop.diagnose`` then traces (one line, ``gradstop.diagnose.explain``)."""
+        inputs = self.inputs(data, epoch)
+        params, opt_state, applied = self._epoch_start
+        if index:
+            head = jax.tree.map(lambda v: v[:index], inputs)
+            params, *_ = jax.jit(self._make_epoch())(params, opt_state, applied, head)
+        x0 = jax.tree.map(lambda v: v[index], inputs)
+        sim = self.train_sim if self.noisy is None else self.noisy
+        x0 = x0 if self.noisy is None else self.noisy.wrap(*x0)
+        found = diagnose(eqx.combine(params, self.static), sim, flows=[self.config.flow], horizon=self.config.horizon,
+                         x0=x0, memory=self.config.memory, contributions=False)
+        return explain(found, parse_flow(self.config.flow).name)
 
     def evaluate(self, x0: np.ndarray) -> dict[str, float]:
         """Test loss (flow-independent forward) and the task's success measure (NaN if none)."""

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from gradstop import _policy
+from gradstop.diagnose import diagnose, explain
 from gradstop.flows import parse_flow
 from gradstop.gradients import gradients
 from gradstop.rollout import rollout
@@ -101,6 +102,7 @@ class BPTT:
         if self.noisy is not None:
             x0s = self.noisy.wrap(x0s.flatten(0, 1), torch.as_tensor(data.noise(epoch, config.horizon), dtype=self.dtype)
                                   .flatten(0, 1)).unflatten(0, x0s.shape[:2])
+        self._epoch_inputs = x0s  # for locate_nonfinite
         for x0 in x0s:
             loss, cos = self._direction(x0)
             norm = float(optim.global_norm(self.params))
@@ -117,6 +119,13 @@ class BPTT:
             self.sched.step()
             self.applied += 1
         return {k: np.asarray([r[k] for r in rows]) for k in rows[0]}
+
+    def locate_nonfinite(self, data, epoch: int, index: int) -> str:
+        """Where update ``index`` of the last epoch first went non-finite: the epoch stopped there without
+        applying it, so the policy holds that update's weights; ``gradstop.diagnose`` traces its rollout."""
+        found = diagnose(self.policy, self.rollout_sim, flows=[self.flow], horizon=self.config.horizon,
+                         x0=self._epoch_inputs[index], memory=self.config.memory, contributions=False)
+        return explain(found, self.flow.name)
 
     def evaluate(self, x0: np.ndarray) -> dict[str, float]:
         """Test loss (flow-independent forward) and the task's success measure (NaN if none)."""
