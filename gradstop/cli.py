@@ -1,4 +1,5 @@
-"""Command line: ``gradstop train`` (or ``python -m gradstop train``).
+"""Command line: ``gradstop train`` (or ``python -m gradstop train``); ``gradstop diagnose`` and
+``gradstop check`` live in ``gradstop.health_cli``.
 
 Every field of :class:`gradstop.trainers.TrainConfig` is a flag (``--lr 3e-3``, ``--data fixed``,
 ``--no-shuffle``, ``--param poles=2``); ``--algo shac`` starts from SHAC's published defaults
@@ -32,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gradstop import health_cli
 from gradstop.flows import VALID_FORMS, parse_flow
 from gradstop.trainers.config import ALGO_DEFAULTS, TrainConfig
 from gradstop.trainers.files import atomic_write, atomic_write_json
@@ -77,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--root", default="results", help="parent folder of the default results folder")
     train.add_argument("--tensorboard", metavar="DIR", help="also log metrics to TensorBoard in DIR (needs tensorboardX)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    health_cli.add_parsers(sub)
     return parser
 
 
@@ -221,11 +224,13 @@ def versions(framework: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ns = _parser().parse_args(argv)
+    run = {"train": train, "diagnose": health_cli.diagnose, "check": health_cli.check}[ns.command]
     try:
-        return train(ns)
+        return run(ns)
     except (ValueError, TypeError, FileExistsError, ImportError) as err:
-        print(f"gradstop train: error: {err}", file=sys.stderr)
+        print(f"gradstop {ns.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("gradstop train: interrupted; run the same command again to resume from the last checkpoint", file=sys.stderr)
+        again = "; run the same command again to resume from the last checkpoint" if ns.command == "train" else ""
+        print(f"gradstop {ns.command}: interrupted{again}", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -17,7 +17,27 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["run_folder", "unique_path", "write_csv", "write_json", "jsonable", "plot_curves", "plot_lines"]
+__all__ = ["run_folder", "unique_path", "write_csv", "write_json", "jsonable", "plot_curves", "plot_lines", "flow_color"]
+
+# One colour per flow base, the same in every figure gradstop draws (matplotlib's tab10).
+FLOW_COLORS = {"none": "tab:blue", "input": "tab:orange", "state": "tab:green", "all": "tab:red",
+               "combined": "tab:purple", "directional": "tab:brown", "decay": "tab:pink", "truncate": "tab:olive"}
+
+
+def flow_color(name: str) -> str:
+    """The colour of a flow in every figure: by its base (``input+truncate:32`` is input's), a modifier-only
+    flow (``decay:0.9``, ``truncate:16``) by its modifier; anything else tab:gray."""
+    from gradstop.flows import parse_flow
+
+    try:
+        flow = parse_flow(name)
+    except ValueError:
+        return "tab:gray"
+    if flow.base == "none" and flow.decay != 1.0:
+        return FLOW_COLORS["decay"]
+    if flow.base == "none" and flow.truncate is not None:
+        return FLOW_COLORS["truncate"]
+    return FLOW_COLORS[flow.base]
 
 
 def unique_path(root: Path | str, name: str) -> Path:
