@@ -170,7 +170,8 @@ def check_gradients(sim, policy=None, *, flows=DEFAULT_FLOWS, horizon: int = 8, 
     rows.append(dict(check="flow none: native vs finite differences", error=diff / scale if scale else 0.0,
                      tolerance=rtol, passed=bool(diff <= rtol * scale + 1e-12 * max(scale, 1.0)),
                      detail=f"d loss along a random θ direction, float64, H = {horizon}"))
-    return GradientCheck(getattr(sim, "name", type(sim).__name__), rows)
+    name = sim.describe().get("name") if hasattr(sim, "describe") else None
+    return GradientCheck(name or getattr(sim, "name", type(sim).__name__), rows)
 
 
 def _compare(check: str, actual: np.ndarray, expected: np.ndarray, tol: float, detail: str) -> dict:

@@ -116,3 +116,15 @@ def test_jax_without_float64_says_how_to_enable_it():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     lines = out.stdout.strip().splitlines()
     assert len(lines) == 2 and all("jax_enable_x64" in line and "float64" in line for line in lines), out.stdout + out.stderr
+
+
+@pytest.mark.slow
+def test_a_brax_environment_gets_the_same_check_and_a_diagnosis():
+    """Pytree states (Brax's own State): only their inexact leaves are perturbed and traced (about 3 min, compiles)."""
+    pytest.importorskip("brax")
+    sim = make("brax:inverted_pendulum")
+    report = gs.check_gradients(sim, flows=["none", "input"], horizon=4, batch=2, directions=2)
+    assert report.passed and report.sim == "brax:inverted_pendulum", str(report)
+    policy = gs.jax.mlp(0, sim.obs_dim, sim.action_dim, hidden=(16,))
+    d = gs.diagnose(policy, sim, flows=["none", "input"], horizon=6, key=0, batch=2)
+    assert d.nonfinite == [] and d.lam_max["none"].shape == (7,) and np.all(d.lam_max["none"] > 0)
