@@ -131,21 +131,24 @@ def _check_sizes(ns: argparse.Namespace) -> None:
         raise ValueError(f"--batch must be ≥ 1, got {ns.batch}")
 
 
-def _out(ns: argparse.Namespace, command: str) -> Path:
-    return Path(ns.out) if ns.out else unique_path("results", f"{command}-{ns.sim.replace(':', '-')}")
+def _prepare(ns: argparse.Namespace, command: str) -> tuple[list[str], Path]:
+    """(the flows' names, a results folder that does not exist yet), checked before anything is built."""
+    from gradstop.diagnose import parse_flows
+
+    flows = [f.name for f in parse_flows(ns.flows)]
+    _check_sizes(ns)
+    out = Path(ns.out) if ns.out else unique_path("results", f"{command}-{ns.sim.replace(':', '-')}")
+    if out.exists():
+        raise FileExistsError(f"results folder {out} already exists: choose another --out, or move it away first")
+    return flows, out
 
 
 def diagnose(ns: argparse.Namespace) -> int:
     """Run ``gradstop diagnose``; returns the exit code."""
     import gradstop as gs
     from gradstop.cli import versions
-    from gradstop.diagnose import parse_flows
 
-    flows = [f.name for f in parse_flows(ns.flows)]
-    _check_sizes(ns)
-    out = _out(ns, "diagnose")
-    if out.exists():
-        raise FileExistsError(f"results folder {out} already exists: choose another --out, or move it away first")
+    flows, out = _prepare(ns, "diagnose")
     sim, policy, x0, label = _setup(ns, ns.dtype)
     tick = time.perf_counter()
     d = gs.diagnose(policy, sim, flows=flows, horizon=ns.horizon, x0=x0, memory=ns.memory, contributions=ns.contributions)
@@ -236,13 +239,8 @@ def check(ns: argparse.Namespace) -> int:
     """Run ``gradstop check``; returns the exit code (1 if a check failed)."""
     import gradstop as gs
     from gradstop.cli import versions
-    from gradstop.diagnose import parse_flows
 
-    flows = [f.name for f in parse_flows(ns.flows)]
-    _check_sizes(ns)
-    out = _out(ns, "check")
-    if out.exists():
-        raise FileExistsError(f"results folder {out} already exists: choose another --out, or move it away first")
+    flows, out = _prepare(ns, "check")
     sim, policy, _, label = _setup(ns, "float64")
     report = gs.check_gradients(sim, policy, flows=flows, horizon=ns.horizon, batch=ns.batch, seed=ns.seed,
                                 warmup=ns.warmup, directions=ns.directions, rtol=ns.rtol)

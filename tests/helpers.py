@@ -118,7 +118,7 @@ class Faulty(__import__("sims.base", fromlist=["Sim"]).Sim):
 
     def step(self, x, a):
         xp = self.xp
-        p, v, clock, ident = x[:, :1], x[:, 1:2], x[:, 2:3], x[:, 3:4]
+        p, v, clock, ident = x[..., :1], x[..., 1:2], x[..., 2:3], x[..., 3:4]
         v = v + self.dt * a
         if self.fault == "vjp":
             # 0·a: the action's cotangent meets the same 0/0, so the NaN reaches μ and ∇θ too
@@ -131,10 +131,10 @@ class Faulty(__import__("sims.base", fromlist=["Sim"]).Sim):
         return out
 
     def obs(self, x):
-        return x[:, :2]
+        return x[..., :2]
 
     def cost(self, x_next, a):
-        return x_next[:, 0] ** 2 + 0.01 * a[:, 0] ** 2
+        return x_next[..., 0] ** 2 + 0.01 * a[..., 0] ** 2
 
     def init_bounds(self):
         return np.array([-1.0, -1.0, 0.0, float(self.element)]), np.array([1.0, 1.0, 0.0, float(self.element)])

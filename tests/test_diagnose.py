@@ -66,7 +66,7 @@ def brute_force_torch(policy, sim, flow: str, horizon: int, x0):
 
 
 @pytest.mark.parametrize("backend, sim_name, memory, flows", [
-    ("jax", "pointmass", "residuals", ["none", "truncate:3"]),
+    pytest.param("jax", "pointmass", "residuals", ["none", "truncate:3"], marks=pytest.mark.slow),  # JAX = torch: below
     ("torch", "cartpole", "residuals", FLOWS),
     ("torch", "pointmass", "recompute", FLOWS),
 ])
@@ -123,11 +123,9 @@ def test_gradients_equal_fused_and_no_contributions_mode():
         for a, b in zip(jax.tree.leaves(d.grads[name]), jax.tree.leaves(ref.grads[name])):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-300)
     assert d.contribution == {} and d.step_cosine == {}
-    full = gs.diagnose(policy, sim, flows=flows, horizon=H, x0=x0)
-    np.testing.assert_allclose(d.lam_max["none"], full.lam_max["none"], rtol=1e-12)
-    rows = full.rows()
+    rows = d.rows()
     assert len(rows) == 2 * (H + 1) and set(rows[0]) == {"flow", "t", "lam_mean", "lam_max", "mu_mean", "mu_max", "contribution"}
-    assert len(full.pair_rows()) == H and "non-finite" not in full.summary().split("all values finite")[0]
+    assert np.isnan(rows[0]["contribution"]) and d.pair_rows() == [] and "all values finite" in d.summary()
 
 
 @pytest.mark.parametrize("backend", ["jax", "torch"])

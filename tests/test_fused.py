@@ -31,8 +31,8 @@ def _fused_grad(backend, sim, policy, x0, flow, horizon, memory):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("flow", FLOWS)
-@pytest.mark.parametrize("horizon", [1, pytest.param(2, marks=pytest.mark.slow), 7, pytest.param(50, marks=pytest.mark.slow),
-                                     pytest.param(150, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("horizon", [*(pytest.param(h, marks=pytest.mark.slow) for h in (1, 2)), 7,
+                                     *(pytest.param(h, marks=pytest.mark.slow) for h in (50, 150))])
 @pytest.mark.parametrize("sim_name", sorted(SIMS))
 def test_fused_equals_native_float64(sim_name, horizon, flow, backend):
     sim, policy, x0 = load(backend, sim_name)
@@ -41,6 +41,13 @@ def test_fused_equals_native_float64(sim_name, horizon, flow, backend):
         loss_f, fused = _fused_grad(backend, sim, policy, x0, flow, horizon, memory)
         assert_close(loss_f, loss, what="loss")
         assert_close(fused, native, what=f"{memory} gradient")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("flow", FLOWS)
+def test_fused_equals_native_in_a_single_step(backend, flow):
+    """H = 1, every flow (the other sims at H = 1 run in the slow tests)."""
+    test_fused_equals_native_float64("pointmass", 1, flow, backend)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -164,7 +171,7 @@ class _CountingPointMass:
         return self.flat.terminal_cost(x["q"])
 
 
-@pytest.mark.parametrize("flow", ["none", "decay:0.8", "input+truncate:3", "combined"])
+@pytest.mark.parametrize("flow", ["none", *(pytest.param(f, marks=pytest.mark.slow) for f in ("decay:0.8", "input+truncate:3", "combined"))])
 def test_fused_equals_native_on_states_with_integer_and_boolean_leaves(flow):
     import jax
 

@@ -78,6 +78,7 @@ def test_bad_benchmark_files_are_named(tmp_path, content, message):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_paired_timing_script_writes_its_table(tmp_path):
     out = tmp_path / "paired"
     result = subprocess.run([sys.executable, str(ROOT / "experiments" / "fused_vs_native.py"), "--batch", "1",

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from gradstop.trainers import TrainConfig, train
+from gradstop.trainers import NonFiniteError, TrainConfig, train
 from gradstop.trainers.config import ALGO_DEFAULTS
 from gradstop.trainers.shac import Window, td_lambda
 from sims import make
@@ -170,3 +170,17 @@ def test_a_terminated_environment_bootstraps_zero_at_the_window_end():
     window = Window(sim, lambda obs: jnp.full(obs.shape[:-1], 7.0), gamma=0.5, window=2)
     X = window.wrap(jnp.asarray([[1.0, 0.0], [-1.0, 0.0]]), jnp.zeros(2))
     np.testing.assert_allclose(np.asarray(window.terminal_cost(X)), [0.0, 7.0 / 2])
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_a_non_finite_actor_update_is_located_in_its_window(backend):
+    """gradstop.diagnose's locator, on the actor's window of the failing update (replayed in JAX)."""
+    from helpers import Faulty
+
+    sim = Faulty(backend=backend, fault="vjp", at=3, element=1)
+    cfg = TrainConfig.for_algo("shac", sim="pointmass", backend=backend, flow="input", horizon=8, window=4, batch=4,
+                               epochs=1, hidden=(8,), critic_hidden=(8,))
+    with pytest.raises(NonFiniteError) as info:
+        train(cfg, sim=sim)
+    assert ("flow input: in the actor's window, λ first NaN at step 3 of 4 (VJP through the simulator), batch element 0"
+            in str(info.value)), str(info.value)

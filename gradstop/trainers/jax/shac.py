@@ -24,6 +24,7 @@ import numpy as np
 import optax
 
 from gradstop import _policy
+from gradstop.diagnose import diagnose, explain
 from gradstop.flows import parse_flow
 from gradstop.gradients import gradients
 from gradstop.jax.policy import get_weights, mlp, set_weights
@@ -214,8 +215,22 @@ class SHAC:
         return time.perf_counter() - tick
 
     def run_epoch(self, data, epoch: int) -> dict[str, np.ndarray]:
+        self._epoch_start = self.state  # immutable arrays: kept for locate_nonfinite at no cost
         self.state, metrics = self._epoch(self.state, *self.inputs(data, epoch))
         return {k: np.asarray(v) for k, v in metrics.items()}
+
+    def locate_nonfinite(self, data, epoch: int, index: int) -> str:
+        """Where update ``index`` of ``epoch`` first went non-finite: the epoch is replayed from its start up to
+        that update, whose actor window ``gradstop.diagnose`` then traces (``gradstop.diagnose.explain``)."""
+        config, state = self.config, self._epoch_start
+        if index:
+            head = jax.tree.map(lambda v: v[:index], self.inputs(data, epoch))
+            state, _ = jax.jit(self._make_epoch())(state, *head)
+        window = Window(self.train_sim, self.value_fn(state["target"]), config.gamma, config.window)
+        ends = (state["steps"] + config.window >= config.horizon).astype(self.dtype)
+        found = diagnose(eqx.combine(state["actor"], self.static), window, flows=[config.flow], horizon=config.window,
+                         x0=window.wrap(state["envs"], ends), memory=config.memory, contributions=False)
+        return "in the actor's window, " + explain(found, parse_flow(config.flow).name)
 
     def evaluate(self, x0: np.ndarray) -> dict[str, float]:
         loss, success, reward = self._evaluate(self.state["actor"], as_states(x0, self.dtype))

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from gradstop import _policy
+from gradstop.diagnose import diagnose, explain
 from gradstop.gradients import gradients
 from gradstop.rollout import rollout
 from gradstop.torch.policy import mlp, set_weights
@@ -103,7 +104,9 @@ class SHAC(BPTT):
         for u in range(resets.shape[0]):
             window = Window(sim, self._value, config.gamma, config.window)
             ends = (self.steps + config.window >= config.horizon).to(self.dtype)
-            loss, cos, out = self._actor_step(window, window.wrap(self.envs, ends))
+            X0 = window.wrap(self.envs, ends)
+            self._window = (window, X0)  # for locate_nonfinite
+            loss, cos, out = self._actor_step(window, X0)
             norm = float(optim.global_norm(self.params))
             finite = bool(np.isfinite(loss) and np.isfinite(norm))
             optim.clip(config, self.params)
@@ -124,6 +127,14 @@ class SHAC(BPTT):
                 self.envs = torch.where(done[:, None], resets[u], x_h)
                 self.steps = torch.where(done, torch.zeros_like(self.steps), self.steps)
         return {k: np.asarray([r[k] for r in rows]) for k in rows[0]}
+
+    def locate_nonfinite(self, data, epoch: int, index: int) -> str:
+        """Where the last epoch's failing update first went non-finite: the epoch stopped there without applying
+        it, so the actor and critics are that update's; ``gradstop.diagnose`` traces its window."""
+        window, X0 = self._window
+        found = diagnose(self.policy, window, flows=[self.flow], horizon=self.config.window, x0=X0,
+                         memory=self.config.memory, contributions=False)
+        return "in the actor's window, " + explain(found, self.flow.name)
 
     # -- checkpoints ------------------------------------------------------------------------------
     def state(self) -> dict:
