@@ -111,9 +111,12 @@ PROTOCOL_METHODS = ("step", "obs", "cost", "terminal_cost", "reset")
 PROTOCOL_ATTRIBUTES = ("backend", "obs_dim", "action_dim")
 
 
-def check_protocol(sim) -> None:
-    """The simulator protocol (DESIGN §3): name the first method or attribute a user's simulator lacks."""
+def check_protocol(sim, needs_reset: bool = True) -> None:
+    """The simulator protocol (DESIGN §3): name the first method or attribute a user's simulator lacks
+    (``reset`` only if ``needs_reset``: a caller that passes its own x0 never draws initial states)."""
     for name in PROTOCOL_ATTRIBUTES + PROTOCOL_METHODS:
+        if name == "reset" and not needs_reset:
+            continue
         value = getattr(sim, name, None)
         if value is None:
             what = "method" if name in PROTOCOL_METHODS else "attribute"

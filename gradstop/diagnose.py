@@ -262,7 +262,7 @@ def diagnose(policy, sim, *, flows=("none", "input"), horizon: int, x0=None, key
     parsed = parse_flows(flows)
     check_horizon(horizon)
     check_memory(memory)
-    check_protocol(sim)
+    check_protocol(sim, needs_reset=x0 is None)
     check_framework(policy, sim)
     components = components_of(parsed)
     backend = importlib.import_module(f"gradstop.{sim.backend}.diagnose")

@@ -93,7 +93,7 @@ def precision(policy, sim, *, flows=("none", "input"), horizon: int | None = Non
     horizons = sorted({int(h) if not isinstance(h, bool) and isinstance(h, (int, np.integer)) else h for h in horizons})
     for h in horizons:
         check_horizon(h)
-    check_protocol(sim)
+    check_protocol(sim, needs_reset=x0 is None)
     check_framework(policy, sim)
     backend = importlib.import_module(f"gradstop.{sim.backend}.precision")
     backend.require_float64()

@@ -188,3 +188,18 @@ def test_a_sim_missing_a_protocol_method_is_named():
 
     with pytest.raises(TypeError, match="has no method 'cost'"):
         gs.diagnose(gs.jax.mlp(0, 4, 2), NoCost(), flows=["none"], horizon=3)
+
+
+def test_a_wrapper_without_reset_is_diagnosed_from_its_own_x0():
+    """The trainers' wrappers (a Gaussian policy's noise in the state) have no reset: x0 is given instead."""
+    from gradstop.trainers.noise import Noisy
+    from sims import make
+
+    sim = make("pointmass", backend="torch", dims=2)
+    noisy = Noisy(sim, 5)
+    policy = gs.torch.gaussian(sim.obs_dim, sim.action_dim, hidden=(8,), dtype=torch.float64, seed=0)
+    x0 = noisy.wrap(sim.reset(0, 3, dtype=torch.float64), torch.randn(3, 5, 2, dtype=torch.float64))
+    d = gs.diagnose(policy, noisy, flows=["none", "input"], horizon=5, x0=x0)
+    assert d.nonfinite == [] and d.lam_mean["none"].shape == (6,)
+    with pytest.raises(TypeError, match="has no method 'reset'"):
+        gs.diagnose(policy, noisy, flows=["none"], horizon=5)
