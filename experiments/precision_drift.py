@@ -15,7 +15,7 @@ Writes into a new folder: ``drift.csv`` (sim, scale, seed, flow, horizon, relati
 ``first_below.csv`` (per run: the first H with cos < 0.99 and < 0.9, empty if none),
 ``table.md`` (the medians over seeds), ``drift.png`` (median 1 − cos against H per sim and flow)
 and ``settings.json`` (settings, versions, wall-clock). ``--quick`` (pointmass and the 1-pole
-cartpole, one seed, H ≤ 20, one scale) runs in well under a minute and is what the tests run.
+cartpole, one seed, H ≤ 10, one scale) runs in well under a minute and is what the tests run.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def scaled(policy, scale: float):
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="pointmass and 1-pole cartpole, one seed, H ≤ 20 (tests)")
+    ap.add_argument("--quick", action="store_true", help="pointmass and 1-pole cartpole, one seed, H ≤ 10 (tests)")
     ap.add_argument("--sims", nargs="+", choices=list(SIMS), default=list(SIMS))
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--horizon", type=int, default=150)
@@ -68,7 +68,7 @@ def main(argv=None) -> None:
     ap.add_argument("--out", help="a new results folder (default: results/precision-drift-<time>)")
     args = ap.parse_args(argv)
     if args.quick:
-        args.sims, args.seeds, args.horizon, args.scales = [s for s in args.sims if s in QUICK] or list(QUICK), 1, 20, args.scales[:1]
+        args.sims, args.seeds, args.horizon, args.scales = [s for s in args.sims if s in QUICK] or list(QUICK), 1, 10, args.scales[:1]
     flows = [f.strip() for f in args.flows.split(",") if f.strip()]
     hidden = tuple(int(h) for h in args.hidden.split(","))
     horizons = default_horizons(args.horizon)

@@ -9,6 +9,8 @@ then reported as non-finite.)
 
 from __future__ import annotations
 
+import functools
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -29,19 +31,27 @@ def gradients_by_horizon(policy, sim, flows, horizons, x0, key, batch: int, dtyp
     x0 = _initial_states(Ops.as_float64(policy), sim, None if x0 is None else Ops.cast(x0, jnp.float64), key, batch)
     target = jnp.float64 if dtype == "float64" else jnp.float32
     policy, x0 = Ops.cast(policy, target), Ops.cast(x0, target)
-    params, static = eqx.partition(policy, eqx.is_inexact_array)
-    longest = max(horizons)
-    components = components_of(flows)
+    program = _program(sim, tuple(flows), max(horizons))
+    rows = [program(policy, x0, jnp.asarray(n)) for n in horizons]
+    return {f.name: np.stack([np.asarray(r[f.name], np.float64) for r in rows]) for f in flows}
 
-    def loss_at(p, n, flow):
-        out = _single(eqx.combine(p, static), sim, flow, longest, x0)
+
+@functools.lru_cache(maxsize=16)
+def _program(sim, flows: tuple, longest: int):
+    """The compiled ``f(policy, x0, n) -> {flow: flat gradient of the horizon-n loss}``, one per (sim, flows,
+    longest horizon): later calls with other weights, states or n (same shapes and dtypes) reuse it."""
+    components = components_of(list(flows))
+
+    def loss_at(params, static, x0, n, flow):
+        out = _single(eqx.combine(params, static), sim, flow, longest, x0)
         costs = jnp.where((jnp.arange(longest) < n)[:, None], out.costs, 0.0)
         x_n = jax.tree.map(lambda v: v[n], out.states)
         return jnp.mean(costs.sum(0) + sim.terminal_cost(x_n))
 
-    @jax.jit
-    def grads(p, n):
-        by_name = {c.name: jax.grad(loss_at)(p, n, c) for c in components}
+    @eqx.filter_jit
+    def grads(policy, x0, n):
+        params, static = eqx.partition(policy, eqx.is_inexact_array)
+        by_name = {c.name: jax.grad(loss_at)(params, static, x0, n, c) for c in components}
         out = {}
         for flow in flows:
             if flow.combining:
@@ -52,5 +62,4 @@ def gradients_by_horizon(policy, sim, flows, horizons, x0, key, batch: int, dtyp
             out[flow.name] = jnp.concatenate([jnp.ravel(v) for v in jax.tree.leaves(g)])
         return out
 
-    rows = [grads(params, jnp.asarray(n)) for n in horizons]
-    return {f.name: np.stack([np.asarray(r[f.name], np.float64) for r in rows]) for f in flows}
+    return grads
