@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from gradstop._checks import check_framework, check_horizon, check_memory, check_protocol
-from gradstop.flows import Flow, parse_flow
+from gradstop.flows import Flow, combine_gradients, parse_flow
 from gradstop.gradients import components_of
 
 __all__ = ["diagnose", "Diagnosis", "NonFinite", "locate", "explain", "FORWARD_STAGES", "REVERSE_STAGES", "parse_flows"]
@@ -300,8 +300,6 @@ def diagnose(policy, sim, *, flows=("none", "input"), horizon: int, x0=None, key
 
 def _flat_of(flow: Flow, flat: dict) -> np.ndarray:
     """A flow's whole gradient as one vector, from its components' vectors (combining flows combined here)."""
-    from gradstop.flows import combine_gradients
-
     if not flow.combining:
         return flat[flow.name]
     g_none, g_input = (flat[c.name] for c in flow.components())
