@@ -99,7 +99,8 @@ def _setup(ns: argparse.Namespace, dtype: str):
         shapes = [tuple(np.shape(w)) for w in gs.get_weights(policy)]
         if [w.shape for w in weights] != shapes:
             raise ValueError(f"--weights {path} holds arrays of shapes {[w.shape for w in weights]}, but an MLP with "
-                             f"--hidden {ns.hidden} for {sim.name} has {shapes}: pass the --hidden the run was trained with")
+                             f"--hidden {ns.hidden} for {sim.name} has {shapes}: pass the --hidden the run was trained with "
+                             "(weights of a --policy gaussian run, which end with log σ, are not read here yet)")
         policy = _set(policy, weights, ns.backend)
     x0 = sim.reset(ns.seed, getattr(ns, "batch", 1), dtype=_dtype(ns.backend, dtype))
     label = ns.sim + (f" ({ns.preset})" if ns.preset else "") + "".join(f", {k}={v}" for k, v in params.items())
