@@ -23,7 +23,9 @@ horizon), ``gradient-norms.png`` and ``settings.json`` (settings, versions, wall
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import jax
 
@@ -38,16 +40,11 @@ from gradstop.diagnose import parse_flows  # noqa: E402
 from gradstop.jax.precision import gradients_by_horizon  # noqa: E402
 from gradstop.precision import default_horizons  # noqa: E402
 from gradstop.results import flow_color, run_folder, unique_path, write_csv, write_json  # noqa: E402
+if __package__ in (None, ""):  # run as a file (python experiments/<name>.py): the repository root holds `experiments`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from experiments.study import SIMS  # noqa: E402
 from sims import make  # noqa: E402
 
-SIMS = {
-    "pointmass": ("pointmass", {}),
-    "cartpole-1": ("cartpole", dict(preset="literature", poles=1)),
-    "cartpole-2": ("cartpole", dict(preset="literature", poles=2)),
-    "cartpole-3": ("cartpole", dict(preset="literature", poles=3)),
-    "cartpole-4": ("cartpole", dict(preset="literature", poles=4)),
-    "neural": ("neural", {}),
-}
 FLOWS = "none,input,state,all,combined,directional,decay:0.9,truncate:10"
 
 

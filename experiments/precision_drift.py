@@ -21,8 +21,9 @@ cartpole, one seed, H ≤ 10, one scale) runs in well under a minute and is what
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import time
+from pathlib import Path
 
 import jax
 
@@ -35,16 +36,11 @@ import gradstop as gs  # noqa: E402
 from gradstop.cli import versions  # noqa: E402
 from gradstop.precision import default_horizons  # noqa: E402
 from gradstop.results import flow_color, run_folder, unique_path, write_csv, write_json  # noqa: E402
+if __package__ in (None, ""):  # run as a file (python experiments/<name>.py): the repository root holds `experiments`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from experiments.study import SIMS  # noqa: E402
 from sims import make  # noqa: E402
 
-SIMS = {
-    "pointmass": ("pointmass", {}),
-    "cartpole-1": ("cartpole", dict(preset="literature", poles=1)),
-    "cartpole-2": ("cartpole", dict(preset="literature", poles=2)),
-    "cartpole-3": ("cartpole", dict(preset="literature", poles=3)),
-    "cartpole-4": ("cartpole", dict(preset="literature", poles=4)),
-    "neural": ("neural", {}),
-}
 QUICK = ("pointmass", "cartpole-1")
 
 

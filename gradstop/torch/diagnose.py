@@ -15,7 +15,6 @@ diagnosis, not a training step. The record has the layout of ``gradstop.diagnose
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from gradstop.gradients import assemble
