@@ -264,7 +264,7 @@ def _loop(config, program, data, updates, evals, folder, progress, tensorboard) 
 def _locate(program, data, epoch: int, index: int) -> str | None:
     """Where the update went non-finite (``gradstop.diagnose``'s locator, replaying it), if the program can say.
 
-    BPTT programs can; SHAC and populations cannot yet (None). A failure of the locator itself is
+    BPTT and SHAC programs can (SHAC: the actor's window); populations cannot yet (None). A failure of the locator itself is
     reported in the message rather than raised, so it never hides the non-finite stop."""
     locate = getattr(program, "locate_nonfinite", None)
     if locate is None:
