@@ -85,8 +85,17 @@ def paired(framework, batch, horizon, flows, rounds, torch_compile=False, sim_na
             compile_s[flow] = time.perf_counter() - start
     if {"none", "input", "none+input"} <= compile_s.keys():  # the pair reuses the single flows' graphs
         compile_s["none+input"] = compile_s["none"] + compile_s["input"]
+    return interleaved(fns, rounds), compile_s
+
+
+def interleaved(fns: dict, rounds: int) -> dict:
+    """{key: [seconds per call, one per round]}: every (warmed-up) callable runs once per round, in turn.
+
+    A round repeats each callable for about 20 ms of work (at least once), so fast cases are not
+    dominated by timer resolution.
+    """
     reps = {}
-    for key, fn in fns.items():  # repetitions per round: about 20 ms of work, at least one
+    for key, fn in fns.items():
         start = time.perf_counter()
         fn()
         reps[key] = max(1, int(0.02 / max(time.perf_counter() - start, 1e-6)))
@@ -97,7 +106,7 @@ def paired(framework, batch, horizon, flows, rounds, torch_compile=False, sim_na
             for _ in range(reps[key]):
                 fn()
             times[key].append((time.perf_counter() - start) / reps[key])
-    return times, compile_s
+    return times
 
 
 def main(argv=None) -> int:

@@ -27,6 +27,15 @@ def check_impl(impl, memory) -> None:
     check_memory(memory)
 
 
+def check_compile(compile, backend: str) -> None:
+    """``compile=`` is a bool, and only the PyTorch backend reads it (JAX is compiled by ``jax.jit``)."""
+    if not isinstance(compile, bool):
+        raise TypeError(f"compile must be True or False, got {compile!r}")
+    if compile and backend != "torch":
+        raise ValueError(f"compile=True is the PyTorch fast path; this {backend} simulator is compiled by wrapping "
+                         "the call in jax.jit (drop compile=True)")
+
+
 def check_memory(memory) -> None:
     if memory not in MEMORY_POLICIES:
         raise ValueError(f"unknown memory policy {memory!r}; choose one of {MEMORY_POLICIES} (impl='fused' reads it)")

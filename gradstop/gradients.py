@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, NamedTuple
 
-from gradstop._checks import check_framework, check_horizon, check_impl
+from gradstop._checks import check_compile, check_framework, check_horizon, check_impl
 from gradstop.flows import Flow, combine_gradients, parse_flow
 
 __all__ = ["FlowGradients", "gradients", "components_of", "assemble"]
@@ -37,7 +37,7 @@ class FlowGradients(NamedTuple):
 
 
 def gradients(policy, sim, *, flows, horizon: int, x0=None, key=None, batch: int = 1, impl: str = "fused",
-              memory: str = "residuals") -> FlowGradients:
+              memory: str = "residuals", compile: bool = False) -> FlowGradients:
     """The gradients of several flows, their norms and pairwise cosines.
 
     Args:
@@ -57,8 +57,11 @@ def gradients(policy, sim, *, flows, horizon: int, x0=None, key=None, batch: int
     check_horizon(horizon)
     check_impl(impl, memory)
     check_framework(policy, sim)
+    check_compile(compile, sim.backend)
     backend = importlib.import_module(f"gradstop.{sim.backend}")
-    return backend.gradients(policy, sim, flows=parsed, horizon=horizon, x0=x0, key=key, batch=batch, impl=impl, memory=memory)
+    fast = {"compile": True} if compile else {}
+    return backend.gradients(policy, sim, flows=parsed, horizon=horizon, x0=x0, key=key, batch=batch, impl=impl,
+                             memory=memory, **fast)
 
 
 def components_of(flows: list[Flow]) -> tuple[Flow, ...]:

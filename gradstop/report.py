@@ -8,8 +8,9 @@ results folder (written completely or not at all):
 - ``runtime-<sim>.png`` and ``memory-<sim>.png``: median time / peak memory of one gradient
   against the horizon, one panel per (batch, flow), one line per (framework, impl);
 - ``ratios.md``: Markdown tables of fused/native per framework and horizon (time and memory),
-  JAX/torch per impl, and torch eager/``torch.compile`` (the ``native-compile`` rows) with JAX
-  against the compiled torch;
+  JAX/torch per impl, and the compiled torch rows (``native-compile``, ``fused-compile``: the
+  ``compile=True`` path; ``native-unrolled-compile``: plain ``torch.compile`` of the loop) against
+  torch eager and JAX;
 - ``cases.csv``: every case, one row each.
 """
 
@@ -26,6 +27,7 @@ from gradstop.results import run_folder, unique_path, write_csv
 __all__ = ["load_cases", "ratio_tables", "plot_vs_horizon", "write_report"]
 
 KEY = ("framework", "sim", "batch", "flow", "impl", "horizon")
+COMPILED = ("native-compile", "fused-compile", "native-unrolled-compile")  # the compiled torch impls
 
 
 def load_cases(path) -> list[dict]:
@@ -88,20 +90,25 @@ def ratio_tables(cases: list[dict]) -> str:
     lines += (["| sim | batch | flow | H | impl | JAX ms | torch ms | JAX/torch |", "|---|---|---|---|---|---|---|---|", *pairs]
               if pairs else ["(no case was measured in both frameworks: run the benchmarks without `-k jax`/`-k torch` "
                              "for this table; Brax sims are JAX only)"])
-    compiled = sorted((c["sim"], c["batch"], c["flow"], c["horizon"]) for c in cases
-                      if c["framework"] == "torch" and c["impl"] == "native-compile")
+    compiled = sorted({(c["sim"], c["batch"], c["flow"], c["horizon"]) for c in cases
+                       if c["framework"] == "torch" and c["impl"] in COMPILED})
     if compiled:
-        lines += ["", "### torch.compile: torch eager over compiled (> 1: compiled is faster); JAX jitted over "
-                  "compiled torch (< 1: JAX is faster)", "",
-                  "| sim | batch | flow | H | eager ms | compiled ms | eager/compiled | compile s | JAX ms | JAX/compiled |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += ["", "### Compiled torch: `compile=True` (native-compile, fused-compile) and the unrolled "
+                  "`torch.compile` of the loop, against torch eager and JAX (> 1: the denominator is faster)", "",
+                  "| sim | batch | flow | H | eager native ms | native-compile ms | fused-compile ms | unrolled ms "
+                  "| JAX native ms | JAX fused ms | eager native / fused-compile | native-compile / fused-compile "
+                  "| native-compile / JAX native | fused-compile / JAX fused | compile s (native, fused, unrolled) |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for sim, batch, flow, h in compiled:
-            c = idx[("torch", sim, batch, flow, "native-compile", h)]
-            e, j = idx.get(("torch", sim, batch, flow, "native", h)), idx.get(("jax", sim, batch, flow, "native", h))
-            jax_over = f"{j['ms'] / c['ms']:.3f}" if j else "—"
-            lines.append(f"| {sim} | {batch} | {flow} | {h} | {e['ms'] if e else float('nan'):.2f} | {c['ms']:.2f} "
-                         f"| {_fmt_ratio(e and e['ms'], c['ms'])} | {c['compile_s'] or float('nan'):.0f} "
-                         f"| {j['ms'] if j else float('nan'):.2f} | {jax_over} |")
+            get = lambda fw, impl: idx.get((fw, sim, batch, flow, impl, h))  # noqa: E731
+            e, n, f, u = (get("torch", i) for i in ("native", *COMPILED))
+            jn, jf = get("jax", "native"), get("jax", "fused")
+            ms = lambda c: f"{c['ms']:.2f}" if c else "—"  # noqa: E731
+            sec = lambda c: f"{c['compile_s']:.0f}" if c and c.get("compile_s") is not None else "—"  # noqa: E731
+            lines.append(f"| {sim} | {batch} | {flow} | {h} | {ms(e)} | {ms(n)} | {ms(f)} | {ms(u)} | {ms(jn)} | {ms(jf)} "
+                         f"| {_fmt_ratio(e and e['ms'], f and f['ms'])} | {_fmt_ratio(n and n['ms'], f and f['ms'])} "
+                         f"| {_fmt_ratio(n and n['ms'], jn and jn['ms'])} | {_fmt_ratio(f and f['ms'], jf and jf['ms'])} "
+                         f"| {sec(n)}, {sec(f)}, {sec(u)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -120,7 +127,8 @@ def plot_vs_horizon(path, cases: list[dict], sim: str, quantity: str) -> bool:
     rows = sorted({p[0] for p in panels})
     fig, axes = plt.subplots(len(rows), len(cols), figsize=(3.6 * len(cols), 3.0 * len(rows)), dpi=110,
                              squeeze=False, sharex=True)
-    styles = {"native": "-", "fused": "--", "fused-recompute": ":", "native-compile": "-."}
+    styles = {"native": "-", "fused": "--", "fused-recompute": ":", "native-compile": "-.",
+              "fused-compile": (0, (5, 1, 1, 1, 1, 1)), "native-unrolled-compile": (0, (1, 3))}
     colors = {"jax": "tab:blue", "torch": "tab:orange"}
     for r, batch in enumerate(rows):
         for c, flow in enumerate(cols):

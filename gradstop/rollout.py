@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, NamedTuple
 
-from gradstop._checks import IMPLS, MEMORY_POLICIES, check_framework, check_horizon, check_impl
+from gradstop._checks import IMPLS, MEMORY_POLICIES, check_compile, check_framework, check_horizon, check_impl
 from gradstop.flows import FlowLike, parse_flow
 
 __all__ = ["Rollout", "rollout", "IMPLS", "MEMORY_POLICIES"]
@@ -36,7 +36,7 @@ class Rollout(NamedTuple):
 
 
 def rollout(policy, sim, *, stop: FlowLike = "none", horizon: int, x0=None, key=None, batch: int = 1,
-            impl: str = "native", memory: str = "residuals") -> Rollout:
+            impl: str = "native", memory: str = "residuals", compile: bool = False) -> Rollout:
     """Roll ``policy`` out in ``sim`` for ``horizon`` steps; the loss's gradient is the flow ``stop``.
 
         o_t = obs(x_t),  a_t = π(o_t),  x_{t+1} = g(x_t, a_t),  L = mean_B[Σ_t c(x_{t+1}, a_t) + c_H(x_H)]
@@ -54,6 +54,9 @@ def rollout(policy, sim, *, stop: FlowLike = "none", horizon: int, x0=None, key=
         'fused' (one forward and one reverse sweep of per-step VJPs, see ``gradstop.gradients``).
       memory: for ``impl='fused'``: 'residuals' keeps each step's VJP residuals (fastest),
         'recompute' keeps only (x_t, a_t) and re-linearises each step in the reverse sweep.
+      compile: PyTorch only: the fast path (``gradstop.torch.compiled``). The forward and reverse
+        sweeps run as two ``torch.compile``d loops (one compile for every H ≥ 2, about 10–30 s
+        the first time); ``memory`` is then always 'recompute'. Same gradients as eager.
 
     Returns:
       A :class:`Rollout`. For the combining flows (``combined``, ``directional``), and for every
@@ -69,5 +72,8 @@ def rollout(policy, sim, *, stop: FlowLike = "none", horizon: int, x0=None, key=
     check_horizon(horizon)
     check_impl(impl, memory)
     check_framework(policy, sim)
+    check_compile(compile, sim.backend)
     backend = importlib.import_module(f"gradstop.{sim.backend}")
-    return backend.rollout(policy, sim, stop=flow, horizon=horizon, x0=x0, key=key, batch=batch, impl=impl, memory=memory)
+    fast = {"compile": True} if compile else {}
+    return backend.rollout(policy, sim, stop=flow, horizon=horizon, x0=x0, key=key, batch=batch, impl=impl, memory=memory,
+                           **fast)

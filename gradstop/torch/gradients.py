@@ -6,7 +6,7 @@ import torch
 
 from gradstop.flows import Flow
 from gradstop.gradients import FlowGradients, assemble, components_of
-from gradstop.torch import fused
+from gradstop.torch import compiled, fused
 from gradstop.torch.rollout import _initial_states, _single
 
 __all__ = ["gradients"]
@@ -17,13 +17,24 @@ def _tree_map(fn, *dicts):
 
 
 def gradients(policy, sim, *, flows, horizon: int, x0=None, key=None, batch: int = 1, impl: str = "fused",
-              memory: str = "residuals") -> FlowGradients:
-    """Torch twin of :func:`gradstop.gradients` (same arguments); gradients are {parameter name: tensor}."""
+              memory: str = "residuals", compile: bool = False) -> FlowGradients:
+    """Torch twin of :func:`gradstop.gradients` (same arguments); gradients are {parameter name: tensor}.
+
+    With ``compile=True`` the sweeps are ``gradstop.torch.compiled``'s: ``impl="fused"`` computes
+    every component flow in one forward and one reverse sweep, ``impl="native"`` runs one forward
+    and one reverse sweep per component flow.
+    """
     flows = list(flows)
     x0 = _initial_states(policy, sim, x0, key, batch)
     named = {k: p for k, p in policy.named_parameters() if p.requires_grad}
     components = components_of(flows)
-    if impl == "fused":
+    if compile:
+        sweeps = [components] if impl == "fused" else [(c,) for c in components]
+        by_name = {}
+        for part in sweeps:
+            out, stacked, _ = compiled.sweep(policy, sim, part, horizon, x0)
+            by_name.update({c.name: {k: v[i] for k, v in stacked.items()} for i, c in enumerate(part)})
+    elif impl == "fused":
         out, stacked, _ = fused.sweep(policy, sim, components, horizon, x0, memory)
         by_name = {c.name: {k: v[i] for k, v in stacked.items()} for i, c in enumerate(components)}
     else:

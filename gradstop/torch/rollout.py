@@ -7,6 +7,13 @@ combining flows run two forward and two backward passes.
 ``impl="fused"``: a ``torch.autograd.Function`` whose backward is the fused sweep of
 ``gradstop.torch.fused`` (one forward loop, one reverse loop of per-step VJPs carrying every
 component flow's adjoint).
+
+``compile=True``: the same ``autograd.Function`` driven by ``gradstop.torch.compiled`` (the sweep
+as two compiled loops). With ``impl="fused"`` the component flows of ``combined`` / ``directional``
+share one forward and one reverse sweep; with ``impl="native"`` each component runs its own
+forward and reverse sweep, which is the cost the native implementation pays. (torch 2.13's
+autograd through its ``scan`` op fails on this loop, so a compiled native rollout chains the
+per-step VJPs itself; the VJP of each step is still torch's autodiff.)
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import torch
 from gradstop import _checks as front
 from gradstop.flows import Flow, combine_gradients, parse_flow
 from gradstop.rollout import Rollout
-from gradstop.torch import fused
+from gradstop.torch import compiled, fused
 
 __all__ = ["rollout", "scale_gradient"]
 
@@ -31,16 +38,19 @@ def scale_gradient(x: torch.Tensor, k: float) -> torch.Tensor:
 
 
 def rollout(policy, sim, *, stop="none", horizon: int, x0=None, key=None, batch: int = 1, impl: str = "native",
-            memory: str = "residuals") -> Rollout:
+            memory: str = "residuals", compile: bool = False) -> Rollout:
     """Torch twin of :func:`gradstop.rollout` (same arguments); ``out.loss.backward()`` fills ``.grad``."""
     flow = parse_flow(stop)
     front.check_horizon(horizon)
     front.check_impl(impl, memory)
     front.check_framework(policy, sim)
+    front.check_compile(compile, "torch")
     x0 = _initial_states(policy, sim, x0, key, batch)
     params = _params(policy)
+    if compile:
+        return _sweep_loss(policy, sim, flow, horizon, x0, "recompute", compiled, shared=impl == "fused")
     if impl == "fused":
-        return _fused(policy, sim, flow, horizon, x0, memory)
+        return _sweep_loss(policy, sim, flow, horizon, x0, memory, fused)
     if flow.combining:
         return _combining(policy, sim, flow, horizon, x0, params)
     return _single(policy, sim, flow, horizon, x0)
@@ -99,17 +109,20 @@ def _combining(policy, sim, flow: Flow, horizon: int, x0, params) -> Rollout:
     return detached._replace(loss=detached.loss + attach)
 
 
-class _FusedLoss(torch.autograd.Function):
-    """Forward: the fused forward loop. Backward: the fused reverse sweep, combined if need be.
+class _SweepLoss(torch.autograd.Function):
+    """Forward: the sweep's forward loop. Backward: its reverse sweep, combined if need be.
 
+    The sweep is ``engine``: ``gradstop.torch.fused`` (eager) or ``gradstop.torch.compiled``. With
+    ``shared=False`` each component flow gets its own forward and reverse sweep (compiled native).
     Only the loss is differentiable; parameters get the flow's direction and x0 gets λ_0 (zero
     for the combining flows, whose direction is defined for parameters only).
     """
 
     @staticmethod
     def forward(ctx, spec, x0, *tensors):
-        policy, sim, flow, horizon, memory, names = spec
-        tape = fused.forward(policy, sim, horizon, x0.detach(), memory)
+        policy, sim, flow, horizon, memory, names, engine, shared = spec
+        tape = engine.forward(policy, sim, horizon, x0.detach(), memory)
+        ctx.x0 = x0.detach()
         ctx.spec, ctx.tape = spec, tape
         out = tape.rollout
         ctx.mark_non_differentiable(out.states, out.actions, out.costs, out.terminal)
@@ -118,9 +131,15 @@ class _FusedLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *cotangents):
         g_loss = cotangents[-1]
-        policy, sim, flow, _, _, names = ctx.spec
-        grads, lam0 = fused.backward(policy, sim, flow.components(), ctx.tape)
-        ctx.tape = None  # release the residuals now rather than with the graph
+        policy, sim, flow, horizon, memory, names, engine, shared = ctx.spec
+        if shared:
+            grads, lam0 = engine.backward(policy, sim, flow.components(), ctx.tape)
+        else:  # one forward and one reverse sweep per component flow
+            tapes = [ctx.tape] + [engine.forward(policy, sim, horizon, ctx.x0, memory) for _ in flow.components()[1:]]
+            parts = [engine.backward(policy, sim, (c,), tape) for c, tape in zip(flow.components(), tapes)]
+            grads = {k: torch.cat([g[k] for g, _ in parts]) for k in parts[0][0]}
+            lam0 = torch.cat([lam for _, lam in parts])
+        ctx.tape = ctx.x0 = None  # release the residuals now rather than with the graph
         if flow.combining:
             g = {k: combine_gradients(flow.base, v[0], v[1], torch) for k, v in grads.items()}
             g_x0 = None
@@ -130,12 +149,13 @@ class _FusedLoss(torch.autograd.Function):
         return (None, g_x0, *(g_loss * g[k] for k in names))
 
 
-def _fused(policy, sim, flow: Flow, horizon: int, x0, memory: str) -> Rollout:
+def _sweep_loss(policy, sim, flow: Flow, horizon: int, x0, memory: str, engine, shared: bool = True) -> Rollout:
     if not isinstance(policy, torch.nn.Module):
-        raise TypeError("impl='fused' needs the policy's parameters: it must be an nn.Module")
+        need = "compile=True" if engine is compiled else "impl='fused'"
+        raise TypeError(f"{need} needs the policy's parameters: it must be an nn.Module")
     named = [(k, p) for k, p in policy.named_parameters() if p.requires_grad]
-    spec = (policy, sim, flow, horizon, memory, tuple(k for k, _ in named))
-    return Rollout(*_FusedLoss.apply(spec, x0, *(p for _, p in named)))
+    spec = (policy, sim, flow, horizon, memory, tuple(k for k, _ in named), engine, shared)
+    return Rollout(*_SweepLoss.apply(spec, x0, *(p for _, p in named)))
 
 
 def _params(policy) -> list[torch.Tensor]:

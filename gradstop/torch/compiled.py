@@ -1,0 +1,244 @@
+"""The fast PyTorch path (``compile=True``): the fused sweep as two loops that ``torch.compile`` keeps as loops.
+
+Eager PyTorch pays a fixed cost per operation (about 5–10 µs on these CPUs), so at batch 1 a
+rollout is bound by the number of operations, not by arithmetic. ``torch.compile`` of the eager
+loop removes that cost but unrolls the Python loop: its compile time grows with H (minutes at
+H = 150). This module writes the sweep with torch's ``scan`` higher-order op instead, so the
+compiler sees one step and a loop around it:
+
+* **forward**: ``scan`` over t of  a_t = π(obs(x_t)),  x_{t+1} = g(x_t, a_t),  c_t = c(x_{t+1}, a_t);
+  it keeps only (x_t, a_t) (memory O(H·(|x|+|a|)), like ``memory="recompute"``);
+* **reverse**: ``scan`` backwards over t carrying every component flow's λ̃_{t+1} (F, B, n). Each
+  step re-linearises g, c and π∘obs once with ``torch.func.vjp`` and applies the F flows'
+  cotangents to those VJPs::
+
+      μ_t = ∂c_t/∂a_t + (∂g/∂a)ᵀ λ_{t+1},   λ̃_t = k_phys·(∂g/∂x)ᵀ λ_{t+1} + k_in·(∂π∘obs/∂x)ᵀ μ_t
+
+  (λ_{t+1} = λ̃_{t+1} + ∂c_t/∂x_{t+1}); λ̃_t is zeroed where the flow truncates (``cut_after(t)``);
+* **parameters**: ∇θ = Σ_t (∂π/∂θ)ᵀ μ_t for each flow from one batched VJP of π over all H·B
+  visited states after the sweep.
+
+The horizon is the length of the scanned tensor and is marked dynamic, so one compile serves
+every H ≥ 2 (H = 1 is specialised by the compiler and compiles once more). Inductor options,
+applied to these compiles only: ``cpp_wrapper`` (the loop runs in generated C++, not Python),
+the decomposition of batch-1 matrix products into fused loops (one kernel per step instead of
+a library call per layer), and one thread at batch ≤ ``SMALL_BATCH`` (an OpenMP barrier costs
+more than a 128-wide layer). Why this design won over the alternatives is recorded, with
+numbers, in docs/design.md ("The compiled PyTorch path").
+
+Requirements on the simulator and policy: their torch code must trace under
+``torch.compile(fullgraph=True)`` (every built-in simulator and ``gs.torch.mlp`` do); a
+:class:`torch.nn.Module` policy whose parameters are read through ``torch.func.functional_call``.
+"""
+
+from __future__ import annotations
+
+import functools
+import types
+
+import torch
+from torch._higher_order_ops.scan import scan
+from torch.func import functional_call, vjp
+
+from gradstop._checks import SMALL_BATCH
+from gradstop.flows import Flow
+from gradstop.rollout import Rollout
+
+__all__ = ["forward", "backward", "sweep", "compile_count"]
+
+_COMPILES = {"count": 0, "programs": 0}
+
+
+def compile_count() -> int:
+    """How many graphs this module has compiled so far in this process (for tests: a new H must not add one)."""
+    return _COMPILES["count"]
+
+
+def _counting_backend(options):
+    """Inductor with ``options``, counting each graph it is handed."""
+    from torch._inductor.compile_fx import compile_fx
+
+    def backend(gm, example_inputs):
+        _COMPILES["count"] += 1
+        with torch._inductor.config.patch(options):
+            return compile_fx(gm, example_inputs)
+    return backend
+
+
+def _options(batch: int, device: torch.device) -> dict:
+    options = {"cpp_wrapper": True}
+    if device.type == "cpu":
+        options["post_grad_fusion_options"] = {"decompose_mm_pass": {}}
+        if batch <= SMALL_BATCH:
+            options["cpp.threads"] = 1
+    return options
+
+
+def _policy_fn(policy, names):
+    def apply(params, obs):
+        return functional_call(policy, dict(zip(names, params)), (obs,))
+    return apply
+
+
+class _Program:
+    """One compiled loop for one exact key (policy, sim, flows, batch, dtype, device).
+
+    The compiler holds at most two graphs for it: H = 1 and H ≥ 2 (the loop length is dynamic).
+    Once a graph exists its call skips dynamo's guard evaluation (``skip_guard_eval_unsafe``),
+    about 0.25 ms a call: safe here because everything a guard would check is in the key, so
+    the only difference between the cached graphs is the loop length, which the remaining
+    differentiating guards still check.
+    """
+
+    def __init__(self, fn, batch: int, device: torch.device, loop_args: tuple[int, ...]):
+        backend = _counting_backend(_options(batch, device))
+        # Dynamo caches compiled graphs on the code object, shared by every closure of ``fn`` (and
+        # capped at 8 per code object): a fresh code object gives each program a cache of its own.
+        _COMPILES["programs"] += 1
+        code = fn.__code__.replace(co_name=f"{fn.__name__}_{_COMPILES['programs']}")
+        fn = types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__, fn.__closure__)
+        self.compiled = torch.compile(fn, backend=backend, fullgraph=True, dynamic=False)
+        self.loop_args = loop_args  # positions of the arguments whose first dimension is the loop's length
+        self.seen: set = set()
+
+    def __call__(self, *args):
+        horizon = args[self.loop_args[0]].shape[0]
+        kind = min(horizon, 2)
+        if kind in self.seen:
+            with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
+                return self.compiled(*args)
+        # First call of this kind: trace and compile, the loop's length dynamic for H ≥ 2. A
+        # simulator's NumPy constants are constants here, not arrays to trace (see _warm).
+        if horizon > 1:
+            for i in self.loop_args:
+                torch._dynamo.mark_dynamic(args[i], 0)
+        with torch._dynamo.config.patch(trace_numpy=False):
+            out = self.compiled(*args)
+        self.seen.add(kind)
+        return out
+
+
+@functools.lru_cache(maxsize=64)
+def _forward_program(policy, sim, names: tuple, batch: int, dtype: torch.dtype, device: torch.device) -> _Program:
+    """The compiled forward loop for one (policy, sim, batch, dtype, device)."""
+    pi = _policy_fn(policy, names)
+
+    def run_forward(params, x0, steps):
+        batch = x0.shape[0]
+
+        def body(x, _):
+            a = pi(params, sim.obs(x))
+            x_next = sim.step(x, a)
+            return x_next, (x.clone(), a.clone(), sim.cost(x_next, a))
+
+        x_h, (xs, actions, costs) = scan(body, x0, steps)
+        terminal, terminal_vjp = vjp(lambda x: sim.terminal_cost(x), x_h)
+        (tx,) = terminal_vjp(torch.full_like(terminal, 1.0 / batch))
+        return x_h, xs, actions, costs, terminal.clone(), tx
+
+    return _Program(run_forward, batch, device, loop_args=(2,))
+
+
+@functools.lru_cache(maxsize=64)
+def _backward_program(policy, sim, names: tuple, weights: tuple, batch: int, dtype: torch.dtype,
+                      device: torch.device) -> _Program:
+    """The compiled reverse sweep for one (policy, sim), the flows' (k_phys, k_in), batch, dtype and device."""
+    pi = _policy_fn(policy, names)
+
+    def run_backward(params, xs, actions, tx, cuts):
+        batch = xs.shape[1]
+        lam_h = torch.stack([tx for _ in weights])
+
+        def body(lam, inputs):
+            x, a, cut = inputs
+            x_next, step_vjp = vjp(sim.step, x, a)
+            _, cost_vjp = vjp(lambda xn, u: sim.cost(xn, u).sum() / batch, x_next, a)
+            c_x, c_a = cost_vjp(torch.ones((), dtype=x.dtype, device=x.device))
+            need_input = any(k_in for _, k_in in weights)
+            if need_input:
+                _, input_vjp = vjp(lambda xx: pi(params, sim.obs(xx)), x)
+            new, mus = [], []
+            for i, (k_phys, k_in) in enumerate(weights):
+                g_x, g_a = step_vjp(lam[i] + c_x)
+                mu = g_a + c_a
+                lam_t = k_phys * g_x
+                if k_in:
+                    lam_t = lam_t + k_in * input_vjp(mu)[0]
+                new.append(torch.where(cut[i] > 0, torch.zeros_like(lam_t), lam_t))
+                mus.append(mu)
+            return torch.stack(new), torch.stack(mus)
+
+        lam0, mus = scan(body, lam_h, (xs, actions, cuts), reverse=True)
+        visited = xs.reshape(-1, xs.shape[-1])
+        _, param_vjp = vjp(lambda p: pi(p, sim.obs(visited)), params)
+        grads = [param_vjp(mus[:, i].reshape(-1, mus.shape[-1]))[0] for i in range(len(weights))]
+        return lam0, tuple(torch.stack([g[j] for g in grads]) for j in range(len(params)))
+
+    return _Program(run_backward, batch, device, loop_args=(1, 2, 4))
+
+
+def _named(policy):
+    if not isinstance(policy, torch.nn.Module):
+        raise TypeError("compile=True reads the policy's parameters with torch.func: it must be an nn.Module")
+    named = [(k, p) for k, p in policy.named_parameters() if p.requires_grad]
+    return tuple(k for k, _ in named), tuple(p.detach() for _, p in named)
+
+
+@functools.lru_cache(maxsize=256)
+def _cuts(truncations: tuple, horizon: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(H, F): 1 where flow i resets λ̃_t to zero (t > 0 and t a multiple of its truncation K)."""
+    rows = [[t > 0 and k is not None and t % k == 0 for k in truncations] for t in range(horizon)]
+    return torch.tensor(rows, dtype=dtype, device=device)
+
+
+class Tape:
+    """What the compiled forward keeps: (x_t, a_t) for t < H and ∂c_H/∂x_H."""
+
+    def __init__(self, rollout: Rollout, xs, actions, tx):
+        self.rollout, self.xs, self.actions, self.tx = rollout, xs, actions, tx
+
+
+@functools.lru_cache(maxsize=64)
+def _warm(policy, sim, dtype: torch.dtype, device: torch.device):
+    """One eager step, so the simulator's constants exist as tensors of this dtype and device before tracing.
+
+    (``sims._ops.constant`` converts a NumPy constant on first use; the compiler cannot create a tensor
+    from NumPy inside a loop body, but reads one that exists.)
+    """
+    with torch.no_grad():
+        x = sim.reset(0, 1, dtype=dtype).to(device)
+        a = policy(sim.obs(x))
+        sim.cost(sim.step(x, a), a)
+        sim.terminal_cost(x)
+
+
+def forward(policy, sim, horizon: int, x0: torch.Tensor, memory: str = "recompute") -> Tape:
+    """The compiled forward loop: the rollout and what the reverse sweep needs (``memory`` is always 'recompute')."""
+    names, params = _named(policy)
+    _warm(policy, sim, x0.dtype, x0.device)
+    run_forward = _forward_program(policy, sim, names, x0.shape[0], x0.dtype, x0.device)
+    steps = torch.empty((horizon, 0), dtype=x0.dtype, device=x0.device)  # the loop's length
+    with torch.no_grad():
+        x_h, xs, actions, costs, terminal, tx = run_forward(params, x0.detach(), steps)
+        states = torch.cat([xs, x_h[None]])
+        out = Rollout(states, actions, costs, terminal, (costs.sum(0) + terminal).mean())
+    return Tape(out, xs, actions, tx)
+
+
+def backward(policy, sim, flows: tuple[Flow, ...], tape: Tape):
+    """The compiled reverse sweep for F single-pass ``flows``: (grads {name: (F, ...)}, λ_0 (F, B, n))."""
+    names, params = _named(policy)
+    weights = tuple((f.k_phys, f.k_in) for f in flows)
+    xs = tape.xs
+    run_backward = _backward_program(policy, sim, names, weights, xs.shape[1], xs.dtype, xs.device)
+    cuts = _cuts(tuple(f.truncate for f in flows), xs.shape[0], xs.dtype, xs.device)
+    with torch.no_grad():
+        lam0, grads = run_backward(params, tape.xs, tape.actions, tape.tx, cuts)
+    return dict(zip(names, grads)), lam0
+
+
+def sweep(policy, sim, flows: tuple[Flow, ...], horizon: int, x0):
+    """Compiled forward and reverse sweep: ``(rollout, grads {name: (F, ...)}, λ_0)``, as ``fused.sweep``."""
+    tape = forward(policy, sim, horizon, x0)
+    grads, lam0 = backward(policy, sim, flows, tape)
+    return tape.rollout, grads, lam0

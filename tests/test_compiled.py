@@ -1,0 +1,141 @@
+"""The compiled PyTorch path (``compile=True``): the same gradients as eager, one compile for every H ≥ 2.
+
+Compiles cost seconds each, so the default tests share one pointmass problem and one pair of
+compiled loops: the reverse loop is compiled per tuple of component weights (k_phys, k_in), and
+none, input, combined, directional and truncated none all run on the (none, input) one. The slow
+tests take every built-in sim, every flow (state, all, decay too) and both impls.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import gradstop as gs
+from gradstop.torch import compiled
+from tests.helpers import RTOL, assert_close, load
+
+ROOT = Path(__file__).resolve().parents[1]
+FLOWS = ["none", "input", "state", "all", "combined", "directional", "input+truncate:3", "decay:0.5"]
+
+
+@pytest.fixture(scope="module")
+def pointmass():
+    return load("torch", "pointmass", batch=3)
+
+
+def _grads(out, flow):
+    return np.concatenate([v.detach().numpy().ravel() for v in out.grads[flow].values()])
+
+
+def _param_grads(policy, loss):
+    return np.concatenate([g.numpy().ravel() for g in torch.autograd.grad(loss, list(policy.parameters()))])
+
+
+@pytest.mark.parametrize("flows", [["none", "input", "combined", "directional"], ["truncate:3", "input"]])
+def test_flows_equal_eager_in_one_compiled_sweep(pointmass, flows):
+    sim, policy, x0 = pointmass
+    fast = gs.gradients(policy, sim, flows=flows, horizon=7, x0=x0, compile=True)
+    eager = gs.gradients(policy, sim, flows=flows, horizon=7, x0=x0)
+    for flow in flows:
+        assert_close(_grads(fast, flow), _grads(eager, flow), what=flow)
+    assert_close(fast.loss.numpy(), eager.loss.numpy(), what="loss")
+    for field in ("states", "actions", "costs", "terminal"):
+        assert_close(getattr(fast.rollout, field).numpy(), getattr(eager.rollout, field).numpy(), what=field)
+
+
+@pytest.mark.parametrize("impl", ["fused", pytest.param("native", marks=pytest.mark.slow)])
+def test_rollout_backward_equals_eager(pointmass, impl):
+    sim, policy, x0 = pointmass
+    for flow in ["combined", "input"]:
+        fast = gs.rollout(policy, sim, stop=flow, horizon=6, x0=x0, impl=impl, compile=True)
+        eager = gs.rollout(policy, sim, stop=flow, horizon=6, x0=x0, impl=impl)
+        assert not fast.states.requires_grad and fast.loss.requires_grad
+        assert_close(_param_grads(policy, fast.loss), _param_grads(policy, eager.loss), what=f"{impl} {flow}")
+    x = x0.clone().requires_grad_()  # λ_0 reaches x0 as in eager
+    g_fast = torch.autograd.grad(gs.rollout(policy, sim, stop="input", horizon=6, x0=x, compile=True, impl=impl).loss, x)[0]
+    g_eager = torch.autograd.grad(gs.rollout(policy, sim, stop="input", horizon=6, x0=x, impl=impl).loss, x)[0]
+    assert_close(g_fast.numpy(), g_eager.numpy(), what="∂L/∂x0")
+
+
+def test_a_new_horizon_reuses_the_compiled_loops(pointmass):
+    sim, policy, x0 = pointmass
+    gs.gradients(policy, sim, flows=["none", "input"], horizon=5, x0=x0, compile=True)
+    before = compiled.compile_count()
+    for horizon in (9, 23):
+        fast = gs.gradients(policy, sim, flows=["none", "input"], horizon=horizon, x0=x0, compile=True)
+        eager = gs.gradients(policy, sim, flows=["none", "input"], horizon=horizon, x0=x0)
+        assert_close(_grads(fast, "input"), _grads(eager, "input"), what=f"H={horizon}")
+    assert compiled.compile_count() == before, "a new horizon recompiled the loops"
+
+
+@pytest.mark.slow
+def test_horizon_one_compiles_once_more_and_agrees(pointmass):
+    sim, policy, x0 = pointmass  # the compiler specialises a loop of length 1
+    fast = gs.gradients(policy, sim, flows=["none", "input"], horizon=1, x0=x0, compile=True)
+    assert_close(_grads(fast, "none"), _grads(gs.gradients(policy, sim, flows=["none", "input"], horizon=1, x0=x0), "none"))
+
+
+def test_weights_updated_in_place_are_read_at_every_call(pointmass):
+    sim, policy, x0 = pointmass
+    first = _grads(gs.gradients(policy, sim, flows=["none", "input"], horizon=5, x0=x0, compile=True), "none")
+    with torch.no_grad():
+        saved = [p.clone() for p in policy.parameters()]
+        for p in policy.parameters():
+            p.mul_(0.5)
+    try:
+        fast = _grads(gs.gradients(policy, sim, flows=["none", "input"], horizon=5, x0=x0, compile=True), "none")
+        eager = _grads(gs.gradients(policy, sim, flows=["none"], horizon=5, x0=x0), "none")
+        assert_close(fast, eager, what="after an in-place update")
+        assert not np.allclose(fast, first)
+    finally:
+        with torch.no_grad():
+            for p, s in zip(policy.parameters(), saved):
+                p.copy_(s)
+
+
+def test_bad_compile_arguments_are_named(pointmass):
+    sim, policy, x0 = pointmass
+    with pytest.raises(TypeError, match="compile must be True or False"):
+        gs.rollout(policy, sim, horizon=3, x0=x0, compile="yes")
+    jsim, jpolicy, jx0 = load("jax", "pointmass")
+    with pytest.raises(ValueError, match="jax.jit"):
+        gs.gradients(jpolicy, jsim, flows=["none"], horizon=3, x0=jx0, compile=True)
+    with pytest.raises(TypeError, match="nn.Module"):
+        gs.rollout(lambda o: policy(o), sim, horizon=3, x0=x0, compile=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sim_name", ["pointmass", "cartpole", "neural"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_every_sim_flow_and_impl_equals_eager(sim_name, dtype):
+    sim, policy, x0 = load("torch", sim_name, dtype=dtype, batch=3)
+    horizon = 11
+    eager = gs.gradients(policy, sim, flows=FLOWS, horizon=horizon, x0=x0)
+    for impl in ("native", "fused"):
+        fast = gs.gradients(policy, sim, flows=FLOWS, horizon=horizon, x0=x0, impl=impl, compile=True)
+        for flow in FLOWS:
+            scale = max(np.abs(_grads(eager, flow)).max(), 1e-30)
+            err = np.abs(_grads(fast, flow) - _grads(eager, flow)).max() / scale
+            # float32: the compiled kernels sum in another order; the error stays at rounding level
+            assert err <= (RTOL[dtype] if dtype == "float64" else 1e-4), f"{sim_name} {impl} {flow}: {err:.2e}"
+    for flow in ("none", "combined", "input+truncate:3"):
+        fast = gs.rollout(policy, sim, stop=flow, horizon=horizon, x0=x0, compile=True)
+        g = _param_grads(policy, fast.loss)
+        ref = _grads(eager, flow)
+        assert np.abs(g - ref).max() <= (RTOL[dtype] if dtype == "float64" else 1e-4) * np.abs(ref).max()
+
+
+@pytest.mark.slow
+def test_speed_script_writes_its_table(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "experiments.torch_speed", "--quick", "--out", str(tmp_path / "speed")],
+                            capture_output=True, text=True, cwd=ROOT)  # its own process: float32 JAX, as users run it
+    assert result.returncode == 0, result.stderr
+    rows = (tmp_path / "speed" / "speed.csv").read_text().splitlines()
+    assert rows[0].startswith("batch,horizon,flow,jax-native_ms") and len(rows) == 3
+    assert rows[2].rstrip().endswith("False")  # the second horizon reused the compiled loops
