@@ -83,39 +83,33 @@ def _policy_fn(policy, names):
 class _Program:
     """One compiled loop for one exact key (policy, sim, flows, batch, dtype, device).
 
-    The compiler holds at most two graphs for it: H = 1 and H ≥ 2 (the loop length is dynamic).
-    Once a graph exists its call skips dynamo's guard evaluation (``skip_guard_eval_unsafe``),
-    about 0.25 ms a call: safe here because everything a guard would check is in the key, so
-    the only difference between the cached graphs is the loop length, which the remaining
-    differentiating guards still check.
+    Two compiled functions: one for H ≥ 2, whose loop length is dynamic (one compile for every
+    such H at batch ≤ ``SMALL_BATCH``; above it inductor guards its float32 summation scheme on
+    H·B ≤ 4096, so H ≤ 16 and H ≥ 17 compile once each at batch 256), and one for H = 1, which the compiler specialises anyway
+    (and which inductor's C++ wrapper miscompiles in torch 2.13, so it keeps the Python wrapper).
+    Each gets a code object of its own: dynamo caches graphs per code object, at most 8, and every
+    closure of the same function would otherwise share one cache.
     """
 
     def __init__(self, fn, batch: int, device: torch.device, loop_args: tuple[int, ...]):
-        backend = _counting_backend(_options(batch, device))
-        # Dynamo caches compiled graphs on the code object, shared by every closure of ``fn`` (and
-        # capped at 8 per code object): a fresh code object gives each program a cache of its own.
-        _COMPILES["programs"] += 1
-        code = fn.__code__.replace(co_name=f"{fn.__name__}_{_COMPILES['programs']}")
-        fn = types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__, fn.__closure__)
-        self.compiled = torch.compile(fn, backend=backend, fullgraph=True, dynamic=False)
         self.loop_args = loop_args  # positions of the arguments whose first dimension is the loop's length
-        self.seen: set = set()
+        self.compiled = {}
+        for kind in (1, 2):
+            options = _options(batch, device) if kind == 2 else {**_options(batch, device), "cpp_wrapper": False}
+            _COMPILES["programs"] += 1
+            code = fn.__code__.replace(co_name=f"{fn.__name__}_{_COMPILES['programs']}")
+            fresh = types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__, fn.__closure__)
+            self.compiled[kind] = torch.compile(fresh, backend=_counting_backend(options), fullgraph=True,
+                                                dynamic=False)
 
     def __call__(self, *args):
-        horizon = args[self.loop_args[0]].shape[0]
-        kind = min(horizon, 2)
-        if kind in self.seen:
-            with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
-                return self.compiled(*args)
-        # First call of this kind: trace and compile, the loop's length dynamic for H ≥ 2. A
-        # simulator's NumPy constants are constants here, not arrays to trace (see _warm).
-        if horizon > 1:
+        kind = min(args[self.loop_args[0]].shape[0], 2)
+        if kind == 2:  # the loop length is dynamic in every graph compiled for H ≥ 2
             for i in self.loop_args:
                 torch._dynamo.mark_dynamic(args[i], 0)
+        # A simulator's NumPy constants are constants here, not arrays to trace (see _warm).
         with torch._dynamo.config.patch(trace_numpy=False):
-            out = self.compiled(*args)
-        self.seen.add(kind)
-        return out
+            return self.compiled[kind](*args)
 
 
 @functools.lru_cache(maxsize=64)

@@ -41,7 +41,9 @@ ALGO_DEFAULTS = {
                  batch=64, window=32, hidden=(64, 64), activation="elu", updates_per_epoch=8, horizon=256),
 }
 # Fields that do not change a run's numbers (up to a non-finite update): a resumed run may differ in them.
-RUN_ONLY = ("checkpoint_every", "on_nonfinite")
+RUN_ONLY = ("checkpoint_every", "on_nonfinite", "compile")
+# Fields added after configs were first written: a config file without them gets these values.
+ADDED_LATER = {"compile": False}
 
 
 def _f(default, help: str, **kw):
@@ -65,6 +67,8 @@ class TrainConfig:
     flow: str = _f("none", "gradient flow (gradstop.flows), e.g. input, combined, input+decay:0.9")
     impl: str = _f("native", f"rollout implementation: {' | '.join(IMPLS)}")
     memory: str = _f("residuals", f"fused sweep's memory policy: {' | '.join(MEMORY_POLICIES)}")
+    compile: bool = _f(False, "torch BPTT with a deterministic policy: the compiled fast path (gs.rollout(..., "
+                       "compile=True); about 10–30 s of compile at the start, the same gradients)")
     # -- the data ---------------------------------------------------------------------------------
     data: str = _f("fresh", "initial states: 'fresh' (new ones every update) or 'fixed' (a training set iterated by epoch)")
     train_size: int = _f(256, "data=fixed: number of training initial states, drawn once")
@@ -132,6 +136,13 @@ class TrainConfig:
         _choice("memory", self.memory, MEMORY_POLICIES)
         if self.backend not in ("jax", "torch"):
             raise ValueError(f"unknown backend {self.backend!r}; choose one of ('jax', 'torch')")
+        if not isinstance(self.compile, bool):
+            raise ValueError(f"compile must be true or false, got {self.compile!r}")
+        if self.compile and self.backend != "torch":
+            raise ValueError("compile is the PyTorch fast path; JAX trainers are jitted already: drop --compile")
+        if self.compile and (self.algo != "bptt" or self.policy != "deterministic" or self.world_model):
+            raise ValueError("compile=True runs BPTT with a deterministic policy on the true simulator; SHAC, "
+                             "policy=gaussian and world_model=True run eager: drop --compile")
         parse_flow(self.flow)
         check_horizon(self.horizon)
         for name in ("train_size", "test_size", "batch", "updates_per_epoch", "epochs", "eval_every", "checkpoint_every",
@@ -208,6 +219,7 @@ class TrainConfig:
         if not isinstance(data, dict):
             raise ValueError(f"{source} must be a JSON object of TrainConfig fields, got {type(data).__name__}")
         names = [f.name for f in dataclasses.fields(cls)]
+        data = {**{k: v for k, v in ADDED_LATER.items() if k not in data}, **data}
         unknown = sorted(set(data) - set(names))
         missing = [n for n in names if n not in data]
         if unknown:

@@ -8,6 +8,8 @@ torch.optim optimizer and its LambdaLR schedule.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
@@ -73,13 +75,13 @@ class BPTT:
         if flow.combining:
             c_none, c_input = flow.components()
             out = gradients(self.policy, self.rollout_sim, flows=[c_none, c_input, flow], horizon=config.horizon, x0=x0,
-                            impl=config.impl, memory=config.memory)
+                            impl=config.impl, memory=config.memory, compile=config.compile)
             named = dict(self.policy.named_parameters())
             for name, g in out.grads[flow.name].items():
                 named[name].grad = g.detach().clone()
             return float(out.loss), float(out.cosine[(c_none.name, c_input.name)])
         loss = rollout(self.policy, self.rollout_sim, stop=flow, horizon=config.horizon, x0=x0, impl=config.impl,
-                       memory=config.memory).loss
+                       memory=config.memory, compile=config.compile).loss
         loss.backward()
         return float(loss.detach()), float("nan")
 
@@ -89,8 +91,15 @@ class BPTT:
         return self.config.batch * self.config.horizon
 
     def compile(self, data, epoch: int) -> float:
-        """Eager PyTorch compiles nothing ahead of time (the JAX twin's counterpart); 0 seconds."""
-        return 0.0
+        """Seconds spent compiling before the first epoch: with ``compile=True`` one gradient on the
+        epoch's first minibatch, thrown away (it compiles the rollout's loops); eager: 0."""
+        if not self.config.compile:
+            return 0.0
+        start = time.perf_counter()
+        x0 = torch.as_tensor(data.epoch(epoch)[0], dtype=self.dtype)
+        self._direction(x0)
+        self.opt.zero_grad(set_to_none=True)
+        return time.perf_counter() - start
 
     def run_epoch(self, data, epoch: int) -> dict[str, np.ndarray]:
         """Apply one update per minibatch of the epoch's initial states; per-update metrics.
