@@ -140,7 +140,7 @@ def plot_vs_horizon(path, cases: list[dict], sim: str, quantity: str) -> bool:
             for (fw, impl), pts in sorted(lines.items()):
                 h, v = np.asarray(sorted(pts)).T
                 scale = 1e-6 if quantity == "memory_bytes" else 1.0
-                ax.plot(h, v * scale, styles.get(impl, "-"), color=colors.get(fw), marker="o", markersize=3,
+                ax.plot(h, v * scale, linestyle=styles.get(impl, "-"), color=colors.get(fw), marker="o", markersize=3,
                         label=f"{fw} {impl}")
             ax.set_yscale("log")
             ax.set_title(f"batch {batch}, {flow}", fontsize=9)

@@ -128,7 +128,8 @@ def _forward_program(policy, sim, names: tuple, batch: int, dtype: torch.dtype, 
         x_h, (xs, actions, costs) = scan(body, x0, steps)
         terminal, terminal_vjp = vjp(lambda x: sim.terminal_cost(x), x_h)
         (tx,) = terminal_vjp(torch.full_like(terminal, 1.0 / batch))
-        return x_h, xs, actions, costs, terminal.clone(), tx
+        loss = (costs.sum(0) + terminal).mean()
+        return torch.cat([xs, x_h[None]]), xs, actions, costs, terminal.clone(), tx, loss
 
     return _Program(run_forward, batch, device, loop_args=(2,))
 
@@ -213,9 +214,8 @@ def forward(policy, sim, horizon: int, x0: torch.Tensor, memory: str = "recomput
     run_forward = _forward_program(policy, sim, names, x0.shape[0], x0.dtype, x0.device)
     steps = torch.empty((horizon, 0), dtype=x0.dtype, device=x0.device)  # the loop's length
     with torch.no_grad():
-        x_h, xs, actions, costs, terminal, tx = run_forward(params, x0.detach(), steps)
-        states = torch.cat([xs, x_h[None]])
-        out = Rollout(states, actions, costs, terminal, (costs.sum(0) + terminal).mean())
+        states, xs, actions, costs, terminal, tx, loss = run_forward(params, x0.detach(), steps)
+        out = Rollout(states, actions, costs, terminal, loss)
     return Tape(out, xs, actions, tx)
 
 

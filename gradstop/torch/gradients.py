@@ -45,4 +45,10 @@ def gradients(policy, sim, *, flows, horizon: int, x0=None, key=None, batch: int
         with torch.no_grad():
             out = _single(policy, sim, Flow(), horizon, x0)
     out = type(out)(*(v.detach() if isinstance(v, torch.Tensor) else v for v in out))
-    return assemble(out.loss, flows, by_name, _tree_map, lambda d: list(d.values()), torch, rollout=out)
+    flat = {}  # each gradient flattened once: norms and cosines then cost one product each (eager ops are dear)
+
+    def leaves(d):
+        if id(d) not in flat:
+            flat[id(d)] = (d, torch.cat([v.reshape(-1) for v in d.values()]))
+        return [flat[id(d)][1]]
+    return assemble(out.loss, flows, by_name, _tree_map, leaves, torch, rollout=out)
