@@ -139,3 +139,33 @@ def test_speed_script_writes_its_table(tmp_path):
     rows = (tmp_path / "speed" / "speed.csv").read_text().splitlines()
     assert rows[0].startswith("batch,horizon,flow,jax-native_ms") and len(rows) == 3
     assert rows[2].rstrip().endswith("False")  # the second horizon reused the compiled loops
+
+
+def test_train_config_takes_compile_for_torch_bptt_only_and_old_configs_still_load():
+    from gradstop.trainers import TrainConfig
+
+    assert TrainConfig(backend="torch", compile=True).compile
+    for bad, match in [({"backend": "jax"}, "JAX trainers are jitted"), ({"backend": "torch", "algo": "shac"}, "SHAC"),
+                       ({"backend": "torch", "policy": "gaussian"}, "gaussian")]:
+        with pytest.raises(ValueError, match=match):
+            TrainConfig(compile=True, **bad)
+    old = TrainConfig(backend="torch").to_dict()
+    del old["compile"]  # a config written before the field existed
+    assert TrainConfig.from_dict(old) == TrainConfig(backend="torch")
+    assert TrainConfig(backend="torch", compile=True).digest() == TrainConfig(backend="torch").digest()
+
+
+@pytest.mark.slow
+def test_torch_bptt_with_compile_takes_the_eager_steps():
+    from gradstop.trainers import TrainConfig, train
+
+    runs = {}
+    for fast in (False, True):
+        cfg = TrainConfig(sim="pointmass", sim_params={"dims": 2}, backend="torch", flow="combined", horizon=6, epochs=2,
+                          updates_per_epoch=3, batch=4, hidden=(8,), dtype="float64", compile=fast)
+        runs[fast] = train(cfg)
+    for key in ("loss", "grad_norm", "cos_input_none"):
+        eager = np.asarray([float(r[key]) for r in runs[False].updates])
+        fast = np.asarray([float(r[key]) for r in runs[True].updates])
+        np.testing.assert_allclose(fast, eager, rtol=1e-10, err_msg=key)
+    assert runs[True].summary["compile_seconds"] > 0 and runs[False].summary["compile_seconds"] == 0

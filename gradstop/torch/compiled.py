@@ -19,7 +19,8 @@ compiler sees one step and a loop around it:
   visited states after the sweep.
 
 The horizon is the length of the scanned tensor and is marked dynamic, so one compile serves
-every H ≥ 2 (H = 1 is specialised by the compiler and compiles once more). Inductor options,
+every H ≥ 2 at batch ≤ ``SMALL_BATCH`` (H = 1 is specialised by the compiler and compiles once
+more; at larger batches inductor also splits at H·B = 4096, one compile on either side). Inductor options,
 applied to these compiles only: ``cpp_wrapper`` (the loop runs in generated C++, not Python),
 the decomposition of batch-1 matrix products into fused loops (one kernel per step instead of
 a library call per layer), and one thread at batch ≤ ``SMALL_BATCH`` (an OpenMP barrier costs
@@ -193,24 +194,31 @@ class Tape:
         self.rollout, self.xs, self.actions, self.tx = rollout, xs, actions, tx
 
 
-@functools.lru_cache(maxsize=64)
-def _warm(policy, sim, dtype: torch.dtype, device: torch.device):
-    """One eager step, so the simulator's constants exist as tensors of this dtype and device before tracing.
+_WARMED: set = set()
+
+
+def _warm(policy, sim, x0: torch.Tensor) -> None:
+    """One eager step from x0's first row, so the simulator's constants exist as tensors of this dtype and
+    device before tracing (once per policy, sim, dtype and device).
 
     (``sims._ops.constant`` converts a NumPy constant on first use; the compiler cannot create a tensor
     from NumPy inside a loop body, but reads one that exists.)
     """
+    key = (policy, sim, x0.dtype, x0.device)
+    if key in _WARMED:
+        return
     with torch.no_grad():
-        x = sim.reset(0, 1, dtype=dtype).to(device)
+        x = x0[:1].detach()
         a = policy(sim.obs(x))
         sim.cost(sim.step(x, a), a)
         sim.terminal_cost(x)
+    _WARMED.add(key)
 
 
 def forward(policy, sim, horizon: int, x0: torch.Tensor, memory: str = "recompute") -> Tape:
     """The compiled forward loop: the rollout and what the reverse sweep needs (``memory`` is always 'recompute')."""
     names, params = _named(policy)
-    _warm(policy, sim, x0.dtype, x0.device)
+    _warm(policy, sim, x0)
     run_forward = _forward_program(policy, sim, names, x0.shape[0], x0.dtype, x0.device)
     steps = torch.empty((horizon, 0), dtype=x0.dtype, device=x0.device)  # the loop's length
     with torch.no_grad():
