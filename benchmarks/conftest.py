@@ -18,7 +18,7 @@ import pytest
 
 def pytest_addoption(parser):
     parser.addoption("--quick", action="store_true",
-                     help="smoke subset: batch 1; neural at H 1 and 10 (the compiled torch path at H 10 only); the "
+                     help="smoke subset: batch 1; neural at H 1 and 10 (the compiled torch path: fused, H 10); the "
                           "other flat sims at H 1 with the none+input pair; no Brax and no unrolled torch.compile")
     parser.addoption("--full", action="store_true",
                      help="the whole grid: every sim (Brax included), flow, memory policy, and torch.compile of the "
@@ -52,8 +52,8 @@ def quick(params) -> bool:
     if params.get("batch") != 1 or params.get("impl") == "native-unrolled-compile":
         return False
     if params.get("sim_name") == "neural":
-        if params.get("impl", "").endswith("-compile"):
-            return params.get("horizon") == 10 and params.get("flow") == "none+input"
+        if params.get("impl", "").endswith("-compile"):  # one compile: the fused pair at H = 10
+            return params.get("impl") == "fused-compile" and params.get("horizon") == 10 and params.get("flow") == "none+input"
         return params.get("horizon") in (1, 10)
     return params.get("sim_name") in ("cartpole", "pointmass") and params.get("horizon") == 1 \
         and params.get("flow") == "none+input"

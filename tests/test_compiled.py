@@ -49,13 +49,22 @@ def test_flows_equal_eager_in_one_compiled_sweep(pointmass, flows):
         assert_close(getattr(fast.rollout, field).numpy(), getattr(eager.rollout, field).numpy(), what=field)
 
 
-@pytest.mark.parametrize("impl", ["fused", pytest.param("native", marks=pytest.mark.slow)])
-def test_rollout_backward_equals_eager(pointmass, impl):
+@pytest.mark.slow  # its forward and reverse programs are compiled apart from gs.gradients' one (20 s)
+def test_rollout_backward_equals_eager(pointmass):
+    sim, policy, x0 = pointmass
+    fast = gs.rollout(policy, sim, stop="combined", horizon=6, x0=x0, impl="fused", compile=True)
+    eager = gs.rollout(policy, sim, stop="combined", horizon=6, x0=x0, impl="fused")
+    assert not fast.states.requires_grad and fast.loss.requires_grad
+    assert_close(_param_grads(policy, fast.loss), _param_grads(policy, eager.loss), what="combined")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("impl", ["native", "fused"])
+def test_rollout_backward_equals_eager_for_single_flows_and_x0(pointmass, impl):
     sim, policy, x0 = pointmass
     for flow in ["combined", "input"]:
         fast = gs.rollout(policy, sim, stop=flow, horizon=6, x0=x0, impl=impl, compile=True)
         eager = gs.rollout(policy, sim, stop=flow, horizon=6, x0=x0, impl=impl)
-        assert not fast.states.requires_grad and fast.loss.requires_grad
         assert_close(_param_grads(policy, fast.loss), _param_grads(policy, eager.loss), what=f"{impl} {flow}")
     x = x0.clone().requires_grad_()  # λ_0 reaches x0 as in eager
     g_fast = torch.autograd.grad(gs.rollout(policy, sim, stop="input", horizon=6, x0=x, compile=True, impl=impl).loss, x)[0]
@@ -139,6 +148,21 @@ def test_speed_script_writes_its_table(tmp_path):
     rows = (tmp_path / "speed" / "speed.csv").read_text().splitlines()
     assert rows[0].startswith("batch,horizon,flow,jax-native_ms") and len(rows) == 3
     assert rows[2].rstrip().endswith("False")  # the second horizon reused the compiled loops
+
+
+def test_a_simulator_that_does_not_trace_gets_a_clear_error():
+    from sims.pointmass import PointMass
+
+    class Branchy(PointMass):  # a Python branch on a tensor's value: eager runs it, the compiler cannot trace it
+        def step(self, x, a):
+            return super().step(x, a) if float(x.abs().max()) < 1e9 else x
+
+    sim = Branchy(backend="torch", dims=2)
+    policy = gs.torch.mlp(sim.obs_dim, sim.action_dim, hidden=(4,), dtype=torch.float64, seed=0)
+    x0 = sim.reset(0, 2, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="could not compile this simulator and policy.*Run without compile=True"):
+        gs.gradients(policy, sim, flows=["none"], horizon=3, x0=x0, compile=True)
+    gs.gradients(policy, sim, flows=["none"], horizon=3, x0=x0)  # eager runs it
 
 
 def test_train_config_takes_compile_for_torch_bptt_only_and_old_configs_still_load():

@@ -37,7 +37,8 @@ def command(backend: str, out: Path, epochs: int) -> list[str]:
             "--epochs", str(epochs), "--hidden", "16", "--schedule", "linear", "--out", str(out), "--quiet"]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+# torch in the default run, JAX (30 s of compiles in three processes) in make test-slow
+@pytest.mark.parametrize("backend", [pytest.param("jax", marks=pytest.mark.slow), "torch"])
 def test_a_run_killed_with_sigkill_resumes_to_exactly_the_uninterrupted_numbers(backend, tmp_path):
     epochs = 40 if backend == "jax" else 8  # torch's eager epochs are slow enough to be caught mid-run
     straight, killed = tmp_path / "straight", tmp_path / "killed"

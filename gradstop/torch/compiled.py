@@ -86,8 +86,9 @@ class _Program:
 
     Two compiled functions: one for H ≥ 2, whose loop length is dynamic (one compile for every
     such H at batch ≤ ``SMALL_BATCH``; above it inductor guards its float32 summation scheme on
-    H·B ≤ 4096, so H ≤ 16 and H ≥ 17 compile once each at batch 256), and one for H = 1, which the compiler specialises anyway
-    (and which inductor's C++ wrapper miscompiles in torch 2.13, so it keeps the Python wrapper).
+    H·B ≤ 4096, so H ≤ 16 and H ≥ 17 compile once each at batch 256), and one for H = 1, which
+    the compiler specialises anyway (and which inductor's C++ wrapper miscompiles in torch 2.13,
+    so it keeps the Python wrapper).
     Each gets a code object of its own: dynamo caches graphs per code object, at most 8, and every
     closure of the same function would otherwise share one cache.
     """
@@ -109,15 +110,19 @@ class _Program:
             for i in self.loop_args:
                 torch._dynamo.mark_dynamic(args[i], 0)
         # A simulator's NumPy constants are constants here, not arrays to trace (see _warm).
-        with torch._dynamo.config.patch(trace_numpy=False):
-            return self.compiled[kind](*args)
+        try:
+            with torch._dynamo.config.patch(trace_numpy=False):
+                return self.compiled[kind](*args)
+        except torch._dynamo.exc.TorchDynamoException as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise RuntimeError(
+                f"compile=True could not compile this simulator and policy ({first}). Their torch code must trace "
+                "under torch.compile(fullgraph=True): no NumPy conversions of tensors, no Python branches on tensor "
+                "values, no side effects. Run without compile=True (eager gives the same gradients)") from err
 
 
-@functools.lru_cache(maxsize=64)
-def _forward_program(policy, sim, names: tuple, batch: int, dtype: torch.dtype, device: torch.device) -> _Program:
-    """The compiled forward loop for one (policy, sim, batch, dtype, device)."""
-    pi = _policy_fn(policy, names)
-
+def _forward_fn(pi, sim):
+    """The forward loop as a function of (params, x0, steps): the rollout, and what the reverse loop needs."""
     def run_forward(params, x0, steps):
         batch = x0.shape[0]
 
@@ -131,16 +136,11 @@ def _forward_program(policy, sim, names: tuple, batch: int, dtype: torch.dtype, 
         (tx,) = terminal_vjp(torch.full_like(terminal, 1.0 / batch))
         loss = (costs.sum(0) + terminal).mean()
         return torch.cat([xs, x_h[None]]), xs, actions, costs, terminal.clone(), tx, loss
+    return run_forward
 
-    return _Program(run_forward, batch, device, loop_args=(2,))
 
-
-@functools.lru_cache(maxsize=64)
-def _backward_program(policy, sim, names: tuple, weights: tuple, batch: int, dtype: torch.dtype,
-                      device: torch.device) -> _Program:
-    """The compiled reverse sweep for one (policy, sim), the flows' (k_phys, k_in), batch, dtype and device."""
-    pi = _policy_fn(policy, names)
-
+def _backward_fn(pi, sim, weights: tuple):
+    """The reverse loop for flows of edge weights ``weights`` ((k_phys, k_in) each), then ∇θ: (λ̃_0, grads)."""
     def run_backward(params, xs, actions, tx, cuts):
         batch = xs.shape[1]
         lam_h = torch.stack([tx for _ in weights])
@@ -150,8 +150,7 @@ def _backward_program(policy, sim, names: tuple, weights: tuple, batch: int, dty
             x_next, step_vjp = vjp(sim.step, x, a)
             _, cost_vjp = vjp(lambda xn, u: sim.cost(xn, u).sum() / batch, x_next, a)
             c_x, c_a = cost_vjp(torch.ones((), dtype=x.dtype, device=x.device))
-            need_input = any(k_in for _, k_in in weights)
-            if need_input:
+            if any(k_in for _, k_in in weights):
                 _, input_vjp = vjp(lambda xx: pi(params, sim.obs(xx)), x)
             new, mus = [], []
             for i, (k_phys, k_in) in enumerate(weights):
@@ -169,8 +168,34 @@ def _backward_program(policy, sim, names: tuple, weights: tuple, batch: int, dty
         _, param_vjp = vjp(lambda p: pi(p, sim.obs(visited)), params)
         grads = [param_vjp(mus[:, i].reshape(-1, mus.shape[-1]))[0] for i in range(len(weights))]
         return lam0, tuple(torch.stack([g[j] for g in grads]) for j in range(len(params)))
+    return run_backward
 
-    return _Program(run_backward, batch, device, loop_args=(1, 2, 4))
+
+@functools.lru_cache(maxsize=64)
+def _forward_program(policy, sim, names: tuple, batch: int, dtype: torch.dtype, device: torch.device) -> _Program:
+    """The compiled forward loop for one (policy, sim, batch, dtype, device): ``rollout(compile=True)``'s forward."""
+    return _Program(_forward_fn(_policy_fn(policy, names), sim), batch, device, loop_args=(2,))
+
+
+@functools.lru_cache(maxsize=64)
+def _backward_program(policy, sim, names: tuple, weights: tuple, batch: int, dtype: torch.dtype,
+                      device: torch.device) -> _Program:
+    """The compiled reverse sweep for one (policy, sim), the flows' (k_phys, k_in), batch, dtype and device."""
+    return _Program(_backward_fn(_policy_fn(policy, names), sim, weights), batch, device, loop_args=(1, 2, 4))
+
+
+@functools.lru_cache(maxsize=64)
+def _sweep_program(policy, sim, names: tuple, weights: tuple, batch: int, dtype: torch.dtype,
+                   device: torch.device) -> _Program:
+    """Forward and reverse loop in one compiled call (``gs.gradients``): one pass through dynamo, not two."""
+    pi = _policy_fn(policy, names)
+    run_forward, run_backward = _forward_fn(pi, sim), _backward_fn(pi, sim, weights)
+
+    def run_sweep(params, x0, steps, cuts):
+        states, xs, actions, costs, terminal, tx, loss = run_forward(params, x0, steps)
+        lam0, grads = run_backward(params, xs, actions, tx, cuts)
+        return (states, actions, costs, terminal, loss), lam0, grads
+    return _Program(run_sweep, batch, device, loop_args=(2, 3))
 
 
 def _named(policy):
@@ -240,7 +265,13 @@ def backward(policy, sim, flows: tuple[Flow, ...], tape: Tape):
 
 
 def sweep(policy, sim, flows: tuple[Flow, ...], horizon: int, x0):
-    """Compiled forward and reverse sweep: ``(rollout, grads {name: (F, ...)}, λ_0)``, as ``fused.sweep``."""
-    tape = forward(policy, sim, horizon, x0)
-    grads, lam0 = backward(policy, sim, flows, tape)
-    return tape.rollout, grads, lam0
+    """Compiled forward and reverse sweep in one call: ``(rollout, grads {name: (F, ...)}, λ_0)``, as ``fused.sweep``."""
+    names, params = _named(policy)
+    _warm(policy, sim, x0)
+    weights = tuple((f.k_phys, f.k_in) for f in flows)
+    run_sweep = _sweep_program(policy, sim, names, weights, x0.shape[0], x0.dtype, x0.device)
+    steps = torch.empty((horizon, 0), dtype=x0.dtype, device=x0.device)
+    cuts = _cuts(tuple(f.truncate for f in flows), horizon, x0.dtype, x0.device)
+    with torch.no_grad():
+        out, lam0, grads = run_sweep(params, x0.detach(), steps, cuts)
+    return Rollout(*out), dict(zip(names, grads)), lam0
