@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 ACTIVATIONS = ("tanh", "relu", "elu")
+# Initial weight rules: PyTorch's nn.Linear default (W and b uniform ±1/√fan_in), and Keras' Dense default
+# (glorot_uniform W, uniform ±√(6/(fan_in + fan_out)), zero b), which the published TensorFlow code used.
+WEIGHT_INITS = ("torch", "glorot")
 
 
 def layer_sizes(obs_dim, action_dim, hidden, activation) -> list[int]:
@@ -30,15 +33,22 @@ def check_weights(own, given) -> None:
         )
 
 
-def init_weights(sizes: list[int], seed: int, zero_last: bool = False, stream: int = 0) -> list[np.ndarray]:
-    """Framework-neutral initial weights [W_0, b_0, …] (W: (out, in)), PyTorch's default rule
-    (uniform ±1/√fan_in) drawn with NumPy, so trainers in JAX and PyTorch start from the same policy.
-    ``stream`` keeps several networks of one seed (actor 0, critic 1) independent."""
+def init_weights(sizes: list[int], seed: int, zero_last: bool = False, stream: int = 0, scheme: str = "torch") -> list[np.ndarray]:
+    """Framework-neutral initial weights [W_0, b_0, …] (W: (out, in)) drawn with NumPy, so trainers in JAX
+    and PyTorch start from the same policy. ``scheme`` (``WEIGHT_INITS``): ``"torch"``, PyTorch's default
+    rule (W and b uniform ±1/√fan_in), or ``"glorot"``, Keras' default (W uniform ±√(6/(fan_in + fan_out)),
+    b = 0). ``stream`` keeps several networks of one seed (actor 0, critic 1) independent."""
+    if scheme not in WEIGHT_INITS:
+        raise ValueError(f"unknown weight init {scheme!r}; choose one of {WEIGHT_INITS}")
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x9011C7, stream]))
     weights = []
     for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-        bound = 1.0 / np.sqrt(n_in)
-        weights += [rng.uniform(-bound, bound, (n_out, n_in)), rng.uniform(-bound, bound, (n_out,))]
+        if scheme == "glorot":
+            bound = np.sqrt(6.0 / (n_in + n_out))
+            weights += [rng.uniform(-bound, bound, (n_out, n_in)), np.zeros(n_out)]
+        else:
+            bound = 1.0 / np.sqrt(n_in)
+            weights += [rng.uniform(-bound, bound, (n_out, n_in)), rng.uniform(-bound, bound, (n_out,))]
     if zero_last:
         weights[-2:] = [np.zeros_like(w) for w in weights[-2:]]
     return weights
@@ -48,7 +58,7 @@ def initial_policy_weights(config, sim) -> list[np.ndarray]:
     """A trainer's initial policy weights for ``config`` (the same in both frameworks); a Gaussian policy
     appends its log-std, log(init_std) for every action."""
     sizes = layer_sizes(sim.obs_dim, sim.action_dim, config.hidden, config.activation)
-    weights = init_weights(sizes, config.seed, config.zero_last)
+    weights = init_weights(sizes, config.seed, config.zero_last, scheme=config.weight_init)
     if config.policy == "gaussian":
         weights.append(np.full(sim.action_dim, np.log(config.init_std)))
     return weights

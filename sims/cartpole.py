@@ -12,10 +12,18 @@ equations in shared/data/README.md)::
 then semi-implicit Euler: velocities first, positions with the new velocities.
 
 Cost of one step: angle·mean_i(1 − cos θ_i) + cart·x² + effort·F²; terminal cost
-terminal·mean_i(1 − cos θ_i). Observation: (x, sin θ, cos θ, ẋ, θ̇), 2 + 3N values.
+terminal·mean_i(1 − cos θ_i). Observation (``observation=``): ``"sincos"`` (default) is
+(x, sin θ, cos θ, ẋ, θ̇), 2 + 3N values; ``"raw"`` is the state object by object as the published
+code feeds it to its policy, (x, ẋ, θ_1, θ̇_1, …, θ_N, θ̇_N), raw angles, 2(N + 1) values.
+
+Initial states (``init=``, swing-up): ``"narrow"`` (default) x ∈ U(−0.5, 0.5), ẋ = 0,
+θ_i = π + U(−π/6, π/6), θ̇_i ∈ U(−0.5, 0.5) (the range of the reference trajectories);
+``"published"`` the published task's generator: x, ẋ, θ̇_i ∈ U(−1, 1), θ_i = π + U(−1, 1)·π/6.
 
 Presets (``make("cartpole", preset="literature")``): ``literature`` is the paper's swing-up task:
-total mass M = 1.1 for every pole count, F = a, and only the terminal cost 1 − mean_i cos θ_i.
+total mass M = 1.1 for every pole count, F = a, only the terminal cost 1 − mean_i cos θ_i, and the
+published initial-state distribution (``init="published"``). The observation stays a parameter
+(``observation="raw"`` is the published code's; the study runs both).
 """
 
 from __future__ import annotations
@@ -28,6 +36,8 @@ import numpy as np
 from sims.base import Sim, non_negative, positive
 
 TASKS = ("swingup", "balance")
+INITS = ("narrow", "published")
+OBSERVATIONS = ("sincos", "raw")
 SUCCESS_DEGREES = 12.0  # a pole counts as up within this angle of upright
 
 
@@ -44,6 +54,8 @@ class CartPole(Sim):
       dt: time step (literature: 0.01, T = 1 s in 100 steps).
       force_scale: F = force_scale·a (10; the literature preset applies a directly, 1).
       angle, cart, effort, terminal: cost weights (see the module docstring).
+      init: swing-up initial states, 'narrow' or 'published' (see the module docstring).
+      observation: what the policy sees, 'sincos' or 'raw' (see the module docstring).
     """
 
     poles: int = 1
@@ -59,10 +71,13 @@ class CartPole(Sim):
     cart: float = 0.1
     effort: float = 0.001
     terminal: float = 0.0
+    init: str = "narrow"
+    observation: str = "sincos"
 
     name = "cartpole"
     PRESETS = {
-        "literature": dict(task="swingup", total_mass=1.1, dt=0.01, force_scale=1.0, angle=0.0, cart=0.0, effort=0.0, terminal=1.0),
+        "literature": dict(task="swingup", total_mass=1.1, dt=0.01, force_scale=1.0, angle=0.0, cart=0.0, effort=0.0, terminal=1.0,
+                           init="published"),
     }
 
     def __post_init__(self):
@@ -71,6 +86,13 @@ class CartPole(Sim):
             raise ValueError(f"cartpole: poles must be an integer ≥ 1, got {self.poles!r}")
         if self.task not in TASKS:
             raise ValueError(f"cartpole: unknown task {self.task!r}; choose one of {TASKS}")
+        if self.init not in INITS:
+            raise ValueError(f"cartpole: unknown init {self.init!r}; choose one of {INITS}")
+        if self.init == "published" and self.task != "swingup":
+            raise ValueError("cartpole: init='published' is the swing-up task's distribution; task='balance' starts "
+                             "near upright (±0.1): drop init or use task='swingup'")
+        if self.observation not in OBSERVATIONS:
+            raise ValueError(f"cartpole: unknown observation {self.observation!r}; choose one of {OBSERVATIONS}")
         positive(self, gravity=self.gravity, pole_mass=self.pole_mass, cart_mass=self.cart_mass,
                  half_length=self.half_length, force_scale=self.force_scale)
         if self.total_mass is not None:
@@ -83,7 +105,7 @@ class CartPole(Sim):
 
     @property
     def obs_dim(self) -> int:
-        return 2 + 3 * self.poles
+        return 2 + 3 * self.poles if self.observation == "sincos" else 2 * (self.poles + 1)
 
     @property
     def action_dim(self) -> int:
@@ -113,6 +135,9 @@ class CartPole(Sim):
 
     def obs(self, x):
         pos, th, vel, om = self._split(x)
+        if self.observation == "raw":  # object by object: (x, ẋ, θ_1, θ̇_1, …), the published code's input
+            pairs = self.xp.stack([th, om], -1)
+            return self.ops.concat([pos[..., None], vel[..., None], pairs.reshape(pairs.shape[:-2] + (2 * self.poles,))], -1)
         return self.ops.concat([pos[..., None], self.xp.sin(th), self.xp.cos(th), vel[..., None], om], -1)
 
     def _upright(self, x):
@@ -133,7 +158,9 @@ class CartPole(Sim):
 
     def init_bounds(self):
         n = self.poles
-        if self.task == "swingup":  # the literature's distribution (shared/data/README.md)
+        if self.task == "swingup" and self.init == "published":  # the published task's generator (shared/data/README.md)
+            lo = [-1.0] + [math.pi - math.pi / 6] * n + [-1.0] + [-1.0] * n
+        elif self.task == "swingup":  # the reference trajectories' range
             lo = [-0.5] + [math.pi - math.pi / 6] * n + [0.0] + [-0.5] * n
         else:
             lo = [-0.1] + [-0.1] * n + [0.0] + [-0.1] * n

@@ -124,3 +124,33 @@ def test_decay_endpoints(backend):
     run = lambda f: gradient(backend, *_policy_first(load(backend, "pointmass")), f, 7)[1]  # noqa: E731
     assert_close(run("decay:1"), run("none"))
     assert_close(run("decay:0"), run("all"))
+
+
+@pytest.mark.parametrize("impl", ["native", "fused"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_raw_observation_cartpole_matches_reference(backend, impl):
+    """The published setting's policy input (observation='raw', literature preset, its initial states)."""
+    import gradstop as gs
+
+    params = dict(preset="literature", poles=2, observation="raw")
+    ref = make("cartpole", backend="numpy", **params)
+    rng = np.random.default_rng(3)
+    sizes = [ref.obs_dim, 8, ref.action_dim]
+    weights = [a for n_in, n_out in zip(sizes[:-1], sizes[1:])
+               for a in (rng.uniform(-1, 1, (n_out, n_in)) / np.sqrt(n_in), rng.uniform(-1, 1, n_out) / np.sqrt(n_in))]
+    x0 = ref.reset(rng, 3)
+    traj = trajectory("cartpole", params, weights, x0, 12)
+    sim = make("cartpole", backend=backend, **params)
+    if backend == "jax":
+        import jax.numpy as jnp
+
+        policy, x = gs.jax.set_weights(gs.jax.mlp(0, sim.obs_dim, 1, hidden=(8,), dtype=jnp.float64), weights), jnp.asarray(x0)
+    else:
+        import torch
+
+        policy = gs.torch.set_weights(gs.torch.mlp(sim.obs_dim, 1, hidden=(8,), dtype=torch.float64), weights)
+        x = torch.as_tensor(x0)
+    for flow in ("none", "input", "combined"):
+        loss, grad = gradient(backend, policy, sim, x, flow, 12, impl=impl)
+        assert_close(loss, traj.loss, what="loss")
+        assert_close(grad, reference_gradient(traj, flow), what=f"{flow} gradient")

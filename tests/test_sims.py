@@ -45,7 +45,8 @@ def test_cartpole_literature_preset_matches_published_trajectories(poles, backen
 
 
 PARITY = [("pointmass", {}), ("pointmass", {"dims": 2, "drag": 0.0, "target": (1.0, -1.0)}),
-          ("cartpole", {"poles": 3}), ("cartpole", {"task": "balance", "poles": 1}), ("neural", {})]
+          ("cartpole", {"poles": 3}), ("cartpole", {"task": "balance", "poles": 1}), ("neural", {}),
+          ("cartpole", {"preset": "literature", "poles": 2, "observation": "raw"})]
 
 
 @pytest.mark.parametrize("name,params", PARITY, ids=lambda p: str(p))
@@ -140,9 +141,35 @@ def test_cartpole_swingup_starts_hanging_per_the_literature():
     assert np.all(x[:, 3] == 0.0) and np.abs(x[:, 0]).max() <= 0.5
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cartpole_literature_preset_draws_the_published_initial_states(backend):
+    """x, ẋ, θ̇_i ∈ U(−1, 1) and θ_i = π + U(−1, 1)·π/6 (shared/data/README.md, the published task)."""
+    sim = make("cartpole", backend=backend, preset="literature", poles=3)
+    x = np.asarray(sim.reset(0, 4000), dtype=np.float64)
+    th, rest = x[:, 1:4], np.concatenate([x[:, :1], x[:, 4:]], 1)
+    assert th.min() >= math.pi - math.pi / 6 - 1e-6 and th.max() <= math.pi + math.pi / 6 + 1e-6
+    assert np.abs(rest).max() <= 1 + 1e-6 and np.abs(rest).max() > 0.99  # the whole of (−1, 1), ẋ included
+    assert np.abs(x[:, 4]).mean() > 0.4 and np.abs(th - math.pi).max() > 0.99 * math.pi / 6
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cartpole_raw_observation_is_the_state_object_by_object(backend):
+    """observation='raw': (x, ẋ, θ_1, θ̇_1, …, θ_N, θ̇_N), the published code's policy input."""
+    sim = make("cartpole", backend=backend, preset="literature", poles=3, observation="raw")
+    x = sim.reset(1, 5)
+    o, x = np.asarray(sim.obs(x)), np.asarray(x)
+    assert sim.obs_dim == 8 and o.shape == (5, 8)
+    expect = np.stack([x[:, 0], x[:, 4], x[:, 1], x[:, 5], x[:, 2], x[:, 6], x[:, 3], x[:, 7]], 1)
+    np.testing.assert_array_equal(o, expect)
+    assert make("cartpole", backend=backend, poles=3).obs_dim == 11  # sin/cos: 2 + 3N
+
+
 @pytest.mark.parametrize(
     "call,match",
     [
+        (lambda: make("cartpole", init="wide"), "unknown init 'wide'; choose one of \\('narrow', 'published'\\)"),
+        (lambda: make("cartpole", observation="angles"), "unknown observation 'angles'; choose one of \\('sincos', 'raw'\\)"),
+        (lambda: make("cartpole", preset="literature", task="balance"), "init='published' is the swing-up task's"),
         (lambda: make("cartpol"), "unknown simulator 'cartpol'; available: cartpole, neural, pointmass"),
         (lambda: make("cartpole", pols=2), "cartpole has no parameter 'pols'; its parameters:.*poles"),
         (lambda: make("cartpole", backend="tf"), "unknown backend 'tf'"),
@@ -164,4 +191,5 @@ def test_bad_simulator_input_names_the_problem(call, match):
 
 def test_preset_parameters_can_be_overridden():
     sim = make("cartpole", preset="literature", poles=3, terminal=2.0)
-    assert (sim.total_mass, sim.terminal, sim.poles, sim.angle) == (1.1, 2.0, 3, 0.0)
+    assert (sim.total_mass, sim.terminal, sim.poles, sim.angle, sim.init) == (1.1, 2.0, 3, 0.0, "published")
+    assert make("cartpole", preset="literature", init="narrow").init == "narrow"

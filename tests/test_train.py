@@ -69,6 +69,43 @@ def test_jax_and_torch_trainers_take_the_same_steps_in_float64(flow):
     assert np.any(runs[0][1] > runs[0][2]), "clipping never engaged: the test would not see a difference"
 
 
+def test_glorot_init_and_adam_eps_are_the_published_codes_and_both_frameworks_apply_them():
+    """weight_init='glorot' (Keras' Dense default: W ~ U(±√(6/(in+out))), b = 0) and adam_eps (Keras: 1e-7)."""
+    from gradstop._policy import init_weights
+
+    w = init_weights([6, 100, 100, 1], seed=3, scheme="glorot")
+    assert all(np.all(b == 0) for b in w[1::2])
+    for W, (n_in, n_out) in zip(w[::2], [(6, 100), (100, 100), (100, 1)]):
+        bound = math.sqrt(6 / (n_in + n_out))
+        assert W.shape == (n_out, n_in) and np.abs(W).max() <= bound and np.abs(W).max() > 0.9 * bound
+    runs = []
+    for backend in BACKENDS:
+        cfg = TrainConfig(sim="cartpole", preset="literature", sim_params={"poles": 2, "observation": "raw"}, backend=backend,
+                          horizon=12, data="fixed", train_size=16, batch=8, epochs=2, hidden=(16,), dtype="float64",
+                          weight_init="glorot", adam_eps=1e-7, test_size=8)
+        result = train(cfg)
+        runs.append(np.stack([column(result, k) for k in ("loss", "grad_norm")]))
+    np.testing.assert_allclose(runs[0], runs[1], rtol=1e-10)
+    base = TrainConfig(sim="cartpole", preset="literature", sim_params={"poles": 2, "observation": "raw"}, horizon=12,
+                       data="fixed", train_size=16, batch=8, epochs=2, hidden=(16,), dtype="float64", test_size=8)
+    other = np.stack([column(train(base), k) for k in ("loss", "grad_norm")])
+    assert np.abs(other - runs[0]).max() > 1e-6  # the options change the numbers
+
+
+def test_fields_added_later_keep_the_hash_of_configs_written_before_them():
+    cfg = TrainConfig(sim="pointmass", epochs=3)
+    old = {k: v for k, v in cfg.to_dict().items() if k not in ("weight_init", "adam_eps", "compile")}
+    loaded = TrainConfig.from_dict(old)
+    assert loaded == cfg and loaded.digest() == cfg.digest() and not cfg.differences(loaded)
+    assert cfg.digest() == "a95c83bb"  # this config's hash before weight_init and adam_eps existed (commit 89c528c)
+    changed = dataclasses.replace(cfg, weight_init="glorot")
+    assert changed.digest() != cfg.digest() and changed.differences(cfg) == ["weight_init: 'torch' -> 'glorot'"]
+    with pytest.raises(ValueError, match="unknown weight_init 'xavier'; choose one of torch, glorot"):
+        TrainConfig(weight_init="xavier")
+    with pytest.raises(ValueError, match="adam_eps must be a finite number > 0"):
+        TrainConfig(adam_eps=0.0)
+
+
 @pytest.mark.parametrize("schedule", ["constant", "linear", "cosine"])
 def test_schedules_follow_the_documented_formula_in_both_frameworks(schedule):
     cfg = TrainConfig(sim="pointmass", epochs=3, updates_per_epoch=4, lr=0.1, schedule=schedule, lr_final=0.2)

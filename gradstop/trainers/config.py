@@ -19,7 +19,7 @@ import math
 from typing import Any
 
 from gradstop._checks import IMPLS, MEMORY_POLICIES, check_horizon
-from gradstop._policy import ACTIVATIONS
+from gradstop._policy import ACTIVATIONS, WEIGHT_INITS
 from gradstop.flows import parse_flow
 
 __all__ = ["TrainConfig", "ALGOS", "ALGO_DEFAULTS", "OPTIMIZERS", "SCHEDULES", "DATA_MODES", "NONFINITE", "DTYPES", "POLICIES", "RUN_ONLY"]
@@ -42,8 +42,9 @@ ALGO_DEFAULTS = {
 }
 # Fields that do not change a run's numbers (up to a non-finite update): a resumed run may differ in them.
 RUN_ONLY = ("checkpoint_every", "on_nonfinite", "compile")
-# Fields added after configs were first written: a config file without them gets these values.
-ADDED_LATER = {"compile": False}
+# Fields added after configs were first written: a config file without them gets these values, and a config
+# holding one at this value hashes as it did before the field existed (``identity`` leaves it out).
+ADDED_LATER = {"compile": False, "weight_init": "torch", "adam_eps": 1e-8}
 
 
 def _f(default, help: str, **kw):
@@ -82,6 +83,8 @@ class TrainConfig:
     hidden: tuple = _f((64, 64), "hidden layer widths of the MLP policy (CLI: 64,64)")
     activation: str = _f("tanh", f"hidden activation: {' | '.join(ACTIVATIONS)}")
     zero_last: bool = _f(False, "initialise the last layer to zero (the policy starts at a = 0)")
+    weight_init: str = _f("torch", f"policy weight init: {' | '.join(WEIGHT_INITS)} (torch: W, b ~ U(±1/√fan_in); "
+                          "glorot: Keras' default, W ~ U(±√(6/(fan_in+fan_out))), b = 0, as the published TensorFlow code)")
     policy: str = _f("deterministic", "policy: 'deterministic' or 'gaussian' (a = μ(o) + σ·ε, learned state-independent σ, "
                      "reparameterised noise; evaluated at its mean)")
     init_std: float = _f(0.5, "policy=gaussian: initial σ")
@@ -92,6 +95,7 @@ class TrainConfig:
     lr_final: float = _f(0.0, "linear/cosine: final learning rate as a fraction of lr")
     beta1: float = _f(0.9, "adam/adamw: first-moment decay")
     beta2: float = _f(0.999, "adam/adamw: second-moment decay")
+    adam_eps: float = _f(1e-8, "adam/adamw: ε added to √v (optax's and torch's default 1e-8; Keras uses 1e-7)")
     weight_decay: float = _f(0.01, "adamw: decoupled weight decay (multiplied by the learning rate)")
     momentum: float = _f(0.0, "sgd: momentum (0: plain SGD)")
     clip_value: float | None = _f(None, "clip each gradient component to ±this (applied first; default off)")
@@ -134,6 +138,7 @@ class TrainConfig:
         _choice("policy", self.policy, POLICIES)
         _choice("impl", self.impl, IMPLS)
         _choice("memory", self.memory, MEMORY_POLICIES)
+        _choice("weight_init", self.weight_init, WEIGHT_INITS)
         if self.backend not in ("jax", "torch"):
             raise ValueError(f"unknown backend {self.backend!r}; choose one of ('jax', 'torch')")
         if not isinstance(self.compile, bool):
@@ -160,6 +165,7 @@ class TrainConfig:
         _number("lr_final", self.lr_final, low=0.0, high=1.0)
         _number("beta1", self.beta1, low=0.0, high=1.0, strict_high=True)
         _number("beta2", self.beta2, low=0.0, high=1.0, strict_high=True)
+        _number("adam_eps", self.adam_eps, low=0.0, strict=True)
         _number("weight_decay", self.weight_decay, low=0.0)
         _number("momentum", self.momentum, low=0.0, high=1.0, strict_high=True)
         _number("gamma", self.gamma, low=0.0, high=1.0, strict=True)
@@ -233,13 +239,16 @@ class TrainConfig:
         return cls(**data)
 
     def identity(self) -> dict:
-        """The fields that determine the run's numbers (all but ``RUN_ONLY``)."""
-        return {k: v for k, v in self.to_dict().items() if k not in RUN_ONLY}
+        """The fields that determine the run's numbers (all but ``RUN_ONLY``; a field added later is left out
+        at its ``ADDED_LATER`` value, so configs written before it existed keep their hash)."""
+        return {k: v for k, v in self.to_dict().items()
+                if k not in RUN_ONLY and not (k in ADDED_LATER and v == ADDED_LATER[k])}
 
     def differences(self, other: "TrainConfig") -> list[str]:
         """Human-readable ``field: other -> self`` for each identity field that differs."""
         a, b = other.identity(), self.identity()
-        return [f"{k}: {a[k]!r} -> {b[k]!r}" for k in a if a[k] != b[k]]
+        return [f"{k}: {a.get(k, ADDED_LATER.get(k))!r} -> {b.get(k, ADDED_LATER.get(k))!r}" for k in {**a, **b}
+                if a.get(k, ADDED_LATER.get(k)) != b.get(k, ADDED_LATER.get(k))]
 
     def digest(self) -> str:
         """A short hash of the identity fields (names default results folders)."""

@@ -26,9 +26,9 @@ def optimizer(config) -> optax.GradientTransformation:
     """Adam, AdamW or SGD with the config's schedule (clipping is applied separately, see :func:`clip`)."""
     lr = schedule(config)
     if config.optimizer == "adam":
-        return optax.adam(lr, b1=config.beta1, b2=config.beta2)
+        return optax.adam(lr, b1=config.beta1, b2=config.beta2, eps=config.adam_eps)
     if config.optimizer == "adamw":
-        return optax.adamw(lr, b1=config.beta1, b2=config.beta2, weight_decay=config.weight_decay)
+        return optax.adamw(lr, b1=config.beta1, b2=config.beta2, eps=config.adam_eps, weight_decay=config.weight_decay)
     return optax.sgd(lr, momentum=config.momentum or None)
 
 

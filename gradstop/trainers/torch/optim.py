@@ -14,9 +14,10 @@ __all__ = ["optimizer", "schedule", "clip", "global_norm"]
 def optimizer(config, params) -> torch.optim.Optimizer:
     """Adam, AdamW or SGD over ``params`` (clipping is applied separately, see :func:`clip`)."""
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, betas=(config.beta1, config.beta2))
+        return torch.optim.Adam(params, lr=config.lr, betas=(config.beta1, config.beta2), eps=config.adam_eps)
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=config.lr, betas=(config.beta1, config.beta2), weight_decay=config.weight_decay)
+        return torch.optim.AdamW(params, lr=config.lr, betas=(config.beta1, config.beta2), eps=config.adam_eps,
+                                 weight_decay=config.weight_decay)
     return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
 
 
