@@ -35,20 +35,25 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import gradstop as gs  # noqa: E402
-from gradstop.cli import versions  # noqa: E402
 from gradstop.diagnose import parse_flows  # noqa: E402
 from gradstop.jax.precision import gradients_by_horizon  # noqa: E402
 from gradstop.precision import default_horizons  # noqa: E402
-from gradstop.results import flow_color, run_folder, unique_path, write_csv, write_json  # noqa: E402
+from gradstop.figures import claim_folder, run_script, write_settings  # noqa: E402
+from gradstop.results import flow_color, run_folder, unique_path, write_csv  # noqa: E402
 if __package__ in (None, ""):  # run as a file (python experiments/<name>.py): the repository root holds `experiments`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from experiments.study import SIMS  # noqa: E402
 from sims import make  # noqa: E402
 
 FLOWS = "none,input,state,all,combined,directional,decay:0.9,truncate:10"
+FILES = ["norms.csv", "summary.csv", "gradient-norms.png"]
 
 
-def main(argv=None) -> None:
+SCRIPT = "gradient_norms"
+
+
+def parse(argv=None) -> argparse.Namespace:
+    """The script's settings (``--quick`` applied)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="pointmass and 1-pole cartpole, one seed, two states, H ≤ 10")
     ap.add_argument("--sims", nargs="+", choices=list(SIMS), default=list(SIMS))
@@ -57,6 +62,7 @@ def main(argv=None) -> None:
     ap.add_argument("--horizon", type=int, default=150)
     ap.add_argument("--flows", default=FLOWS)
     ap.add_argument("--hidden", default="64,64")
+    ap.add_argument("--force", action="store_true", help="replace the files of an earlier run of this script in --out")
     ap.add_argument("--out", help="a new results folder (default: results/gradient-norms-<time>)")
     args = ap.parse_args(argv)
     if args.quick:
@@ -65,12 +71,19 @@ def main(argv=None) -> None:
     for name in ("seeds", "states", "horizon"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name} must be ≥ 1, got {getattr(args, name)}")
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse(argv)
     flows = parse_flows(args.flows)
     names = [f.name for f in flows]
     wanted = parse_flows(sorted({*names, "none", "input"}, key=lambda n: (n not in names, n)))  # the cosine needs both
     hidden = tuple(int(h) for h in args.hidden.split(","))
     horizons = default_horizons(args.horizon)
     out = args.out or unique_path("results", "gradient-norms")
+    if Path(out).exists():
+        claim_folder(out, SCRIPT, force=args.force)  # only this script's earlier output, and only with --force
     started = time.perf_counter()
     rows = []
     for label in args.sims:
@@ -93,15 +106,13 @@ def main(argv=None) -> None:
               flush=True)
     seconds = time.perf_counter() - started
     summary = _summary(rows)
-    with run_folder(out) as folder:
+    with run_folder(out, replace=args.force) as folder:
         write_csv(folder / "norms.csv", list(rows[0]), [list(r.values()) for r in rows])
         write_csv(folder / "summary.csv", list(summary[0]), [list(r.values()) for r in summary])
         _plot(folder / "gradient-norms.png", summary, args, names)
-        write_json(folder / "settings.json", {"script": "experiments/gradient_norms.py", "args": vars(args),
-                                              "horizons": horizons, "sims": {k: SIMS[k] for k in args.sims},
-                                              "samples_per_sim": args.seeds * args.states, "dtype": "float64",
-                                              "policy": f"untrained MLP {args.hidden} tanh, gs.jax.mlp(seed)",
-                                              "versions": versions("jax"), "seconds": seconds})
+        write_settings(folder, SCRIPT, args, seconds=seconds, complete=True, files=FILES, horizons=horizons,
+                       sims={k: SIMS[k] for k in args.sims}, samples_per_sim=args.seeds * args.states, dtype="float64",
+                       seeds=list(range(args.seeds)), policy=f"untrained MLP {args.hidden} tanh, gs.jax.mlp(seed)")
     print(f"wrote {out} in {seconds:.0f} s")
 
 
@@ -159,4 +170,4 @@ def _plot(path, summary, args, names) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

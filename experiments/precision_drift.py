@@ -33,15 +33,16 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import gradstop as gs  # noqa: E402
-from gradstop.cli import versions  # noqa: E402
 from gradstop.precision import default_horizons  # noqa: E402
-from gradstop.results import flow_color, run_folder, unique_path, write_csv, write_json  # noqa: E402
+from gradstop.figures import claim_folder, run_script, write_settings  # noqa: E402
+from gradstop.results import flow_color, run_folder, unique_path, write_csv  # noqa: E402
 if __package__ in (None, ""):  # run as a file (python experiments/<name>.py): the repository root holds `experiments`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from experiments.study import SIMS  # noqa: E402
 from sims import make  # noqa: E402
 
 QUICK = ("pointmass", "cartpole-1")
+FILES = ["drift.csv", "first_below.csv", "table.md", "drift.png"]
 
 
 def scaled(policy, scale: float):
@@ -51,7 +52,11 @@ def scaled(policy, scale: float):
     return gs.jax.set_weights(policy, weights)
 
 
-def main(argv=None) -> None:
+SCRIPT = "precision_drift"
+
+
+def parse(argv=None) -> argparse.Namespace:
+    """The script's settings (``--quick`` applied)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="pointmass and 1-pole cartpole, one seed, H ≤ 10 (tests)")
     ap.add_argument("--sims", nargs="+", choices=list(SIMS), default=list(SIMS))
@@ -61,14 +66,22 @@ def main(argv=None) -> None:
     ap.add_argument("--flows", default="none,input,combined")
     ap.add_argument("--hidden", default="64,64")
     ap.add_argument("--scales", type=float, nargs="+", default=[1.0, 10.0])
+    ap.add_argument("--force", action="store_true", help="replace the files of an earlier run of this script in --out")
     ap.add_argument("--out", help="a new results folder (default: results/precision-drift-<time>)")
     args = ap.parse_args(argv)
     if args.quick:
         args.sims, args.seeds, args.horizon, args.scales = [s for s in args.sims if s in QUICK] or list(QUICK), 1, 10, args.scales[:1]
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse(argv)
     flows = [f.strip() for f in args.flows.split(",") if f.strip()]
     hidden = tuple(int(h) for h in args.hidden.split(","))
     horizons = default_horizons(args.horizon)
     out = args.out or unique_path("results", "precision-drift")
+    if Path(out).exists():
+        claim_folder(out, SCRIPT, force=args.force)  # only this script's earlier output, and only with --force
     started = time.perf_counter()
     rows, firsts = [], []
     for label in args.sims:
@@ -90,14 +103,13 @@ def main(argv=None) -> None:
     seconds = time.perf_counter() - started
     table = _table(firsts, args)
     print(table)
-    with run_folder(out) as folder:
+    with run_folder(out, replace=args.force) as folder:
         write_csv(folder / "drift.csv", list(rows[0]), [list(r.values()) for r in rows])
         write_csv(folder / "first_below.csv", list(firsts[0]), [["" if v is None else v for v in r.values()] for r in firsts])
-        (folder / "table.md").write_text(table + "\n")
+        (folder / "table.md").write_text(table + "\n")  # inside the staging folder: published whole or not at all
         _plot(folder / "drift.png", rows, args, flows)
-        write_json(folder / "settings.json", {"script": "experiments/precision_drift.py", "args": vars(args),
-                                              "horizons": horizons, "sims": {k: SIMS[k] for k in args.sims},
-                                              "versions": versions("jax"), "seconds": seconds})
+        write_settings(folder, SCRIPT, args, seconds=seconds, complete=True, files=FILES, horizons=horizons,
+                       sims={k: SIMS[k] for k in args.sims}, seeds=list(range(args.seeds)))
     print(f"wrote {out} in {seconds:.0f} s")
 
 
@@ -155,4 +167,4 @@ def _plot(path, rows, args, flows) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -1,5 +1,6 @@
 """Command line: ``gradstop train`` (or ``python -m gradstop train``); ``gradstop diagnose`` and
-``gradstop check`` live in ``gradstop.health_cli``.
+``gradstop check`` live in ``gradstop.health_cli``, ``gradstop sweep`` and ``gradstop figures`` in
+``gradstop.sweep_cli``.
 
 Every field of :class:`gradstop.trainers.TrainConfig` is a flag (``--lr 3e-3``, ``--data fixed``,
 ``--no-shuffle``, ``--param poles=2``); ``--algo shac`` starts from SHAC's published defaults
@@ -33,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gradstop import health_cli
+from gradstop import health_cli, sweep_cli
 from gradstop.flows import VALID_FORMS, parse_flow
 from gradstop.trainers.config import ALGO_DEFAULTS, TrainConfig
 from gradstop.trainers.files import atomic_write, atomic_write_json
@@ -80,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--tensorboard", metavar="DIR", help="also log metrics to TensorBoard in DIR (needs tensorboardX)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     health_cli.add_parsers(sub)
+    sweep_cli.add_parsers(sub)
     return parser
 
 
@@ -224,13 +226,15 @@ def versions(framework: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ns = _parser().parse_args(argv)
-    run = {"train": train, "diagnose": health_cli.diagnose, "check": health_cli.check}[ns.command]
+    run = {"train": train, "diagnose": health_cli.diagnose, "check": health_cli.check, "sweep": sweep_cli.sweep,
+           "figures": sweep_cli.figures}[ns.command]
     try:
         return run(ns)
-    except (ValueError, TypeError, FileExistsError, ImportError) as err:
+    except (ValueError, TypeError, FileExistsError, ImportError, ConnectionError) as err:
         print(f"gradstop {ns.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        again = "; run the same command again to resume from the last checkpoint" if ns.command == "train" else ""
+        resumable = ns.command in ("train", "sweep", "figures")
+        again = "; run the same command again to resume from the last checkpoint" if resumable else ""
         print(f"gradstop {ns.command}: interrupted{again}", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime as _dt
+import io
 import json
 import os
 import shutil
@@ -17,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["run_folder", "unique_path", "write_csv", "write_json", "jsonable", "plot_curves", "plot_lines", "flow_color"]
+__all__ = ["run_folder", "unique_path", "write_csv", "write_json", "jsonable", "plot_curves", "plot_lines", "flow_color",
+           "save_figure"]
 
 # One colour per flow base, the same in every figure gradstop draws (matplotlib's tab10).
 FLOW_COLORS = {"none": "tab:blue", "input": "tab:orange", "state": "tab:green", "all": "tab:red",
@@ -52,15 +54,18 @@ def unique_path(root: Path | str, name: str) -> Path:
 
 
 @contextlib.contextmanager
-def run_folder(dest: Path | str):
-    """Yield a staging folder; on success publish it as ``dest`` (which must not exist yet).
+def run_folder(dest: Path | str, *, replace: bool = False):
+    """Yield a staging folder; on success publish it as ``dest``.
+
+    ``dest`` must not exist, unless ``replace``: then the finished staging folder takes its place (the old
+    folder is moved aside first and removed once the new one is in place; a failed run leaves it untouched).
 
     Raises:
-      FileExistsError: ``dest`` exists (before the run, or was created during it — then the
-        staged results are kept beside it and the error names them).
+      FileExistsError: ``dest`` exists without ``replace`` (before the run, or was created during it — then
+        the staged results are kept beside it and the error names them).
     """
     dest = Path(dest)
-    if dest.exists():
+    if dest.exists() and not replace:
         raise FileExistsError(f"results folder {dest} already exists: choose another --out, or move it away first")
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
@@ -70,23 +75,50 @@ def run_folder(dest: Path | str):
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+    if replace and dest.exists():
+        os.rename(dest, old)
     try:
         os.rename(staging, dest)  # atomic; fails rather than replace a non-empty folder
     except OSError as err:
         raise FileExistsError(f"{dest} appeared while the run was writing; its results are kept in {staging}") from err
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: a reader sees the old file or the new one, never a part."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def write_csv(path: Path, header: list[str], rows) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
+    """A CSV file, written atomically."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    _replace(path, buf.getvalue().encode())
 
 
 def write_json(path: Path, data) -> None:
-    with open(path, "w") as f:
-        json.dump(data, f, indent=2, default=jsonable)
-        f.write("\n")
+    """A JSON file, written atomically."""
+    _replace(path, (json.dumps(data, indent=2, default=jsonable) + "\n").encode())
+
+
+def save_figure(fig, path) -> None:
+    """Save a matplotlib figure as PNG, atomically, and close it."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    _replace(path, buf.getvalue())
 
 
 def jsonable(value):

@@ -43,3 +43,66 @@ def test_gradient_norms_quick(tmp_path):
     one = [r for r in summary if r["sim"] == "pointmass" and r["horizon"] == "1"]
     assert all(abs(float(r["cos_median"]) - 1) < 1e-9 for r in one)  # at H = 1 the two flows coincide on pointmass
     assert float(one[0]["norm_q25"]) <= float(one[0]["norm_median"]) <= float(one[0]["norm_q75"])
+
+
+def test_cartpole_study_quick_writes_its_tables_and_resumes(tmp_path):
+    from experiments import cartpole_study
+
+    out = tmp_path / "c"
+    cartpole_study.main(["--quick", "--out", str(out)])
+    assert {"final.csv", "table.csv", "pairs.csv", "curves.csv", "cartpole-study.png", "cartpole-study-curves.png",
+            "settings.json", "sweep.json", "runs", "summary.csv"} <= {p.name for p in out.iterdir()}
+    final = read(out / "final.csv")
+    assert set(final[0]) == {"part", "setting", "obs", "poles", "flow", "seed", "status", "final_test_loss", "best_test_loss",
+                             "final_test_success", "train_seconds"}
+    assert len(final) == 12 and {r["setting"] for r in final} == {"none", "value", "norm"}  # main + both clippings
+    assert all(r["status"] == "done" and 0 <= float(r["final_test_loss"]) <= 2 for r in final)
+    table = read(out / "table.csv")
+    assert len(table) == 6 and all(r["done"] == "2" and float(r["min"]) <= float(r["mean"]) <= float(r["max"]) for r in table)
+    assert {r["flow"] for r in read(out / "pairs.csv")} == {"combined"}
+    curves = read(out / "curves.csv")
+    assert len(curves) == 12 * 3 and {r["epoch"] for r in curves} == {"0", "1", "2"}  # untrained + every epoch
+    cfg = json.loads((out / "runs" / "part=main,setting=none,obs=raw,poles=1,flow=none,seed=0" / "config.json").read_text())
+    assert (cfg["preset"], cfg["sim_params"], cfg["shuffle"], cfg["weight_init"], cfg["adam_eps"], cfg["zero_last"]) == \
+        ("literature", {"poles": 1, "observation": "raw"}, False, "glorot", 1e-7, False)
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["complete"] and settings["finished"] == settings["runs"] == 12 and settings["seeds"] == [0, 1]
+    before = (out / "final.csv").read_text()
+    cartpole_study.main(["--quick", "--out", str(out)])  # every run finished: nothing retrains, the tables are the same
+    assert (out / "final.csv").read_text() == before
+
+
+def test_training_curves_quick_writes_curves_for_both_algorithms(tmp_path):
+    from experiments import training_curves
+
+    out = tmp_path / "t"
+    training_curves.main(["--quick", "--out", str(out)])
+    curves = read(out / "curves.csv")
+    assert set(curves[0]) == {"task", "algo", "flow", "seed", "update", "env_steps", "seconds", "test_loss", "test_reward"}
+    assert {(r["algo"], r["flow"]) for r in curves} == {(a, f) for a in ("bptt", "shac") for f in ("none", "combined")}
+    shac = [r for r in curves if r["algo"] == "shac" and r["update"] == "4"]
+    bptt = [r for r in curves if r["algo"] == "bptt" and r["update"] == "4"]
+    assert {int(r["env_steps"]) for r in shac} == {4 * 16 * 32} and {int(r["env_steps"]) for r in bptt} == {4 * 16 * 128}
+    table = read(out / "table.csv")
+    assert len(table) == 4 and all(float(r["q25"]) <= float(r["median"]) <= float(r["q75"]) for r in table)
+    assert json.loads((out / "settings.json").read_text())["complete"]
+
+
+def test_gradstop_figures_skips_current_figures_and_names_bad_input(tmp_path, capsys):
+    from gradstop import cli
+
+    out = tmp_path / "gallery"
+    assert cli.main(["figures", "--quick", "--only", "gradient-norms", "--out", str(out)]) == 0
+    png = out / "gradient-norms" / "gradient-norms.png"
+    stamp = png.stat().st_mtime_ns
+    assert cli.main(["figures", "--quick", "--only", "gradient-norms", "--out", str(out)]) == 0
+    assert "gradient-norms: current, skipped" in capsys.readouterr().out and png.stat().st_mtime_ns == stamp
+    assert cli.main(["figures", "--quick", "--only", "gradient-norms", "--out", str(out), "--force"]) == 0
+    assert png.stat().st_mtime_ns != stamp and json.loads((out / "gradient-norms" / "settings.json").read_text())["complete"]
+    assert cli.main(["figures", "--only", "gradient-norm", "--out", str(out)]) == 2
+    assert "unknown figure(s) 'gradient-norm' (did you mean 'gradient-norms'?)" in capsys.readouterr().err
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("x")
+    assert cli.main(["figures", "--quick", "--out", str(tmp_path / "mine")]) == 2
+    assert "is not a gradstop figures folder" in capsys.readouterr().err
+    assert (tmp_path / "mine" / "thesis.tex").read_text() == "x"

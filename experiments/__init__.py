@@ -1,0 +1,47 @@
+"""The study's experiment scripts: one file per figure, each ``python -m experiments.<module> [--quick] [--out DIR]``.
+
+``FIGURES`` lists the gallery (docs/results.md) in the order ``gradstop figures`` makes it. Each
+script has ``parse(argv)`` (its settings, ``--quick`` applied) and ``main(argv)``, and writes PNG +
+CSV + ``settings.json`` (``gradstop.figures``). The other scripts here are measurements for the
+docs (benchmark ratios, trainer speed), not figures of the gallery.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Callable
+
+
+@dataclasses.dataclass(frozen=True)
+class Figure:
+    module: str
+    """the script, experiments/<module>.py"""
+    title: str
+    """what the figure shows"""
+    cost: str
+    """its full run's wall-clock on a 2-core CPU, as measured"""
+    sweep: bool = False
+    """backed by a sweep of training runs (resumable; takes --ray)"""
+    python: Callable[[], Path] | None = None
+    """the interpreter it needs, if not this one"""
+
+
+def peer_python() -> Path:
+    """The venv with jax 0.9.2 that Brax's own training agents need (``make peer`` builds it)."""
+    path = Path(__file__).resolve().parents[1] / ".venv-peer" / "bin" / "python"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: Brax's agents (PPO, SAC, APG) need jax 0.9.2; build that venv "
+                                "with `make peer-venv` (or `make peer`), then run gradstop figures again")
+    return path
+
+
+FIGURES = {
+    "gradient-norms": Figure("gradient_norms", "gradient norm and cos(∇input, ∇none) against the horizon, per sim and flow",
+                             "≈ 2.5 min"),
+    "precision-drift": Figure("precision_drift", "float32 against float64 gradients over the horizon", "≈ 10 min"),
+    "training-curves": Figure("training_curves", "BPTT and SHAC training curves per flow on pointmass, cartpole and "
+                              "Brax reacher", "see docs/results.md", sweep=True),
+    "cartpole-study": Figure("cartpole_study", "final test loss per flow on the 1–4-pole cartpole, the published setting",
+                             "see docs/results.md", sweep=True),
+}

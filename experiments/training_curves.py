@@ -1,0 +1,235 @@
+"""Training curves per gradient flow, BPTT and SHAC, on pointmass, cartpole and a Brax task (JAX).
+
+    python -m experiments.training_curves [--quick] [--tasks pointmass cartpole reacher] [--seeds 5]
+                                          [--out DIR] [--ray local|auto|HOST:PORT] [--plot-only]
+
+Every flow — none, input, state, all, combined, directional, decay:0.9, truncate:10 — trains with
+both algorithms on each task from the same initial weights and data for each seed:
+
+- **SHAC** (Xu et al., ICLR 2022) with its published defaults (``TrainConfig.for_algo("shac")``:
+  64 environments, the actor's window h = 32, actor and critic MLPs 64×64 ELU, Adam lr 1e-2
+  decaying linearly to 1e-5, betas (0.7, 0.95), global-norm clipping 1, TD(λ = 0.95), γ 0.99);
+  the flow acts on the actor's window.
+- **BPTT** over whole episodes with the same actor, optimizer, schedule, clipping and 64 initial
+  states per update: SHAC's actor update without the critic and with the window grown to the
+  episode, the baseline of the SHAC paper.
+
+Both evaluate the deterministic policy on ``--test-size`` fixed test states over one episode
+(``episode`` steps): the test loss is the episode's summed cost (Brax: minus its reward). Both get
+``updates`` updates (BPTT's each see episode/32 times SHAC's environment steps). Tasks:
+
+    pointmass   3-D point mass to the origin (gradstop's default), episodes of 128 steps, 256 updates
+    cartpole    1-pole swing-up with running cost (gradstop's default cartpole), 256 steps, 256 updates
+    reacher     brax:reacher on the spring pipeline, episodes of 128 steps, 64 updates
+
+Runs are a sweep (``gradstop.sweep``) in ``OUT/runs/<name>``: resumable, ``--ray`` spreads them.
+Writes ``curves.csv`` (every evaluation of every run: updates, environment steps, wall-clock,
+test loss), ``final.csv`` (a row per run), ``table.csv`` (final test loss per task, algorithm and
+flow: median and quartiles over seeds), ``training-curves.png`` (median and interquartile band
+against updates and against training wall-clock) and ``settings.json``. ``--quick`` (pointmass,
+flows none and combined, 2 seeds, 4 updates) runs in well under a minute.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+import tyro
+
+from gradstop.figures import claim_folder, run_script, write_settings
+from gradstop.results import flow_color, save_figure, write_csv
+from gradstop.sweep import Run, read_runs, run_sweep
+from gradstop.trainers.config import ALGO_DEFAULTS, TrainConfig
+
+SCRIPT = "training_curves"
+# task -> (sim, sim_params, episode length, updates per run)
+TASKS = {
+    "pointmass": ("pointmass", {}, 128, 256),
+    "cartpole": ("cartpole", {"poles": 1}, 256, 256),
+    "reacher": ("brax:reacher", {"pipeline": "spring"}, 128, 64),
+}
+ALGOS = ("bptt", "shac")
+
+
+@dataclasses.dataclass
+class Args:
+    tasks: tuple[str, ...] = tuple(TASKS)
+    """tasks (see the module docstring)"""
+    algos: tuple[str, ...] = ALGOS
+    """algorithms"""
+    flows: tuple[str, ...] = ("none", "input", "state", "all", "combined", "directional", "decay:0.9", "truncate:10")
+    """gradient flows"""
+    seeds: int = 5
+    """seeds per (task, algorithm, flow): initial weights, data and the critic's"""
+    updates: int | None = None
+    """updates per run (default: the task's, 256 or 64)"""
+    envs: int = 64
+    """parallel environments / initial states per update (SHAC's published 64)"""
+    test_size: int = 64
+    """test initial states, drawn once per seed"""
+    impl: str = "fused"
+    """rollout implementation (the same gradients either way)"""
+    quick: bool = False
+    """a smoke run: pointmass, flows none and combined, 2 seeds, 4 updates, 16 environments (tests)"""
+    out: str = "results/training-curves"
+    """the figure's folder (resumed if it holds this figure's runs)"""
+    ray: str | None = None
+    """run on Ray: local, auto or HOST:PORT (default: one run after another here)"""
+    ray_cpus: int | None = None
+    """--ray local: CPUs of the local instance"""
+    plot_only: bool = False
+    """draw from the runs finished so far, train nothing"""
+    force: bool = False
+    """accepted for gradstop figures (the runs are kept; the figure is redrawn)"""
+
+
+def parse(argv=None) -> Args:
+    args = tyro.cli(Args, args=argv, description=__doc__.split("\n\n")[0])
+    if args.quick:
+        args = dataclasses.replace(args, tasks=("pointmass",), flows=("none", "combined"), seeds=2, updates=4,
+                                   envs=16, test_size=8)
+    for name, values, valid in (("tasks", args.tasks, TASKS), ("algos", args.algos, ALGOS)):
+        bad = [v for v in values if v not in valid]
+        if bad:
+            raise ValueError(f"unknown {name} {bad}; choose from {list(valid)}")
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be ≥ 1, got {args.seeds}")
+    return args
+
+
+# -- the grid ---------------------------------------------------------------------------------------
+SHAC = ALGO_DEFAULTS["shac"]
+UPDATES_PER_EPOCH = 8  # SHAC's published epoch; the curves get a point per epoch
+
+
+def config(args: Args, task: str, algo: str, flow: str, seed: int) -> TrainConfig:
+    sim, params, episode, updates = TASKS[task]
+    updates = args.updates or updates
+    per_epoch = min(UPDATES_PER_EPOCH, updates)
+    actor = dict(lr=SHAC["lr"], schedule=SHAC["schedule"], lr_final=SHAC["lr_final"], beta1=SHAC["beta1"], beta2=SHAC["beta2"],
+                 clip_norm=SHAC["clip_norm"], hidden=SHAC["hidden"], activation=SHAC["activation"])
+    common = dict(sim=sim, sim_params=params, flow=flow, impl=args.impl, data="fresh", batch=args.envs,
+                  updates_per_epoch=per_epoch, epochs=max(1, updates // per_epoch), test_size=args.test_size, seed=seed,
+                  horizon=episode, checkpoint_every=4, **actor)
+    if algo == "shac":
+        return TrainConfig.for_algo("shac", **common)
+    return TrainConfig.for_algo("bptt", **common)
+
+
+def runs(args: Args) -> list[Run]:
+    return [Run(f"task={task},algo={algo},flow={flow.replace(':', '_')},seed={seed}", config(args, task, algo, flow, seed))
+            for task in args.tasks for algo in args.algos for flow in args.flows for seed in range(args.seeds)]
+
+
+def describe(run: Run) -> dict:
+    return dict(kv.split("=", 1) for kv in run.name.split(","))
+
+
+# -- the figure -------------------------------------------------------------------------------------
+def tables(all_runs, records):
+    curves, final = [], []
+    for r in all_runs:
+        d, rec = describe(r), records.get(r.name)
+        steps_per_update = r.config.batch * (r.config.window if r.config.algo == "shac" else r.config.horizon)
+        s = (rec or {}).get("summary") or {}
+        final.append(dict(task=d["task"], algo=d["algo"], flow=r.config.flow, seed=int(d["seed"]),
+                          status=rec["status"] if rec else "pending", final_test_loss=s.get("final_test_loss"),
+                          best_test_loss=s.get("best_test_loss"), final_test_reward=s.get("final_test_reward"),
+                          train_seconds=s.get("seconds"), compile_seconds=s.get("compile_seconds")))
+        for e in (rec or {}).get("evals", []):
+            curves.append(dict(task=d["task"], algo=d["algo"], flow=r.config.flow, seed=int(d["seed"]), update=e["update"],
+                               env_steps=e["update"] * steps_per_update, seconds=e["seconds"], test_loss=e["test_loss"],
+                               test_reward=e["test_reward"]))
+    table, groups = [], {}
+    for row in final:
+        groups.setdefault((row["task"], row["algo"], row["flow"]), []).append(row)
+    for (task, algo, flow), rows in groups.items():
+        v = np.asarray([r["final_test_loss"] for r in rows if r["status"] == "done" and r["final_test_loss"] is not None])
+        q = np.percentile(v, [25, 50, 75]) if v.size else [None] * 3
+        table.append(dict(task=task, algo=algo, flow=flow, runs=len(rows), done=int(v.size),
+                          nonfinite=sum(r["status"] == "nonfinite" for r in rows),
+                          q25=None if q[0] is None else float(q[0]), median=None if q[1] is None else float(q[1]),
+                          q75=None if q[2] is None else float(q[2])))
+    return curves, final, table
+
+
+def _band(curves, task, algo, flow, x):
+    """(x, median, q25, q75) over seeds at the evaluations every seed reached (x: 'update' or 'seconds')."""
+    by_seed: dict = {}
+    for c in curves:
+        if (c["task"], c["algo"], c["flow"]) == (task, algo, flow):
+            by_seed.setdefault(c["seed"], []).append(c)
+    if not by_seed:
+        return None
+    n = min(len(v) for v in by_seed.values())
+    ys = np.asarray([[c["test_loss"] for c in sorted(v, key=lambda c: c["update"])[:n]] for v in by_seed.values()], float)
+    xs = np.asarray([[c[x] for c in sorted(v, key=lambda c: c["update"])[:n]] for v in by_seed.values()], float)
+    q = np.nanpercentile(ys, [25, 50, 75], axis=0)
+    return np.median(xs, 0), q[1], q[0], q[2]
+
+
+def plot(path, curves, args) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = [t for t in args.tasks if any(c["task"] == t for c in curves)] or list(args.tasks)
+    cols = [(algo, x) for algo in args.algos for x in ("update", "seconds")]
+    fig, axes = plt.subplots(len(tasks), len(cols), figsize=(3.5 * len(cols), 2.9 * len(tasks)), dpi=120, squeeze=False)
+    for i, task in enumerate(tasks):
+        for j, (algo, x) in enumerate(cols):
+            ax = axes[i, j]
+            values = []
+            for flow in args.flows:
+                band = _band(curves, task, algo, flow, x)
+                if band is None:
+                    continue
+                xs, med, lo, hi = band
+                ax.plot(xs, med, color=flow_color(flow), label=flow, linewidth=1.2)
+                ax.fill_between(xs, lo, hi, color=flow_color(flow), alpha=0.12)
+                values.append(med[np.isfinite(med)])
+            v = np.concatenate(values) if values else np.asarray([])
+            if v.size and np.all(v > 0) and v.max() > 10 * v.min():
+                ax.set_yscale("log")
+            ax.set_title(f"{task}: {algo.upper()}", fontsize=9)
+            ax.set_xlabel("update" if x == "update" else "training wall-clock (s, compile excluded)")
+            if j == 0:
+                ax.set_ylabel("test loss (Brax: −reward)" if TASKS[task][0].startswith("brax:") else "test loss (episode cost)")
+            ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=6.5, title="flow (median, IQR over seeds)", title_fontsize=6.5)
+    fig.suptitle(f"training curves per flow: {args.seeds} seeds each (JAX, {args.envs} environments per update)", fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+FILES = ["curves.csv", "final.csv", "table.csv", "training-curves.png"]
+
+
+def main(argv=None) -> None:
+    args = parse(argv)
+    started = time.perf_counter()
+    all_runs = runs(args)
+    out = claim_folder(args.out, SCRIPT, force=args.force, resumable=True)
+    report = None
+    if not args.plot_only:
+        print(f"training curves: {len(all_runs)} runs in {out}", flush=True)
+        report = run_sweep(all_runs, out, ray=args.ray, cpus=args.ray_cpus)
+        print(report.describe(), flush=True)
+    records = read_runs(out, all_runs)
+    curves, final, table = tables(all_runs, records)
+    for name, rows in (("curves.csv", curves), ("final.csv", final), ("table.csv", table)):
+        write_csv(out / name, list(rows[0]) if rows else ["task"], [["" if v is None else v for v in r.values()] for r in rows])
+    plot(out / "training-curves.png", curves, args)
+    write_settings(out, SCRIPT, args, seconds=time.perf_counter() - started, complete=len(records) == len(all_runs),
+                   files=FILES, runs=len(all_runs), finished=len(records), seeds=list(range(args.seeds)),
+                   tasks={t: dict(zip(("sim", "sim_params", "episode", "updates"), TASKS[t])) for t in args.tasks})
+    print(f"wrote {out} ({len(records)} of {len(all_runs)} runs finished)")
+    if report is not None and report.failed:
+        report.raise_for_failures()
+
+
+if __name__ == "__main__":
+    run_script(main)

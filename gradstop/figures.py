@@ -1,0 +1,170 @@
+"""The study's figures: the folder each figure script writes, and ``gradstop figures``, which runs them all.
+
+A figure script (``experiments/<name>.py``, listed in ``experiments.FIGURES``) writes PNG + CSV and a
+``settings.json`` into its folder. ``settings.json`` records the script, its settings (``args``:
+everything that changes the numbers; where the output goes and how runs are scheduled are left
+out), package versions, seeds, wall-clock, the files written and whether the figure is
+``complete`` (a sweep-backed figure drawn from part of its runs is not). A figure is *current*
+when its folder holds a complete ``settings.json`` of the same script and settings, and every file
+it lists; ``gradstop figures`` skips current figures unless ``--force``.
+
+A figure backed by a sweep (training runs) keeps its runs in its folder (``gradstop.sweep``):
+rerunning it skips finished runs and redraws; ``--force`` redraws without retraining them. Other
+figures recompute everything; ``--force`` replaces their files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from gradstop.results import jsonable
+from gradstop.trainers.files import atomic_write_json
+
+__all__ = ["args_record", "is_current", "write_settings", "claim_folder", "run_figures", "run_script",
+           "SCHEDULING_ARGS"]
+
+# Arguments that decide where and how a figure runs, not what it computes.
+SCHEDULING_ARGS = ("out", "ray", "ray_cpus", "force", "plot_only")
+
+
+def args_record(args) -> dict:
+    """A figure's settings as plain JSON data: its arguments less ``SCHEDULING_ARGS``."""
+    data = dataclasses.asdict(args) if dataclasses.is_dataclass(args) else dict(vars(args))
+    return json.loads(json.dumps({k: v for k, v in data.items() if k not in SCHEDULING_ARGS}, default=jsonable))
+
+
+def read_settings(folder: Path | str) -> dict | None:
+    path = Path(folder) / "settings.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+
+
+def is_current(folder: Path | str, script: str, args) -> bool:
+    """True when ``folder`` holds a complete figure of ``script`` with these settings and all its files."""
+    folder, s = Path(folder), read_settings(folder)
+    return bool(s and s.get("script") == script and s.get("args") == args_record(args) and s.get("complete")
+                and all((folder / f).exists() for f in s.get("files", [])))
+
+
+def claim_folder(folder: Path | str, script: str, *, force: bool = False, resumable: bool = False) -> Path:
+    """Make ``folder`` this figure's output folder, or refuse it.
+
+    A new or empty folder is created. A folder holding this script's earlier output is reused when the
+    figure is ``resumable`` (its sweep's runs are kept) or with ``force`` (its files are replaced); anything
+    else — another script's output, a folder of other files, a non-resumable figure without ``force`` — is
+    refused with FileExistsError, so nothing a user wrote is overwritten.
+    """
+    folder = Path(folder)
+    if folder.exists() and any(folder.iterdir()):
+        s = read_settings(folder)
+        ours = (s is not None and s.get("script") == script) or (resumable and (folder / "sweep.json").exists())
+        if not ours:
+            raise FileExistsError(f"output folder {folder} exists and does not hold {script}'s figure: choose another --out")
+        if not (resumable or force):
+            raise FileExistsError(f"output folder {folder} already holds {script}'s figure: pass --force to replace its "
+                                  "files, or choose another --out")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def write_settings(folder: Path | str, script: str, args, *, seconds: float, complete: bool, files: list[str],
+                   backend: str = "jax", **extra) -> None:
+    """``settings.json``, written last (atomically): what a later call reads to decide the figure is current."""
+    from gradstop.cli import versions
+
+    atomic_write_json(Path(folder) / "settings.json", {
+        "script": script, "args": args_record(args), "complete": bool(complete), "files": list(files),
+        "seconds": float(seconds), "versions": versions(backend), "written": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra})
+
+
+def run_script(main, argv=None) -> None:
+    """A figure script's ``__main__``: run ``main``; bad input or a refused folder exits 2 with one line, not a traceback."""
+    try:
+        main(argv)
+    except (ValueError, FileExistsError, ConnectionError, ImportError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume (finished runs are kept)", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+# -- gradstop figures -----------------------------------------------------------------------------
+def _experiments():
+    """The repository's ``experiments`` package (its folder sits beside ``gradstop``'s, or in the working folder)."""
+    try:
+        return importlib.import_module("experiments")
+    except ImportError:
+        root = Path(__file__).resolve().parents[1]
+        if (root / "experiments" / "__init__.py").exists():
+            sys.path.insert(0, str(root))
+            return importlib.import_module("experiments")
+        raise ImportError("gradstop figures runs the scripts in the repository's experiments/ folder: run it from a "
+                          "clone of the repository (pip install -e .)") from None
+
+
+def run_figures(*, quick: bool = False, only=None, out=None, force: bool = False, ray=None, ray_cpus=None,
+                list_only: bool = False) -> int:
+    """Make every figure (or ``only`` these) into ``out/<name>``; exit code 0 if all are done, 1 if any failed."""
+    experiments = _experiments()
+    figures = experiments.FIGURES
+    unknown = [n for n in (only or []) if n not in figures]
+    if unknown:
+        import difflib
+
+        hints = {u: difflib.get_close_matches(u, list(figures), n=1) for u in unknown}
+        raise ValueError("unknown figure(s) " + ", ".join(f"{u!r}" + (f" (did you mean {hints[u][0]!r}?)" if hints[u] else "")
+                                                       for u in unknown) + f"; the figures are: {', '.join(figures)}")
+    root = Path(out or ("results/figures-quick" if quick else "results/figures"))
+    if root.exists() and any(root.iterdir()) and not (root / "figures.json").exists():
+        raise FileExistsError(f"{root} exists and is not a gradstop figures folder (no figures.json): choose another --out")
+    names = list(only or figures)
+    failed, started = [], time.perf_counter()
+    if not list_only:
+        root.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(root / "figures.json", {"figures": list(figures), "quick": quick})
+    for i, name in enumerate(names, 1):
+        fig = figures[name]
+        folder = root / name
+        argv = (["--quick"] if quick else []) + ["--out", str(folder)]
+        module = importlib.import_module(f"experiments.{fig.module}")
+        args = module.parse(argv)
+        current = is_current(folder, fig.module, args)
+        if list_only:
+            print(f"{name:>18}: {'current' if current else 'to make'}  {fig.title}")
+            continue
+        if current and not force:
+            print(f"[{i}/{len(names)}] {name}: current, skipped ({folder})", flush=True)
+            continue
+        if fig.sweep and ray:
+            argv += ["--ray", ray] + (["--ray-cpus", str(ray_cpus)] if ray_cpus else [])
+        if force or (folder.exists() and not fig.sweep):
+            argv.append("--force")
+        print(f"[{i}/{len(names)}] {name}: {fig.title} ({'quick' if quick else 'full'}; {fig.cost})", flush=True)
+        tick = time.perf_counter()
+        try:
+            if fig.python is not None:  # a script that needs its own interpreter (e.g. the peer venv)
+                python = fig.python()
+                subprocess.run([str(python), "-m", f"experiments.{fig.module}", *argv], check=True,
+                               cwd=Path(experiments.__file__).resolve().parents[1])
+            else:
+                module.main(argv)
+        except Exception as err:  # noqa: BLE001 -- one figure's failure is reported; the others still run
+            failed.append(name)
+            print(f"[{i}/{len(names)}] {name}: FAILED ({type(err).__name__}: {err})", file=sys.stderr, flush=True)
+            continue
+        print(f"[{i}/{len(names)}] {name}: done in {time.perf_counter() - tick:.0f} s -> {folder}", flush=True)
+    if not list_only:
+        print(f"gradstop figures: {len(names) - len(failed)} of {len(names)} figures in {root} "
+              f"({time.perf_counter() - started:.0f} s)" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0

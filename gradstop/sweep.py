@@ -1,0 +1,520 @@
+"""Sweeps: a grid of independent training runs, in-process or on a Ray cluster, resumable run by run.
+
+A figure of the study is a grid of runs (task × flow × seed × setting). A sweep names each run and
+trains it with :func:`gradstop.trainers.train` in its own folder, so everything the trainer
+guarantees holds per run (atomic files, exact resume from the last checkpoint)::
+
+    ROOT/sweep.json                every run's name and config (the union of every call so far)
+    ROOT/runs/<name>/              the run's trainer folder: config.json, eval.csv, summary.json, ...
+    ROOT/failures/<name>.json      a run that failed: its config, the error and its traceback
+    ROOT/summary.csv               one row per run of the last call: status and final numbers
+
+Calling it again skips finished runs, resumes interrupted ones from their checkpoints and retries
+failed ones; a failure is recorded and reported, and never stops the other runs. A run that went
+non-finite (``NonFiniteError``) is a result, not a crash: it is recorded as ``nonfinite`` and not
+retried (it would diverge again, deterministically) unless ``retry_nonfinite=True``.
+
+Runs execute one after another in this process, or as Ray tasks (``ray="local"``, ``"auto"`` or a
+cluster's ``host:port``): Ray is the scheduler; each task trains one run and writes its folder
+directly, so on a cluster ROOT must be a path every node mounts (a worker that cannot see it says
+so). An address that does not answer is refused within seconds.
+
+    runs = grid({"sim": "cartpole", "preset": "literature", "epochs": 50}, {"flow": ["none", "combined"], "seed": [0, 1, 2]})
+    report = run_sweep(runs, "results/my-sweep", ray="local")
+    report.raise_for_failures()
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import re
+import os
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from gradstop.trainers.config import TrainConfig
+from gradstop.trainers.files import atomic_write, atomic_write_json
+
+__all__ = ["Run", "Outcome", "SweepReport", "grid", "load_spec", "run_sweep", "connect_ray", "run_status", "read_runs", "check_runs",
+           "SweepError"]
+
+STATUSES = ("done", "skipped", "nonfinite", "failed")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=,+\-]*$")
+SPEC_KEYS = ("name", "base", "grid")
+CONNECT_TIMEOUT = 3.0  # seconds to wait for a Ray address to accept a connection before refusing it
+PROBE_TIMEOUT = 20.0  # seconds for a Ray driver to connect to it (a child process, so a silent server cannot hang us)
+
+
+class SweepError(RuntimeError):
+    """Some runs of a sweep failed (their records are in ``ROOT/failures``)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One run of a sweep: a folder name (letters, digits and ``_ . = , + -``) and its config."""
+
+    name: str
+    config: TrainConfig
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not _SAFE_NAME.match(self.name) or ".." in self.name:
+            raise ValueError(f"run name {self.name!r} is not a plain folder name: use letters, digits and _ . = , + - "
+                             "(no '/', no leading '.', no '..')")
+        if not isinstance(self.config, TrainConfig):
+            raise TypeError(f"run {self.name}: config must be a TrainConfig, got {type(self.config).__name__}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What became of one run in this call: ``status`` is one of ``STATUSES`` (``skipped``: finished before)."""
+
+    name: str
+    status: str
+    seconds: float = 0.0
+    summary: dict | None = None
+    error: str | None = None
+
+
+@dataclasses.dataclass
+class SweepReport:
+    """Every run's outcome, in the order given."""
+
+    root: Path
+    outcomes: list
+
+    def by_status(self, status: str) -> list:
+        return [o for o in self.outcomes if o.status == status]
+
+    @property
+    def failed(self) -> list:
+        return self.by_status("failed")
+
+    @property
+    def complete(self) -> bool:
+        """True when every run has a result (done, finished before, or non-finite); failures are not results."""
+        return not self.failed
+
+    def counts(self) -> dict:
+        return {s: len(self.by_status(s)) for s in STATUSES}
+
+    def describe(self) -> str:
+        c = self.counts()
+        text = (f"{len(self.outcomes)} runs in {self.root}: {c['done']} trained, {c['skipped']} finished before, "
+                f"{c['nonfinite']} stopped non-finite, {c['failed']} failed")
+        for o in self.failed:
+            text += f"\n  FAILED {o.name}: {o.error} (record: {self.root / 'failures' / (o.name + '.json')})"
+        return text
+
+    def raise_for_failures(self) -> None:
+        if self.failed:
+            raise SweepError(self.describe())
+
+
+# -- building the runs ----------------------------------------------------------------------------
+def _set(fields: dict, key: str, value) -> None:
+    """``fields[key] = value``, where ``sim_params.<p>`` (or ``param.<p>``) sets one simulator parameter."""
+    head, dot, param = key.partition(".")
+    if dot and head in ("sim_params", "param"):
+        fields["sim_params"] = {**fields.get("sim_params", {}), param: value}
+    else:
+        fields[key] = value
+
+
+def _check_keys(keys, where: str) -> None:
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    for key in keys:
+        head, dot, param = key.partition(".")
+        if dot and head in ("sim_params", "param") and param:
+            continue
+        if key not in names:
+            import difflib
+
+            hint = difflib.get_close_matches(key, names, n=1)
+            raise ValueError(f"{where}: unknown field {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                             + "; use a TrainConfig field (gradstop train --help) or sim_params.<parameter>")
+
+
+def _value_text(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return "-".join(map(_value_text, value))
+    return str(value).replace(":", "_").replace("/", "_").replace(" ", "")
+
+
+def grid(base: dict, axes: dict, *, names: dict | None = None) -> list[Run]:
+    """Every combination of ``axes`` over ``base``: one :class:`Run` each, named ``key=value,key=value``.
+
+    Args:
+      base: TrainConfig fields shared by every run (``algo`` selects that algorithm's published defaults).
+      axes: field -> list of values; ``sim_params.<p>`` sets one simulator parameter. The first axis varies slowest.
+      names: optional field -> short name used in run names (default: the field, ``sim_params.`` dropped).
+
+    Raises:
+      ValueError: an unknown field, an empty axis, or a combination that is not a valid config (the message
+        names the combination and the problem, e.g. an unknown flow).
+    """
+    if not isinstance(base, dict) or not isinstance(axes, dict):
+        raise ValueError("a sweep needs a dict of base fields and a dict of axes (field -> list of values)")
+    _check_keys(base, "sweep base")
+    _check_keys(axes, "sweep grid")
+    for key, values in axes.items():
+        if not isinstance(values, (list, tuple)) or not values:
+            raise ValueError(f"sweep grid: axis {key!r} must be a non-empty list of values, got {values!r}")
+    names = names or {}
+    runs = []
+    for combo in itertools.product(*axes.values()):
+        fields = json.loads(json.dumps(base))  # a deep copy of plain data
+        for key, value in zip(axes, combo):
+            _set(fields, key, value)
+        label = ",".join(f"{names.get(k, k.partition('.')[2] or k)}={_value_text(v)}" for k, v in zip(axes, combo))
+        try:
+            config = TrainConfig.for_algo(fields.pop("algo", "bptt"), **fields)
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"sweep run {label or '(base)'}: {err}") from None
+        runs.append(Run(label or "base", config))
+    return runs
+
+
+def load_spec(path: Path | str) -> tuple[str, list[Run]]:
+    """A sweep file: JSON ``{"name": ..., "base": {fields}, "grid": {field: [values]}}`` -> (name, runs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"sweep file {path} does not exist (write a JSON object with 'base' and 'grid')")
+    try:
+        spec = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"sweep file {path} is not valid JSON: {err}") from None
+    if not isinstance(spec, dict):
+        raise ValueError(f"sweep file {path} must hold a JSON object with 'base' and 'grid'")
+    unknown = sorted(set(spec) - set(SPEC_KEYS))
+    if unknown:
+        raise ValueError(f"sweep file {path}: unknown key(s) {unknown}; it takes {list(SPEC_KEYS)}")
+    name = spec.get("name", path.stem)
+    if not isinstance(name, str) or not _SAFE_NAME.match(name):
+        raise ValueError(f"sweep file {path}: name {name!r} must be a plain word (letters, digits, _ . -)")
+    return name, grid(spec.get("base", {}), spec.get("grid", {}))
+
+
+def check_runs(runs: list[Run]) -> None:
+    """Refuse duplicate names, and a simulator that cannot be built, before anything runs."""
+    seen = set()
+    for r in runs:
+        if r.name in seen:
+            raise ValueError(f"the sweep names run {r.name!r} twice: give every run its own name")
+        seen.add(r.name)
+    from gradstop.trainers.run import make_sim
+
+    checked = set()
+    for r in runs:
+        key = json.dumps([r.config.sim, r.config.backend, r.config.preset, r.config.sim_params], sort_keys=True, default=str)
+        if key in checked:
+            continue
+        try:
+            make_sim(r.config)
+        except (ValueError, TypeError, ImportError) as err:
+            raise ValueError(f"sweep run {r.name}: {err}") from None
+        checked.add(key)
+
+
+# -- the folder -----------------------------------------------------------------------------------
+def _claim(root: Path, runs: list[Run]) -> None:
+    """Record the runs in ``root/sweep.json`` (creating ``root``), refusing a name configured differently before."""
+    manifest = root / "sweep.json"
+    stored = {}
+    if manifest.exists():
+        try:
+            stored = json.loads(manifest.read_text())["runs"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise ValueError(f"{manifest} is not a gradstop sweep manifest: choose another --out") from None
+        for r in runs:
+            if r.name in stored:
+                old = TrainConfig.from_dict(stored[r.name], source=f"{manifest} (run {r.name})")
+                diffs = r.config.differences(old)
+                if diffs:
+                    raise ValueError(f"{root} holds run {r.name} with another config ({'; '.join(diffs)}): a sweep "
+                                     "never overwrites a run; choose another --out")
+    elif root.exists() and any(root.iterdir()):
+        raise ValueError(f"{root} exists and is not a gradstop sweep (no sweep.json): choose another --out")
+    root.mkdir(parents=True, exist_ok=True)
+    merged = {**stored, **{r.name: r.config.to_dict() for r in runs}}
+    from gradstop.cli import versions
+
+    atomic_write_json(manifest, {"runs": merged, "versions": versions(runs[0].config.backend) if runs else {}})
+
+
+def run_status(root: Path | str, run: Run) -> str | None:
+    """``done`` (summary.json of this config), ``nonfinite`` (recorded so), ``failed`` (recorded), or None (to run)."""
+    root = Path(root)
+    folder, record = root / "runs" / run.name, root / "failures" / f"{run.name}.json"
+    if (folder / "summary.json").exists() and (folder / "config.json").exists():
+        stored = TrainConfig.from_dict(json.loads((folder / "config.json").read_text()), source=str(folder / "config.json"))
+        if not run.config.differences(stored):
+            return "done"
+    if record.exists():
+        return json.loads(record.read_text()).get("status", "failed")
+    return None
+
+
+# -- one run (in this process or in a Ray worker) -------------------------------------------------
+def execute(name: str, config: dict, root: str) -> dict:
+    """Train one run into ``root/runs/name``; never raises: returns ``{status, seconds, summary | error}``."""
+    tick = time.perf_counter()
+    root_path = Path(root)
+    if not (root_path / "sweep.json").exists():
+        return dict(status="failed", seconds=0.0, error=f"the sweep folder {root} is not visible on {socket.gethostname()}: "
+                    "Ray workers write their runs directly, so put --out on a filesystem every node mounts at the same path")
+    try:
+        from gradstop.trainers.run import NonFiniteError, train
+
+        cfg = TrainConfig.from_dict(config, source=f"run {name}")
+        if cfg.backend == "jax" and cfg.dtype == "float64":
+            import jax
+
+            jax.config.update("jax_enable_x64", True)
+        result = train(cfg, root_path / "runs" / name)
+        return dict(status="done", seconds=time.perf_counter() - tick, summary=result.summary)
+    except NonFiniteError as err:
+        return dict(status="nonfinite", seconds=time.perf_counter() - tick, error=str(err))
+    except Exception as err:  # noqa: BLE001 -- a failed run is recorded and reported; it never stops the sweep
+        return dict(status="failed", seconds=time.perf_counter() - tick, error=f"{type(err).__name__}: {err}",
+                    traceback=traceback.format_exc())
+
+
+def _record(root: Path, run: Run, result: dict) -> Outcome:
+    """Write (or clear) the run's failure record; the run's Outcome."""
+    record = root / "failures" / f"{run.name}.json"
+    if result["status"] == "done":
+        if record.exists():
+            record.unlink()
+    else:
+        record.parent.mkdir(exist_ok=True)
+        atomic_write_json(record, {"name": run.name, "status": result["status"], "error": result.get("error"),
+                                   "traceback": result.get("traceback"), "config": run.config.to_dict(),
+                                   "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    return Outcome(run.name, result["status"], result.get("seconds", 0.0), result.get("summary"), result.get("error"))
+
+
+# -- Ray ------------------------------------------------------------------------------------------
+def connect_ray(address: str, *, cpus: int | None = None):
+    """Connect to Ray: ``local`` (start an instance here with ``cpus``), ``auto`` (the cluster this machine
+    runs) or ``host:port`` / ``ray://host:port``. Returns True when this call started Ray (and should stop it).
+
+    Raises:
+      ImportError: Ray is not installed. ConnectionError: nothing answers at the address (within seconds).
+    """
+    try:
+        import ray
+    except ImportError:
+        raise ImportError("--ray needs the ray package: pip install 'gradstop[sweep]' (or pip install ray)") from None
+    if ray.is_initialized():
+        return False
+    quiet = dict(logging_level="ERROR", log_to_driver=False)
+    if address == "local":
+        ray.init(num_cpus=cpus, include_dashboard=False, **quiet)
+        return True
+    if address == "auto":
+        try:
+            ray.init(address="auto", **quiet)
+        except ConnectionError:
+            raise ConnectionError("--ray auto: no Ray cluster runs on this machine; start one (`ray start --head`), give "
+                                  "its address (--ray HOST:PORT), or use --ray local") from None
+        return True
+    host, port = _host_port(address)
+    hint = "check the address of the cluster's head node (`ray status` there), or use --ray local"
+    try:
+        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT).close()
+    except OSError as err:
+        raise ConnectionError(f"--ray {address}: nothing answers at {host}:{port} within {CONNECT_TIMEOUT:g} s ({err}); {hint}") from None
+    # Something listens; Ray itself would retry a non-Ray or silent server for minutes, so a child process with a
+    # deadline connects first. Clusters started by `ray start` use token authentication, and a driver whose
+    # RAY_AUTH_MODE is unset does not send the token it has (~/.ray/auth_token, RAY_AUTH_TOKEN): a refused probe is
+    # retried in token mode, which this process then takes too.
+    modes = [None]
+    if "RAY_AUTH_MODE" not in os.environ and (os.environ.get("RAY_AUTH_TOKEN") or (Path.home() / ".ray" / "auth_token").exists()):
+        modes.append("token")
+    for mode in modes:
+        why = _probe_ray(address, mode)
+        if why is None:
+            break
+    else:
+        raise ConnectionError(f"--ray {address}: no Ray cluster answers at {host}:{port} ({why}); {hint} (a cluster with "
+                              "token authentication needs its token in RAY_AUTH_TOKEN or ~/.ray/auth_token)")
+    if mode is not None:
+        os.environ["RAY_AUTH_MODE"] = mode
+        from ray._raylet import Config  # re-read the mode, as Ray does itself after setting it
+
+        Config.initialize("")
+    ray.init(address=address, **quiet)
+    return True
+
+
+def _probe_ray(address: str, auth_mode: str | None) -> str | None:
+    """Connect a Ray driver to ``address`` in a child process with a deadline; None if it connected, else why not."""
+    probe = "import ray; ray.init(address=%r, logging_level='ERROR', log_to_driver=False); ray.shutdown()" % address
+    env = {**os.environ, "RAY_NUM_REDIS_GET_RETRIES": os.environ.get("RAY_NUM_REDIS_GET_RETRIES", "3")}
+    if auth_mode is not None:
+        env["RAY_AUTH_MODE"] = auth_mode
+    try:
+        done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=PROBE_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return f"it accepts connections but no Ray driver connected within {PROBE_TIMEOUT:g} s"
+    if done.returncode == 0:
+        return None
+    return (done.stderr.strip().splitlines() or ["no message"])[-1]
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    text = address.removeprefix("ray://")
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = text, "10001" if address.startswith("ray://") else "6379"
+    try:
+        number = int(port)
+    except ValueError:
+        number = -1
+    if not host or not 0 < number < 65536:
+        raise ValueError(f"--ray {address!r} is not an address: give local, auto, HOST:PORT or ray://HOST:PORT")
+    return host, number
+
+
+# -- the sweep ------------------------------------------------------------------------------------
+def run_sweep(runs: list[Run], root: Path | str, *, ray: str | None = None, cpus: int | None = None,
+              cpus_per_run: float = 1.0, retry_nonfinite: bool = False, progress: bool = True) -> SweepReport:
+    """Train every run not finished yet in ``root/runs/<name>``; a report of every run's outcome.
+
+    Args:
+      runs: the sweep's runs (:func:`grid`, :func:`load_spec`, or built by an experiment script).
+      root: the sweep folder (created; reused if it holds this sweep; refused if it holds anything else).
+      ray: None to run in this process one after another; ``local``, ``auto`` or an address to run as Ray tasks.
+      cpus: ``ray="local"``: CPUs of the local instance (default: all).
+      cpus_per_run: CPUs Ray reserves for each run.
+      retry_nonfinite: also rerun runs recorded as non-finite.
+      progress: a progress bar and one line per finished run.
+    """
+    runs = list(runs)
+    if not runs:
+        raise ValueError("the sweep has no runs")
+    root = Path(root)
+    check_runs(runs)
+    started = connect_ray(ray, cpus=cpus) if ray is not None else False  # a bad address fails before any file is written
+    try:
+        return _sweep(runs, root, ray, cpus_per_run, retry_nonfinite, progress)
+    finally:
+        if started:
+            import ray as ray_module
+
+            ray_module.shutdown()
+
+
+def _sweep(runs, root, ray, cpus_per_run, retry_nonfinite, progress) -> SweepReport:
+    _claim(root, runs)
+    outcomes: dict[str, Outcome] = {}
+    pending = []
+    for r in runs:
+        status = run_status(root, r)
+        if status == "done":
+            summary = json.loads((root / "runs" / r.name / "summary.json").read_text())
+            outcomes[r.name] = Outcome(r.name, "skipped", summary=summary)
+        elif status == "nonfinite" and not retry_nonfinite:
+            error = json.loads((root / "failures" / f"{r.name}.json").read_text()).get("error")
+            outcomes[r.name] = Outcome(r.name, "nonfinite", error=error)
+        else:
+            pending.append(r)
+    bar = _bar(progress, len(runs), len(runs) - len(pending))
+
+    def finished(r, result):
+        outcomes[r.name] = o = _record(root, r, result)
+        if bar is not None:
+            bar.update(1)
+            bar.write(_line(o))
+    try:
+        if ray is None:
+            for r in pending:
+                finished(r, execute(r.name, r.config.to_dict(), str(root)))
+        elif pending:
+            _run_on_ray(pending, root, cpus_per_run, finished)
+    finally:
+        if bar is not None:
+            bar.close()
+        report = SweepReport(root, [outcomes[r.name] for r in runs if r.name in outcomes])
+        _write_summary(root, runs, outcomes)
+    return report
+
+
+def _run_on_ray(pending, root, cpus_per_run, finished) -> None:
+    """One Ray task per run (connected by :func:`connect_ray`); each outcome as it arrives."""
+    import ray
+
+    task = ray.remote(execute).options(num_cpus=cpus_per_run, max_retries=0)
+    futures = {task.remote(r.name, r.config.to_dict(), str(root.resolve())): r for r in pending}
+    try:
+        while futures:
+            done, _ = ray.wait(list(futures), num_returns=1)
+            r = futures.pop(done[0])
+            try:
+                result = ray.get(done[0])
+            except Exception as err:  # noqa: BLE001 -- a worker that died (OOM, node lost) is that run's failure
+                result = dict(status="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
+            finished(r, result)
+    finally:
+        for f in futures:  # interrupted: stop the runs still going (each resumes from its checkpoint next time)
+            ray.cancel(f, force=True)
+
+
+def _line(o: Outcome) -> str:
+    if o.status == "done":
+        s = o.summary or {}
+        test = s.get("final_test_loss")
+        return f"  done {o.name}: final test loss {test:.4g} ({o.seconds:.0f} s)" if test is not None else f"  done {o.name}"
+    return f"  {o.status.upper()} {o.name}: {o.error}"
+
+
+def _bar(progress: bool, total: int, done: int):
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=done, desc="sweep", unit="run", file=sys.stderr)
+
+
+SUMMARY_FIELDS = ("final_test_loss", "best_test_loss", "final_test_success", "final_test_reward", "final_loss", "seconds",
+                  "compile_seconds")
+
+
+def _write_summary(root: Path, runs: list[Run], outcomes: dict) -> None:
+    """``root/summary.csv``: one row per run of this call (status and the final numbers of finished runs)."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["name", "status", *SUMMARY_FIELDS, "error"])
+    for r in runs:
+        o = outcomes.get(r.name, Outcome(r.name, "pending"))
+        s = o.summary or {}
+        writer.writerow([r.name, "done" if o.status == "skipped" else o.status,
+                         *("" if s.get(k) is None else s[k] for k in SUMMARY_FIELDS), o.error or ""])
+    atomic_write(root / "summary.csv", buf.getvalue().encode())
+
+
+def read_runs(root: Path | str, runs: list[Run]) -> dict:
+    """The finished runs' records: name -> {"config", "summary", "evals"} (evals: eval.csv's rows as numbers);
+    a run recorded non-finite has summary None and its evaluations so far."""
+    from gradstop.trainers.files import MetricsLog
+    from gradstop.trainers.run import EVAL_COLUMNS
+
+    root, out = Path(root), {}
+    for r in runs:
+        status = run_status(root, r)
+        if status not in ("done", "nonfinite"):
+            continue
+        folder = root / "runs" / r.name
+        evals = MetricsLog(folder / "eval.csv", EVAL_COLUMNS).read() if (folder / "eval.csv").exists() else []
+        summary = json.loads((folder / "summary.json").read_text()) if status == "done" else None
+        out[r.name] = {"config": r.config, "summary": summary, "evals": evals, "status": status}
+    return out

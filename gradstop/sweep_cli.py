@@ -1,0 +1,80 @@
+"""``gradstop sweep`` (a grid of training runs from a JSON file) and ``gradstop figures`` (the study's figures).
+
+    gradstop sweep grid.json [--out DIR] [--ray local|auto|HOST:PORT] [--only TEXT] [--dry-run]
+    gradstop figures [--quick] [--only NAME ...] [--out DIR] [--ray ...] [--force]
+
+A sweep file names the runs' shared fields and the axes to vary (``gradstop.sweep.load_spec``)::
+
+    {"name": "lr-scan",
+     "base": {"sim": "cartpole", "preset": "literature", "sim_params": {"poles": 2}, "data": "fixed", "epochs": 100},
+     "grid": {"flow": ["none", "combined"], "lr": [0.001, 0.003], "seed": [0, 1, 2]}}
+
+Each run trains in ``DIR/runs/<name>`` (``flow=none,lr=0.001,seed=0``); running the same command
+again skips finished runs, resumes interrupted ones and retries failed ones. The exit code is 0 when
+every run has a result, 1 when some failed (each is reported with its config and error in
+``DIR/failures/``), 2 for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def add_ray_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ray", metavar="ADDRESS", help="run on Ray: 'local' (start an instance here), 'auto' (this "
+                   "machine's cluster) or HOST:PORT of a cluster's head; default: one run after another in this process")
+    p.add_argument("--ray-cpus", type=int, help="--ray local: CPUs of the local instance (default: all)")
+
+
+def add_parsers(sub) -> None:
+    """Add the ``sweep`` and ``figures`` subcommands to the ``gradstop`` parser."""
+    s = sub.add_parser("sweep", help="train a grid of runs from a JSON sweep file, in-process or on Ray; resumable")
+    s.add_argument("spec", metavar="SWEEP.json", help="the sweep file: {\"name\", \"base\": {fields}, \"grid\": {field: [values]}}")
+    s.add_argument("--out", help="the sweep folder (resumed if it holds this sweep); default results/sweep-<name>-<hash>")
+    s.add_argument("--root", default="results", help="parent folder of the default sweep folder")
+    s.add_argument("--only", action="append", metavar="TEXT", help="run only the runs whose name contains TEXT (repeatable: any)")
+    s.add_argument("--retry-nonfinite", action="store_true", help="also rerun runs that stopped on a non-finite value")
+    s.add_argument("--dry-run", action="store_true", help="list the runs and their status, train nothing")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_ray_flags(s)
+    f = sub.add_parser("figures", help="regenerate the study's figures (experiments/), skipping those that are current")
+    f.add_argument("--quick", action="store_true", help="every figure on its tiny budget (minutes in all)")
+    f.add_argument("--only", nargs="+", metavar="NAME", help="only these figures (gradstop figures --list names them)")
+    f.add_argument("--out", help="the gallery folder (default: results/figures, --quick: results/figures-quick)")
+    f.add_argument("--force", action="store_true", help="rebuild figures even when current (a sweep's finished runs are kept)")
+    f.add_argument("--list", action="store_true", help="list the figures and whether each is current, run nothing")
+    add_ray_flags(f)
+
+
+def sweep(ns: argparse.Namespace) -> int:
+    from gradstop.sweep import load_spec, run_status, run_sweep
+
+    name, runs = load_spec(ns.spec)
+    if ns.only:
+        runs = [r for r in runs if any(t in r.name for t in ns.only)]
+        if not runs:
+            raise ValueError(f"--only {' '.join(ns.only)} matches no run of {ns.spec}")
+    digest = hashlib.sha256(json.dumps([[r.name, r.config.identity()] for r in load_spec(ns.spec)[1]],
+                                       sort_keys=True).encode()).hexdigest()[:8]
+    out = Path(ns.out) if ns.out else Path(ns.root) / f"sweep-{name}-{digest}"
+    if ns.dry_run:
+        for r in runs:
+            print(f"{run_status(out, r) or 'to run':>10}  {r.name}")
+        print(f"{len(runs)} runs in {out}")
+        return EXIT_OK
+    report = run_sweep(runs, out, ray=ns.ray, cpus=ns.ray_cpus, retry_nonfinite=ns.retry_nonfinite, progress=not ns.quiet)
+    print(report.describe(), file=sys.stderr if report.failed else sys.stdout)
+    return EXIT_FAILED if report.failed else EXIT_OK
+
+
+def figures(ns: argparse.Namespace) -> int:
+    from gradstop.figures import run_figures
+
+    return run_figures(quick=ns.quick, only=ns.only, out=ns.out, force=ns.force, ray=ns.ray, ray_cpus=ns.ray_cpus,
+                       list_only=ns.list)
