@@ -6,10 +6,11 @@
 Every flow — none, input, state, all, combined, directional, decay:0.9, truncate:10 — trains with
 both algorithms on each task from the same initial weights and data for each seed:
 
-- **SHAC** (Xu et al., ICLR 2022) with its published defaults (``TrainConfig.for_algo("shac")``:
-  64 environments, the actor's window h = 32, actor and critic MLPs 64×64 ELU, Adam lr 1e-2
-  decaying linearly to 1e-5, betas (0.7, 0.95), global-norm clipping 1, TD(λ = 0.95), γ 0.99);
-  the flow acts on the actor's window.
+- **SHAC** (Xu et al., ICLR 2022) with its published cartpole defaults (``TrainConfig.for_algo("shac")``:
+  64 environments, the actor's window h = 32, actor and critic MLPs 64×64 ELU, actor Adam lr 1e-2
+  decaying linearly to 1e-3 of it, betas (0.7, 0.95), global-norm clipping 1, critic lr 1e-3, TD(λ = 0.95),
+  γ 0.99); on reacher the actor's lr is 1e-3 (Brax APG's default, the setting docs/trainers.md's APG
+  comparison trained with). The flow acts on the actor's window.
 - **BPTT** over whole episodes with the same actor, optimizer, schedule, clipping and 64 initial
   states per update: SHAC's actor update without the critic and with the window grown to the
   episode, the baseline of the SHAC paper.
@@ -18,9 +19,9 @@ Both evaluate the deterministic policy on ``--test-size`` fixed test states over
 (``episode`` steps): the test loss is the episode's summed cost (Brax: minus its reward). Both get
 ``updates`` updates (BPTT's each see episode/32 times SHAC's environment steps). Tasks:
 
-    pointmass   3-D point mass to the origin (gradstop's default), episodes of 128 steps, 256 updates
-    cartpole    1-pole swing-up with running cost (gradstop's default cartpole), 256 steps, 256 updates
-    reacher     brax:reacher on the spring pipeline, episodes of 128 steps, 64 updates
+    pointmass   3-D point mass to the origin (gradstop's default), episodes of 128 steps, 256 updates, lr 1e-2
+    cartpole    1-pole swing-up with running cost (gradstop's default cartpole), 256 steps, 256 updates, lr 1e-2
+    reacher     brax:reacher on the spring pipeline, episodes of 128 steps, 64 updates, lr 1e-3
 
 Runs are a sweep (``gradstop.sweep``) in ``OUT/runs/<name>``: resumable, ``--ray`` spreads them.
 Writes ``curves.csv`` (every evaluation of every run: updates, environment steps, wall-clock,
@@ -44,11 +45,11 @@ from gradstop.sweep import Run, read_runs, run_sweep
 from gradstop.trainers.config import ALGO_DEFAULTS, TrainConfig
 
 SCRIPT = "training_curves"
-# task -> (sim, sim_params, episode length, updates per run)
+# task -> (sim, sim_params, episode length, updates per run, actor learning rate)
 TASKS = {
-    "pointmass": ("pointmass", {}, 128, 256),
-    "cartpole": ("cartpole", {"poles": 1}, 256, 256),
-    "reacher": ("brax:reacher", {"pipeline": "spring"}, 128, 64),
+    "pointmass": ("pointmass", {}, 128, 256, 1e-2),
+    "cartpole": ("cartpole", {"poles": 1}, 256, 256, 1e-2),
+    "reacher": ("brax:reacher", {"pipeline": "spring"}, 128, 64, 1e-3),
 }
 ALGOS = ("bptt", "shac")
 
@@ -105,10 +106,10 @@ UPDATES_PER_EPOCH = 8  # SHAC's published epoch; the curves get a point per epoc
 
 
 def config(args: Args, task: str, algo: str, flow: str, seed: int) -> TrainConfig:
-    sim, params, episode, updates = TASKS[task]
+    sim, params, episode, updates, lr = TASKS[task]
     updates = args.updates or updates
     per_epoch = min(UPDATES_PER_EPOCH, updates)
-    actor = dict(lr=SHAC["lr"], schedule=SHAC["schedule"], lr_final=SHAC["lr_final"], beta1=SHAC["beta1"], beta2=SHAC["beta2"],
+    actor = dict(lr=lr, schedule=SHAC["schedule"], lr_final=SHAC["lr_final"], beta1=SHAC["beta1"], beta2=SHAC["beta2"],
                  clip_norm=SHAC["clip_norm"], hidden=SHAC["hidden"], activation=SHAC["activation"])
     common = dict(sim=sim, sim_params=params, flow=flow, impl=args.impl, data="fresh", batch=args.envs,
                   updates_per_epoch=per_epoch, epochs=max(1, updates // per_epoch), test_size=args.test_size, seed=seed,
@@ -225,7 +226,7 @@ def main(argv=None) -> None:
     plot(out / "training-curves.png", curves, args)
     write_settings(out, SCRIPT, args, seconds=time.perf_counter() - started, complete=len(records) == len(all_runs),
                    files=FILES, runs=len(all_runs), finished=len(records), seeds=list(range(args.seeds)),
-                   tasks={t: dict(zip(("sim", "sim_params", "episode", "updates"), TASKS[t])) for t in args.tasks})
+                   tasks={t: dict(zip(("sim", "sim_params", "episode", "updates", "lr"), TASKS[t])) for t in args.tasks})
     print(f"wrote {out} ({len(records)} of {len(all_runs)} runs finished)")
     if report is not None and report.failed:
         report.raise_for_failures()

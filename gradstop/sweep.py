@@ -272,10 +272,8 @@ def execute(name: str, config: dict, root: str) -> dict:
         from gradstop.trainers.run import NonFiniteError, train
 
         cfg = TrainConfig.from_dict(config, source=f"run {name}")
-        if cfg.backend == "jax" and cfg.dtype == "float64":
-            import jax
-
-            jax.config.update("jax_enable_x64", True)
+        if cfg.backend == "jax":
+            _jax_setup(cfg, root_path)
         result = train(cfg, root_path / "runs" / name)
         return dict(status="done", seconds=time.perf_counter() - tick, summary=result.summary)
     except NonFiniteError as err:
@@ -283,6 +281,18 @@ def execute(name: str, config: dict, root: str) -> dict:
     except Exception as err:  # noqa: BLE001 -- a failed run is recorded and reported; it never stops the sweep
         return dict(status="failed", seconds=time.perf_counter() - tick, error=f"{type(err).__name__}: {err}",
                     traceback=traceback.format_exc())
+
+
+def _jax_setup(config: TrainConfig, root: Path) -> None:
+    """64-bit mode for float64 runs, and a persistent compilation cache in ``root/.jax-cache`` (unless the user set
+    one): the runs of a sweep that differ only in their seed compile the same programs, which Brax tasks take
+    30–60 s each to compile."""
+    import jax
+
+    if config.dtype == "float64":
+        jax.config.update("jax_enable_x64", True)
+    if not os.environ.get("JAX_COMPILATION_CACHE_DIR") and not jax.config.jax_compilation_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", str(root / ".jax-cache"))
 
 
 def _record(root: Path, run: Run, result: dict) -> Outcome:
@@ -314,8 +324,8 @@ def connect_ray(address: str, *, cpus: int | None = None):
     if ray.is_initialized():
         return False
     quiet = dict(logging_level="ERROR", log_to_driver=False)
-    if address == "local":
-        ray.init(num_cpus=cpus, include_dashboard=False, **quiet)
+    if address == "local":  # a new instance of our own, even where `ray start` left a cluster to find
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, **quiet)
         return True
     if address == "auto":
         try:

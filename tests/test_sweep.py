@@ -204,9 +204,19 @@ def test_a_sweep_runs_on_a_ray_cluster_given_its_address(tmp_path):
     import tempfile
 
     env = {**os.environ, "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray")}  # short: Ray's socket paths must fit 107 bytes
-    subprocess.run([str(ray_bin), "start", "--head", "--num-cpus", "2", "--port", str(port), "--include-dashboard", "false",
-                    "--disable-usage-stats"], check=True, capture_output=True, env=env)
+    # --block keeps the head's processes in this process group, so the test stops exactly them (`ray stop` would stop
+    # every Ray instance on the machine)
+    head = subprocess.Popen([str(ray_bin), "start", "--head", "--block", "--num-cpus", "2", "--port", str(port),
+                             "--include-dashboard", "false", "--disable-usage-stats"], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.5)
         spec = tmp_path / "g.json"
         spec.write_text(json.dumps({"base": TINY, "grid": {"seed": [0, 1]}}))
         done = subprocess.run([sys.executable, "-m", "gradstop", "sweep", str(spec), "--out", str(tmp_path / "o"), "--ray",
@@ -214,4 +224,5 @@ def test_a_sweep_runs_on_a_ray_cluster_given_its_address(tmp_path):
         assert done.returncode == 0, done.stderr[-2000:]
         assert "2 trained" in done.stdout
     finally:
-        subprocess.run([str(ray_bin), "stop", "--force"], capture_output=True, env=env)
+        os.killpg(head.pid, signal.SIGTERM)
+        head.wait(timeout=60)
