@@ -23,6 +23,9 @@ def pytest_addoption(parser):
     parser.addoption("--full", action="store_true",
                      help="the whole grid: every sim (Brax included), flow, memory policy, and torch.compile of the "
                           "unrolled loop (hours: Brax and unrolled compiles dominate)")
+    parser.addoption("--flows", default="none+input",
+                     help="default grid: the flows timed, comma-separated among none, input, combined, none+input "
+                          "(default: the pair); experiments/runtime_memory.py adds none")
     parser.addoption("--device", default="cpu", choices=["cpu", "cuda"],
                      help="device of the torch cases (cuda: skipped when torch sees no GPU); JAX uses its default device")
 
@@ -42,6 +45,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
             machine_info["packages"][name] = None
     machine_info["torch_device"] = config.getoption("--device")
     machine_info["grid"] = "quick" if config.getoption("--quick") else "full" if config.getoption("--full") else "default"
+    machine_info["flows"] = config.getoption("--flows")
 
 
 def _params(item):
@@ -59,15 +63,21 @@ def quick(params) -> bool:
         and params.get("flow") == "none+input"
 
 
-def default(params) -> bool:
-    return (params.get("sim_name") == "neural" and params.get("flow") == "none+input"
+def default(params, flows=("none+input",)) -> bool:
+    return (params.get("sim_name") == "neural" and params.get("flow") in flows
             and params.get("impl") in ("native", "fused", "native-compile", "fused-compile"))
 
 
 def pytest_collection_modifyitems(config, items):
     if config.getoption("--full"):
         return
-    keep_if = quick if config.getoption("--quick") else default
-    keep = [item for item in items if keep_if(_params(item))]
+    flows = tuple(f.strip() for f in config.getoption("--flows").split(",") if f.strip())
+    known = ("none", "input", "combined", "none+input")
+    if not flows or any(f not in known for f in flows):
+        raise pytest.UsageError(f"--flows {config.getoption('--flows')!r}: give a comma-separated list among {', '.join(known)}")
+    if config.getoption("--quick"):
+        keep = [item for item in items if quick(_params(item))]
+    else:
+        keep = [item for item in items if default(_params(item), flows)]
     config.hook.pytest_deselected(items=[i for i in items if i not in keep])
     items[:] = keep

@@ -37,6 +37,8 @@ def peer_python() -> Path:
 
 
 FIGURES = {
+    "runtime-memory": Figure("runtime_memory", "time and peak memory of one gradient against the horizon, native vs "
+                             "fused, JAX vs PyTorch", "≈ 16 min (the benchmark suite, 144 cases)"),
     "gradient-norms": Figure("gradient_norms", "gradient norm and cos(∇input, ∇none) against the horizon, per sim and flow",
                              "≈ 2.5 min"),
     "precision-drift": Figure("precision_drift", "float32 against float64 gradients over the horizon", "≈ 10 min"),

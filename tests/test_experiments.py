@@ -106,3 +106,22 @@ def test_gradstop_figures_skips_current_figures_and_names_bad_input(tmp_path, ca
     assert cli.main(["figures", "--quick", "--out", str(tmp_path / "mine")]) == 2
     assert "is not a gradstop figures folder" in capsys.readouterr().err
     assert (tmp_path / "mine" / "thesis.tex").read_text() == "x"
+
+
+def test_runtime_memory_quick_runs_the_benchmark_suite_and_writes_its_ratios(tmp_path):
+    from experiments import runtime_memory
+
+    out = tmp_path / "r"
+    runtime_memory.main(["--quick", "--out", str(out)])
+    cases = read(out / "cases.csv")
+    assert set(cases[0]) == {"framework", "impl", "batch", "flow", "horizon", "ms", "memory_bytes", "compile_s"}
+    assert {(c["framework"], c["impl"]) for c in cases} == {(f, i) for f in ("jax", "torch") for i in ("native", "fused")}
+    assert {c["horizon"] for c in cases} == {"1", "10"} and {c["flow"] for c in cases} == {"none", "none+input"}
+    assert all(float(c["ms"]) > 0 for c in cases)
+    kinds = {r["kind"] for r in read(out / "ratios.csv")}
+    assert kinds == {"native/fused", "torch/jax"} and len(read(out / "ratios.csv")) == 16
+    again = tmp_path / "again"  # the same figure from that run's JSON, without timing anything
+    runtime_memory.main(["--from-json", str(out / "benchmark.json"), "--out", str(again)])
+    assert read(again / "cases.csv") == cases
+    with pytest.raises(ValueError, match="--from-json .*: no such file"):
+        runtime_memory.parse(["--from-json", str(tmp_path / "missing.json")])
