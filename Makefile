@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-slow test-all bench figures peer clean
+.PHONY: install demo test test-slow test-all bench figures gallery peer peer-venv clean
 
 install: $(STAMP)
 
@@ -48,6 +48,9 @@ $(PEER)/.installed-stamp: pyproject.toml constraints.txt
 
 peer: $(PEER)/.installed-stamp
 	$(PEER)/bin/python experiments/apg_peer.py $(PEER_ARGS)
+
+# Only the venv (the model-free figure, experiments/model_free.py, runs in it).
+peer-venv: $(PEER)/.installed-stamp
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest

@@ -32,7 +32,7 @@ def peer_python() -> Path:
     path = Path(__file__).resolve().parents[1] / ".venv-peer" / "bin" / "python"
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: Brax's agents (PPO, SAC, APG) need jax 0.9.2; build that venv "
-                                "with `make peer-venv` (or `make peer`), then run gradstop figures again")
+                                "with `make peer-venv`, then run gradstop figures again")
     return path
 
 
@@ -46,4 +46,6 @@ FIGURES = {
                               "Brax reacher", "see docs/results.md", sweep=True),
     "cartpole-study": Figure("cartpole_study", "final test loss per flow on the 1–4-pole cartpole, the published setting",
                              "see docs/results.md", sweep=True),
+    "model-free": Figure("model_free", "Brax PPO and SAC against gradstop BPTT and SHAC on reacher, by wall-clock",
+                         "see docs/results.md", python=peer_python),
 }

@@ -105,8 +105,9 @@ SHAC = ALGO_DEFAULTS["shac"]
 UPDATES_PER_EPOCH = 8  # SHAC's published epoch; the curves get a point per epoch
 
 
-def config(args: Args, task: str, algo: str, flow: str, seed: int) -> TrainConfig:
-    sim, params, episode, updates, lr = TASKS[task]
+def config(args: Args, task: str, algo: str, flow: str, seed: int, spec: tuple | None = None) -> TrainConfig:
+    """One run: ``task``'s entry of ``TASKS`` (or ``spec``, a tuple like one), the algorithm and its actor settings."""
+    sim, params, episode, updates, lr = spec or TASKS[task]
     updates = args.updates or updates
     per_epoch = min(UPDATES_PER_EPOCH, updates)
     actor = dict(lr=lr, schedule=SHAC["schedule"], lr_final=SHAC["lr_final"], beta1=SHAC["beta1"], beta2=SHAC["beta2"],

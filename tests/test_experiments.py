@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -125,3 +127,28 @@ def test_runtime_memory_quick_runs_the_benchmark_suite_and_writes_its_ratios(tmp
     assert read(again / "cases.csv") == cases
     with pytest.raises(ValueError, match="--from-json .*: no such file"):
         runtime_memory.parse(["--from-json", str(tmp_path / "missing.json")])
+
+
+def test_model_free_names_the_jax_it_needs_outside_the_peer_venv(tmp_path):
+    from experiments import model_free
+
+    with pytest.raises(ImportError, match="make peer-venv"):
+        model_free.main(["--quick", "--out", str(tmp_path / "m")])
+    assert not (tmp_path / "m").exists()
+
+
+PEER = Path(__file__).resolve().parents[1] / ".venv-peer" / "bin" / "python"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not PEER.exists(), reason="needs the peer venv with jax 0.9.2: make peer-venv")
+def test_model_free_quick_in_the_peer_venv(tmp_path):
+    out = tmp_path / "m"
+    done = subprocess.run([str(PEER), "-m", "experiments.model_free", "--quick", "--out", str(out)], capture_output=True,
+                          text=True, cwd=PEER.parents[2], timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    curves = read(out / "curves.csv")
+    assert {r["method"] for r in curves} == {"ppo", "sac", "bptt", "shac"}
+    assert set(curves[0]) == {"method", "seed", "env_steps", "wall_s", "eval_reward"}
+    assert {r["method"] for r in read(out / "final.csv")} == {"ppo", "sac", "bptt", "shac"}
+    assert json.loads((out / "settings.json").read_text())["complete"]
