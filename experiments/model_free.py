@@ -71,6 +71,9 @@ class Args:
     """BPTT's flow (the best on reacher in the training-curves figure)"""
     shac_flow: str = "none"
     """SHAC's flow (the best on reacher in the training-curves figure)"""
+    flows_from: str | None = None
+    """take BPTT's and SHAC's flows from this training-curves table.csv: each algorithm's flow with the lowest
+    median final test loss on --env (overrides --bptt-flow and --shac-flow)"""
     quick: bool = False
     """a smoke run: 16 environments, small budgets, 1 seed"""
     out: str = "results/model-free"
@@ -87,7 +90,28 @@ def parse(argv=None) -> Args:
     bad = [m for m in args.methods if m not in METHODS]
     if bad:
         raise ValueError(f"unknown methods {bad}; choose from {METHODS}")
+    if args.flows_from:
+        args = dataclasses.replace(args, **{f"{algo}_flow": flow for algo, flow in best_flows(args.flows_from, args.env).items()})
     return args
+
+
+def best_flows(table: str, env: str) -> dict:
+    """{"bptt": flow, "shac": flow}: each algorithm's flow with the lowest median final test loss on ``env`` in a
+    training-curves ``table.csv``."""
+    import csv
+
+    path = Path(table)
+    if not path.is_file():
+        raise ValueError(f"--flows-from {table}: no such file (the training-curves figure writes table.csv)")
+    with open(path) as f:
+        rows = [r for r in csv.DictReader(f) if r.get("task") == env and r.get("median")]
+    best = {}
+    for algo in ("bptt", "shac"):
+        mine = [r for r in rows if r["algo"] == algo]
+        if not mine:
+            raise ValueError(f"--flows-from {table} has no finished {algo} runs on {env}")
+        best[algo] = min(mine, key=lambda r: float(r["median"]))["flow"]
+    return best
 
 
 def check_jax() -> None:

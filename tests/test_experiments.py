@@ -152,3 +152,16 @@ def test_model_free_quick_in_the_peer_venv(tmp_path):
     assert set(curves[0]) == {"method", "seed", "env_steps", "wall_s", "eval_reward"}
     assert {r["method"] for r in read(out / "final.csv")} == {"ppo", "sac", "bptt", "shac"}
     assert json.loads((out / "settings.json").read_text())["complete"]
+
+
+def test_model_free_takes_each_algorithms_best_flow_from_the_training_curves(tmp_path):
+    from experiments import model_free
+
+    table = tmp_path / "table.csv"
+    table.write_text("task,algo,flow,runs,done,nonfinite,q25,median,q75\n"
+                     "reacher,bptt,none,5,5,0,1,30.0,1\nreacher,bptt,truncate:10,5,5,0,1,20.0,1\n"
+                     "reacher,shac,input,5,5,0,1,10.0,1\nreacher,shac,none,5,5,0,1,12.0,1\npointmass,bptt,all,5,5,0,1,1.0,1\n")
+    args = model_free.parse(["--flows-from", str(table)])
+    assert (args.bptt_flow, args.shac_flow) == ("truncate:10", "input")
+    with pytest.raises(ValueError, match="no finished bptt runs on hopper"):
+        model_free.parse(["--flows-from", str(table), "--env", "hopper"])
