@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-slow test-all bench figures gallery peer peer-venv clean
+.PHONY: install demo test test-slow test-all bench bench-figures figures gallery peer peer-venv clean
 
 install: $(STAMP)
 
@@ -35,8 +35,16 @@ bench: $(STAMP)
 	$(BIN)/python -m pytest benchmarks --benchmark-json benchmark.json $(BENCH_ARGS)
 
 # Runtime/memory-vs-horizon figures and the ratio tables from benchmark.json, into results/.
-figures: $(STAMP)
+bench-figures: $(STAMP)
 	$(BIN)/python experiments/benchmark_figures.py benchmark.json
+
+# The study's figures (experiments/, docs/results.md): current ones are skipped, sweeps resume. FIG_ARGS: e.g. --quick,
+# --only cartpole-study, --ray local. `make gallery` updates the committed gallery in docs/gallery.
+figures: $(STAMP)
+	$(BIN)/gradstop figures $(FIG_ARGS)
+
+gallery: $(STAMP)
+	$(BIN)/gradstop figures --out docs/gallery $(FIG_ARGS)
 
 # gradstop BPTT vs Brax's own APG on the same task and budget. Brax's agents need jax 0.9.2, so this
 # builds a second venv (.venv-peer, the `peer` extra) beside the main one. Writes results/apg-peer/.
