@@ -35,7 +35,7 @@ rerun the command to resume (finished runs are skipped), ``--ray`` to spread the
 workers, ``--plot-only`` to draw from the runs finished so far. Writes ``final.csv`` (a row per
 run), ``table.csv`` (mean, spread and count per part, observation, poles and flow), ``pairs.csv``
 (each flow against ``none`` on the same seed), ``curves.csv`` (test loss per evaluation),
-``cartpole-study.png`` (grouped bars: mean final test loss per flow and pole count, a dot per
+``cartpole-study.png`` (grouped bars: median final test loss per flow and pole count, a dot per
 seed), ``cartpole-study-curves.png`` and ``settings.json``. ``--quick`` (1 pole, 2 flows, 2 epochs
 on 16 states) runs in well under a minute.
 """
@@ -187,6 +187,7 @@ def tables(all_runs: list[Run], records: dict) -> tuple[list, list, list, list]:
         done = np.asarray([r["final_test_loss"] for r in rows if r["status"] == "done" and r["final_test_loss"] is not None])
         table.append(dict(part=part, setting=setting, obs=obs, poles=poles, flow=flow, runs=len(rows), done=int(done.size),
                           nonfinite=sum(r["status"] == "nonfinite" for r in rows),
+                          median=float(np.median(done)) if done.size else None,
                           mean=float(done.mean()) if done.size else None, std=float(done.std()) if done.size else None,
                           min=float(done.min()) if done.size else None, max=float(done.max()) if done.size else None))
     pairs = []
@@ -203,7 +204,8 @@ def tables(all_runs: list[Run], records: dict) -> tuple[list, list, list, list]:
 
 
 def plot_bars(path, final: list, flows: list, poles: list) -> None:
-    """Grouped bars per panel: mean final test loss per pole count and flow, a dot per seed, n/a where not run."""
+    """Grouped bars per panel: median final test loss per pole count and flow, a dot per seed, × per non-finite run;
+    a log axis where the values span more than a decade."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -223,7 +225,7 @@ def plot_bars(path, final: list, flows: list, poles: list) -> None:
                 x = i + (j - (len(flows) - 1) / 2) * width
                 if vals:
                     xs.append(x)
-                    means.append(np.mean(vals))
+                    means.append(np.median(vals))
                     ax.scatter([x] * len(vals), vals, s=7, color="black", zorder=3, linewidths=0)
                 diverged = sum(r["status"] == "nonfinite" for r in sel if r["poles"] == n and r["flow"] == flow)
                 if diverged:
@@ -232,12 +234,18 @@ def plot_bars(path, final: list, flows: list, poles: list) -> None:
                 ax.bar(xs, means, width=width, color=flow_color(flow), label=flow if ax is axes.flat[0] else None)
         ax.set_xticks(range(len(poles)), [f"{n} pole{'s' if n > 1 else ''}" for n in poles])
         ax.set_ylabel("final test loss, 1 − mean cos θ")
-        ax.set_ylim(bottom=0)
+        done = [r["final_test_loss"] for r in sel if r["status"] == "done" and r["final_test_loss"] is not None]
+        positive = [v for v in done if v > 0]
+        if positive and max(positive) > 10 * min(positive):
+            ax.set_yscale("log")
+            ax.set_ylim(bottom=min(positive) / 3, top=max(positive) * 3)
+        else:
+            ax.set_ylim(bottom=0)
         ax.set_title(title, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    fig.legend(loc="upper center", ncol=len(flows), fontsize=8, title="flow (bar: mean over seeds; dot: one seed; ×: non-finite)",
+    fig.legend(loc="upper center", ncol=len(flows), fontsize=8, title="flow (bar: median over seeds; dot: one seed; ×: non-finite)",
                title_fontsize=8, bbox_to_anchor=(0.5, 1.0))
     fig.tight_layout(rect=(0, 0, 1, 0.93 if rows > 1 else 0.86))
     save_figure(fig, path)

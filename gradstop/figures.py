@@ -129,6 +129,7 @@ def run_figures(*, quick: bool = False, only=None, out=None, force: bool = False
     if root.exists() and any(root.iterdir()) and not (root / "figures.json").exists():
         raise FileExistsError(f"{root} exists and is not a gradstop figures folder (no figures.json): choose another --out")
     names = list(only or figures)
+    repo = Path(experiments.__file__).resolve().parents[1]
     failed, started = [], time.perf_counter()
     if not list_only:
         root.mkdir(parents=True, exist_ok=True)
@@ -136,7 +137,7 @@ def run_figures(*, quick: bool = False, only=None, out=None, force: bool = False
     for i, name in enumerate(names, 1):
         fig = figures[name]
         folder = root / name
-        argv = (["--quick"] if quick else []) + ["--out", str(folder)]
+        argv = (["--quick"] if quick else []) + ["--out", str(folder.resolve())]
         module = importlib.import_module(f"experiments.{fig.module}")
         args = module.parse(argv)
         current = is_current(folder, fig.module, args)
@@ -153,12 +154,11 @@ def run_figures(*, quick: bool = False, only=None, out=None, force: bool = False
         print(f"[{i}/{len(names)}] {name}: {fig.title} ({'quick' if quick else 'full'}; {fig.cost})", flush=True)
         tick = time.perf_counter()
         try:
-            if fig.python is not None:  # a script that needs its own interpreter (e.g. the peer venv)
-                python = fig.python()
-                subprocess.run([str(python), "-m", f"experiments.{fig.module}", *argv], check=True,
-                               cwd=Path(experiments.__file__).resolve().parents[1])
-            else:
-                module.main(argv)
+            # each figure in a process of its own: no JAX flag (64-bit mode), cache or memory carries from one to the next
+            python = fig.python() if fig.python is not None else Path(sys.executable)
+            done = subprocess.run([str(python), "-m", f"experiments.{fig.module}", *argv], cwd=repo)
+            if done.returncode != 0:
+                raise RuntimeError(f"experiments.{fig.module} exited with {done.returncode}")
         except Exception as err:  # noqa: BLE001 -- one figure's failure is reported; the others still run
             failed.append(name)
             print(f"[{i}/{len(names)}] {name}: FAILED ({type(err).__name__}: {err})", file=sys.stderr, flush=True)

@@ -272,9 +272,12 @@ def execute(name: str, config: dict, root: str) -> dict:
         from gradstop.trainers.run import NonFiniteError, train
 
         cfg = TrainConfig.from_dict(config, source=f"run {name}")
-        if cfg.backend == "jax":
-            _jax_setup(cfg, root_path)
-        result = train(cfg, root_path / "runs" / name)
+        restore = _jax_setup(cfg, root_path) if cfg.backend == "jax" else None
+        try:
+            result = train(cfg, root_path / "runs" / name)
+        finally:
+            if restore is not None:
+                restore()
         return dict(status="done", seconds=time.perf_counter() - tick, summary=result.summary)
     except NonFiniteError as err:
         return dict(status="nonfinite", seconds=time.perf_counter() - tick, error=str(err))
@@ -283,16 +286,18 @@ def execute(name: str, config: dict, root: str) -> dict:
                     traceback=traceback.format_exc())
 
 
-def _jax_setup(config: TrainConfig, root: Path) -> None:
-    """64-bit mode for float64 runs, and a persistent compilation cache in ``root/.jax-cache`` (unless the user set
-    one): the runs of a sweep that differ only in their seed compile the same programs, which Brax tasks take
-    30–60 s each to compile."""
+def _jax_setup(config: TrainConfig, root: Path):
+    """JAX's 64-bit mode on exactly for float64 runs — so a run's numbers do not depend on what ran before it in
+    this process, nor on whether it ran here or in a Ray worker — and a persistent compilation cache in
+    ``root/.jax-cache`` (unless the user set one): runs that differ only in their seed compile the same programs,
+    which Brax tasks take 30–60 s each to compile. Returns the function that restores the 64-bit mode."""
     import jax
 
-    if config.dtype == "float64":
-        jax.config.update("jax_enable_x64", True)
+    before = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", config.dtype == "float64")
     if not os.environ.get("JAX_COMPILATION_CACHE_DIR") and not jax.config.jax_compilation_cache_dir:
         jax.config.update("jax_compilation_cache_dir", str(root / ".jax-cache"))
+    return lambda: jax.config.update("jax_enable_x64", before)
 
 
 def _record(root: Path, run: Run, result: dict) -> Outcome:

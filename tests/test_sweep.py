@@ -55,8 +55,12 @@ def test_an_unknown_simulator_is_refused_before_anything_is_written(tmp_path):
 
 def test_a_sweep_trains_each_run_as_train_would_then_skips_finished_runs_and_finishes_the_rest(tmp_path):
     runs = tiny_runs()
+    import jax
+
+    x64 = jax.config.jax_enable_x64  # tests/conftest.py turns 64-bit mode on; a float32 run turns it off for itself only
     report = run_sweep(runs, tmp_path / "s", progress=False)
     assert report.counts() == {"done": 4, "skipped": 0, "nonfinite": 0, "failed": 0} and report.complete
+    assert jax.config.jax_enable_x64 == x64
     solo = train(runs[3].config)  # in memory: the same numbers as the sweep's run
     stored = json.loads((tmp_path / "s" / "runs" / runs[3].name / "summary.json").read_text())
     assert stored["final_test_loss"] == solo.summary["final_test_loss"]
