@@ -26,8 +26,8 @@ Both evaluate the deterministic policy on ``--test-size`` fixed test states over
 Runs are a sweep (``gradstop.sweep``) in ``OUT/runs/<name>``: resumable, ``--ray`` spreads them.
 Writes ``curves.csv`` (every evaluation of every run: updates, environment steps, wall-clock,
 test loss), ``final.csv`` (a row per run), ``table.csv`` (final test loss per task, algorithm and
-flow: median and quartiles over seeds), ``training-curves.png`` (median and interquartile band
-against updates and against training wall-clock) and ``settings.json``. ``--quick`` (pointmass,
+flow: mean, standard deviation, median and quartiles over seeds), ``training-curves.png`` (the mean over
+seeds and its min–max band, against updates and against training wall-clock) and ``settings.json``. ``--quick`` (pointmass,
 flows none and combined, 2 seeds, 4 updates) runs in well under a minute.
 """
 
@@ -152,13 +152,14 @@ def tables(all_runs, records):
         q = np.percentile(v, [25, 50, 75]) if v.size else [None] * 3
         table.append(dict(task=task, algo=algo, flow=flow, runs=len(rows), done=int(v.size),
                           nonfinite=sum(r["status"] == "nonfinite" for r in rows),
+                          mean=float(v.mean()) if v.size else None, std=float(v.std()) if v.size else None,
                           q25=None if q[0] is None else float(q[0]), median=None if q[1] is None else float(q[1]),
                           q75=None if q[2] is None else float(q[2])))
     return curves, final, table
 
 
 def _band(curves, task, algo, flow, x):
-    """(x, median, q25, q75) over seeds at the evaluations every seed reached (x: 'update' or 'seconds')."""
+    """(x, mean, min, max) over seeds at the evaluations every seed reached (x: 'update' or 'seconds')."""
     by_seed: dict = {}
     for c in curves:
         if (c["task"], c["algo"], c["flow"]) == (task, algo, flow):
@@ -168,8 +169,7 @@ def _band(curves, task, algo, flow, x):
     n = min(len(v) for v in by_seed.values())
     ys = np.asarray([[c["test_loss"] for c in sorted(v, key=lambda c: c["update"])[:n]] for v in by_seed.values()], float)
     xs = np.asarray([[c[x] for c in sorted(v, key=lambda c: c["update"])[:n]] for v in by_seed.values()], float)
-    q = np.nanpercentile(ys, [25, 50, 75], axis=0)
-    return np.median(xs, 0), q[1], q[0], q[2]
+    return np.median(xs, 0), np.nanmean(ys, 0), np.nanmin(ys, 0), np.nanmax(ys, 0)
 
 
 def plot(path, curves, args) -> None:
@@ -201,7 +201,7 @@ def plot(path, curves, args) -> None:
             if j == 0:
                 ax.set_ylabel("test loss (Brax: −reward)" if TASKS[task][0].startswith("brax:") else "test loss (episode cost)")
             ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=6.5, title="flow (median, IQR over seeds)", title_fontsize=6.5)
+    axes[0, 0].legend(fontsize=6.5, title="flow (mean and min–max over seeds)", title_fontsize=6.5)
     fig.suptitle(f"training curves per flow: {args.seeds} seeds each (JAX, {args.envs} environments per update)", fontsize=10)
     fig.tight_layout()
     save_figure(fig, path)
