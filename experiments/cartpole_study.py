@@ -48,7 +48,7 @@ import time
 import numpy as np
 import tyro
 
-from gradstop.figures import claim_folder, run_script, write_settings
+from gradstop.figures import SweepOptions, claim_folder, run_script, write_settings
 from gradstop.results import flow_color, save_figure, write_csv
 from gradstop.sweep import Run, read_runs, run_sweep
 from gradstop.trainers.config import TrainConfig
@@ -59,7 +59,7 @@ PARTS = ("main", "clipping", "zero-last", "shuffled")
 
 
 @dataclasses.dataclass
-class Args:
+class Args(SweepOptions):
     parts: tuple[str, ...] = PARTS
     """which grids to run: main, clipping, zero-last, shuffled (see the module docstring)"""
     poles: tuple[int, ...] = (1, 2, 3, 4)
@@ -98,15 +98,6 @@ class Args:
     """a smoke run: 1 pole, flows none and combined, 2 seeds, 2 epochs on 16 states (tests)"""
     out: str = "results/cartpole-study"
     """the study's folder (resumed if it holds this study)"""
-    ray: str | None = None
-    """run on Ray: local, auto or HOST:PORT (default: one run after another here)"""
-    ray_cpus: int | None = None
-    """--ray local: CPUs of the local instance"""
-    plot_only: bool = False
-    """draw from the runs finished so far, train nothing"""
-    force: bool = False
-    """accepted for gradstop figures (a sweep-backed figure always keeps its runs and redraws)"""
-
 
 def parse(argv=None) -> Args:
     args = tyro.cli(Args, args=argv, description=__doc__.split("\n\n")[0])

@@ -39,7 +39,7 @@ import time
 import numpy as np
 import tyro
 
-from gradstop.figures import claim_folder, run_script, write_settings
+from gradstop.figures import SweepOptions, claim_folder, run_script, write_settings
 from gradstop.results import flow_color, save_figure, write_csv
 from gradstop.sweep import Run, read_runs, run_sweep
 from gradstop.trainers.config import ALGO_DEFAULTS, TrainConfig
@@ -55,7 +55,7 @@ ALGOS = ("bptt", "shac")
 
 
 @dataclasses.dataclass
-class Args:
+class Args(SweepOptions):
     tasks: tuple[str, ...] = tuple(TASKS)
     """tasks (see the module docstring)"""
     algos: tuple[str, ...] = ALGOS
@@ -76,15 +76,6 @@ class Args:
     """a smoke run: pointmass, flows none and combined, 2 seeds, 4 updates, 16 environments (tests)"""
     out: str = "results/training-curves"
     """the figure's folder (resumed if it holds this figure's runs)"""
-    ray: str | None = None
-    """run on Ray: local, auto or HOST:PORT (default: one run after another here)"""
-    ray_cpus: int | None = None
-    """--ray local: CPUs of the local instance"""
-    plot_only: bool = False
-    """draw from the runs finished so far, train nothing"""
-    force: bool = False
-    """accepted for gradstop figures (the runs are kept; the figure is redrawn)"""
-
 
 def parse(argv=None) -> Args:
     args = tyro.cli(Args, args=argv, description=__doc__.split("\n\n")[0])

@@ -27,10 +27,24 @@ from gradstop.results import jsonable
 from gradstop.trainers.files import atomic_write_json
 
 __all__ = ["args_record", "is_current", "write_settings", "claim_folder", "run_figures", "run_script",
-           "SCHEDULING_ARGS"]
+           "SweepOptions", "SCHEDULING_ARGS"]
 
 # Arguments that decide where and how a figure runs, not what it computes.
 SCHEDULING_ARGS = ("out", "ray", "ray_cpus", "force", "plot_only")
+
+
+@dataclasses.dataclass
+class SweepOptions:
+    """The options every sweep-backed figure script takes (its ``Args`` inherits them)."""
+
+    ray: str | None = None
+    """run on Ray: local, auto or HOST:PORT (default: one run after another here)"""
+    ray_cpus: int | None = None
+    """--ray local: CPUs of the local instance"""
+    plot_only: bool = False
+    """draw from the runs finished so far, train nothing"""
+    force: bool = False
+    """accepted for gradstop figures: a sweep-backed figure always keeps its finished runs and redraws"""
 
 
 def args_record(args) -> dict:

@@ -88,13 +88,9 @@ def run_folder(dest: Path | str, *, replace: bool = False):
 
 def _replace(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically: a reader sees the old file or the new one, never a part."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    from gradstop.trainers.files import atomic_write  # here, not at the top: that module imports this one
+
+    atomic_write(path, data)
 
 
 def write_csv(path: Path, header: list[str], rows) -> None:
