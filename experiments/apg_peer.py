@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import io
-import json
 import sys
 import time
 from importlib import metadata
