@@ -26,6 +26,7 @@ so). An address that does not answer is refused within seconds.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -428,6 +429,36 @@ def run_sweep(runs: list[Run], root: Path | str, *, ray: str | None = None, cpus
 
 def _sweep(runs, root, ray, cpus_per_run, retry_nonfinite, progress) -> SweepReport:
     _claim(root, runs)
+    with _lock(root):
+        return _run_pending(runs, root, ray, cpus_per_run, retry_nonfinite, progress)
+
+
+@contextlib.contextmanager
+def _lock(root: Path):
+    """Hold ``root/.sweep.lock`` for the sweep: a second sweep process on the same folder would train the same runs
+    into the same folders, so it is refused (the lock goes with the process, even on SIGKILL)."""
+    import fcntl
+
+    handle = open(root / ".sweep.lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise ValueError(f"another gradstop sweep ({holder}) is running in {root}: wait for it to finish, or choose "
+                         "another --out") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
+    handle.flush()
+    try:
+        yield
+    finally:
+        handle.close()
+
+
+def _run_pending(runs, root, ray, cpus_per_run, retry_nonfinite, progress) -> SweepReport:
     outcomes: dict[str, Outcome] = {}
     pending = []
     for r in runs:

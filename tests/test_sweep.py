@@ -230,3 +230,15 @@ def test_a_sweep_runs_on_a_ray_cluster_given_its_address(tmp_path):
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         head.wait(timeout=60)
+
+
+def test_a_second_sweep_on_the_same_folder_is_refused_while_the_first_runs(tmp_path):
+    import fcntl
+
+    runs = tiny_runs(seed=[0])
+    run_sweep(runs, tmp_path / "s", progress=False)
+    with open(tmp_path / "s" / ".sweep.lock", "a+") as held:  # as a running sweep holds it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ValueError, match="another gradstop sweep .* is running in"):
+            run_sweep(runs, tmp_path / "s", progress=False)
+    assert run_sweep(runs, tmp_path / "s", progress=False).counts()["skipped"] == 1  # released: it runs again
