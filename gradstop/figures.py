@@ -29,8 +29,9 @@ from gradstop.trainers.files import atomic_write_json
 __all__ = ["args_record", "is_current", "write_settings", "claim_folder", "run_figures", "run_script",
            "SweepOptions", "SCHEDULING_ARGS"]
 
-# Arguments that decide where and how a figure runs, not what it computes.
-SCHEDULING_ARGS = ("out", "ray", "ray_cpus", "force", "plot_only")
+# Arguments that decide where and how a figure runs, not what it computes (``from_json``: redraw from the data of an
+# earlier run, which settings.json then names as its source).
+SCHEDULING_ARGS = ("out", "ray", "ray_cpus", "force", "plot_only", "from_json")
 
 
 @dataclasses.dataclass
