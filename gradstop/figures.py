@@ -116,16 +116,19 @@ def run_script(main, argv=None) -> None:
 
 # -- gradstop figures -----------------------------------------------------------------------------
 def _experiments():
-    """The repository's ``experiments`` package (its folder sits beside ``gradstop``'s, or in the working folder)."""
-    try:
-        return importlib.import_module("experiments")
-    except ImportError:
-        root = Path(__file__).resolve().parents[1]
-        if (root / "experiments" / "__init__.py").exists():
-            sys.path.insert(0, str(root))
-            return importlib.import_module("experiments")
-        raise ImportError("gradstop figures runs the scripts in the repository's experiments/ folder: run it from a "
-                          "clone of the repository (pip install -e .)") from None
+    """The ``experiments`` package of gradstop's own repository (beside the ``gradstop`` folder of an editable
+    install), never another package of that name in the working folder."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "experiments" / "__init__.py").exists():
+        raise ImportError("gradstop figures runs the scripts in the repository's experiments/ folder, which this install "
+                          f"lacks ({root}): clone the repository and pip install -e . there")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    module = importlib.import_module("experiments")
+    if Path(module.__file__).resolve().parent != root / "experiments" or not hasattr(module, "FIGURES"):
+        raise ImportError(f"another package named experiments ({module.__file__}) shadows gradstop's ({root / 'experiments'}): "
+                          "run gradstop figures from another folder")
+    return module
 
 
 def run_figures(*, quick: bool = False, only=None, out=None, force: bool = False, ray=None, ray_cpus=None,
