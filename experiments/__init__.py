@@ -25,6 +25,14 @@ class Figure:
     """backed by a sweep of training runs (resumable; takes --ray)"""
     python: Callable[[], Path] | None = None
     """the interpreter it needs, if not this one"""
+    inputs: Callable[[Path], list[str]] | None = None
+    """arguments that feed it another figure's results, given the gallery's folder (full mode only)"""
+
+
+def best_flows_of_training_curves(root: Path) -> list[str]:
+    """model-free trains BPTT and SHAC with the flow each did best with in the training-curves figure, once it exists."""
+    table = root / "training-curves" / "table.csv"
+    return ["--flows-from", str(table)] if table.exists() else []
 
 
 def peer_python() -> Path:
@@ -47,5 +55,6 @@ FIGURES = {
     "cartpole-study": Figure("cartpole_study", "final test loss per flow on the 1–4-pole cartpole, the published setting",
                              "see docs/results.md", sweep=True),
     "model-free": Figure("model_free", "Brax PPO and SAC against gradstop BPTT and SHAC on reacher, by wall-clock",
-                         "see docs/results.md", python=peer_python),
+                         "11.5 min (4 methods × 3 seeds)", python=peer_python,
+                         inputs=best_flows_of_training_curves),
 }

@@ -253,7 +253,8 @@ def main(argv=None) -> None:
     summary = {m: float(np.median([f["final_reward"] for f in final if f["method"] == m])) for m in args.methods
                if any(f["method"] == m for f in final)}
     write_settings(out, SCRIPT, args, seconds=time.perf_counter() - started, complete=len(final) == len(args.methods) * args.seeds,
-                   files=FILES, seeds=list(range(args.seeds)), median_final_reward=summary, jax=jax.__version__)
+                   files=FILES, seeds=list(range(args.seeds)), median_final_reward=summary, jax=jax.__version__,
+                   flows_from=args.flows_from)
     print("median final episode reward: " + ", ".join(f"{m} {v:.2f}" for m, v in summary.items()))
 
 

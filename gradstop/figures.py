@@ -30,8 +30,9 @@ __all__ = ["args_record", "is_current", "write_settings", "claim_folder", "run_f
            "SweepOptions", "SCHEDULING_ARGS"]
 
 # Arguments that decide where and how a figure runs, not what it computes (``from_json``: redraw from the data of an
-# earlier run, which settings.json then names as its source).
-SCHEDULING_ARGS = ("out", "ray", "ray_cpus", "force", "plot_only", "from_json")
+# earlier run, which settings.json then names as its source; ``flows_from``: the table a script read its flows from,
+# whose choice its own arguments then hold).
+SCHEDULING_ARGS = ("out", "ray", "ray_cpus", "force", "plot_only", "from_json", "flows_from")
 
 
 @dataclasses.dataclass
@@ -156,6 +157,8 @@ def run_figures(*, quick: bool = False, only=None, out=None, force: bool = False
         fig = figures[name]
         folder = root / name
         argv = (["--quick"] if quick else []) + ["--out", str(folder.resolve())]
+        if fig.inputs is not None and not quick:
+            argv += fig.inputs(root.resolve())
         module = importlib.import_module(f"experiments.{fig.module}")
         args = module.parse(argv)
         current = is_current(folder, fig.module, args)

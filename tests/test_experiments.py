@@ -165,3 +165,22 @@ def test_model_free_takes_each_algorithms_best_flow_from_the_training_curves(tmp
     assert (args.bptt_flow, args.shac_flow) == ("truncate:10", "input")
     with pytest.raises(ValueError, match="no finished bptt runs on hopper"):
         model_free.parse(["--flows-from", str(table), "--env", "hopper"])
+
+
+def test_gradstop_figures_feeds_model_free_the_training_curves_flows(tmp_path):
+    """The gallery's model-free figure takes its flows from the gallery's training curves; the record names the flows,
+    not the table's path, so a fresh clone finds the committed figure current."""
+    from experiments import FIGURES, model_free
+    from gradstop.figures import args_record
+
+    fig = FIGURES["model-free"]
+    assert fig.inputs(tmp_path) == []  # no training curves yet: the script's default flows
+    (tmp_path / "training-curves").mkdir()
+    table = tmp_path / "training-curves" / "table.csv"
+    table.write_text("task,algo,flow,runs,done,nonfinite,q25,median,q75\n"
+                     "reacher,bptt,decay:0.9,5,5,0,1,3.0,1\nreacher,shac,none,5,5,0,1,2.0,1\n")
+    argv = fig.inputs(tmp_path)
+    assert argv == ["--flows-from", str(table)]
+    record = args_record(model_free.parse(argv))
+    assert "flows_from" not in record and (record["bptt_flow"], record["shac_flow"]) == ("decay:0.9", "none")
+    assert args_record(model_free.parse(["--bptt-flow", "decay:0.9"])) == record
