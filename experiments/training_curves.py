@@ -39,9 +39,9 @@ import time
 import numpy as np
 import tyro
 
-from gradstop.figures import SweepOptions, claim_folder, run_script, write_settings
-from gradstop.results import flow_color, save_figure, write_csv
-from gradstop.sweep import Run, read_runs, run_sweep
+from gradstop.figures import SweepOptions, finish_sweep_figure, run_script, sweep_runs, write_tables
+from gradstop.results import flow_color, save_figure
+from gradstop.sweep import Run
 from gradstop.trainers.config import ALGO_DEFAULTS, TrainConfig
 
 SCRIPT = "training_curves"
@@ -205,24 +205,12 @@ def main(argv=None) -> None:
     args = parse(argv)
     started = time.perf_counter()
     all_runs = runs(args)
-    out = claim_folder(args.out, SCRIPT, force=args.force, resumable=True)
-    report = None
-    if not args.plot_only:
-        print(f"training curves: {len(all_runs)} runs in {out}", flush=True)
-        report = run_sweep(all_runs, out, ray=args.ray, cpus=args.ray_cpus)
-        print(report.describe(), flush=True)
-    records = read_runs(out, all_runs)
+    out, records, report = sweep_runs(args, SCRIPT, all_runs, "training curves")
     curves, final, table = tables(all_runs, records)
-    for name, rows in (("curves.csv", curves), ("final.csv", final), ("table.csv", table)):
-        write_csv(out / name, list(rows[0]) if rows else ["task"], [["" if v is None else v for v in r.values()] for r in rows])
+    write_tables(out, {"curves.csv": curves, "final.csv": final, "table.csv": table})
     plot(out / "training-curves.png", curves, args)
-    write_settings(out, SCRIPT, args, seconds=time.perf_counter() - started, complete=len(records) == len(all_runs),
-                   files=FILES, runs=len(all_runs), finished=len(records), seeds=list(range(args.seeds)),
-                   tasks={t: dict(zip(("sim", "sim_params", "episode", "updates", "lr"), TASKS[t])) for t in args.tasks})
-    print(f"wrote {out} ({len(records)} of {len(all_runs)} runs finished)")
-    if report is not None and report.failed:
-        report.raise_for_failures()
-
+    finish_sweep_figure(out, SCRIPT, args, started=started, runs=all_runs, records=records, report=report, files=FILES,
+                        tasks={t: dict(zip(("sim", "sim_params", "episode", "updates", "lr"), TASKS[t])) for t in args.tasks})
 
 if __name__ == "__main__":
     run_script(main)

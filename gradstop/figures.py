@@ -27,7 +27,7 @@ from gradstop.results import jsonable
 from gradstop.trainers.files import atomic_write_json
 
 __all__ = ["args_record", "is_current", "write_settings", "claim_folder", "run_figures", "run_script",
-           "SweepOptions", "SCHEDULING_ARGS"]
+           "SweepOptions", "SCHEDULING_ARGS", "sweep_runs", "write_tables", "finish_sweep_figure"]
 
 # Arguments that decide where and how a figure runs, not what it computes (``from_json``: redraw from the data of an
 # earlier run, which settings.json then names as its source; ``flows_from``: the table a script read its flows from,
@@ -101,6 +101,42 @@ def write_settings(folder: Path | str, script: str, args, *, seconds: float, com
     atomic_write_json(Path(folder) / "settings.json", {
         "script": script, "args": args_record(args), "complete": bool(complete), "files": list(files),
         "seconds": float(seconds), "versions": versions(backend), "written": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra})
+
+
+def sweep_runs(args, script: str, runs: list, what: str) -> tuple[Path, dict, object]:
+    """A sweep-backed figure's training: claim ``args.out``, train the runs not finished yet (none with
+    ``args.plot_only``) and read every finished one. Returns (folder, records, report or None)."""
+    from gradstop.sweep import read_runs, run_sweep
+
+    out = claim_folder(args.out, script, force=args.force, resumable=True)
+    report = None
+    if not args.plot_only:
+        print(f"{what}: {len(runs)} runs in {out}", flush=True)
+        report = run_sweep(runs, out, ray=args.ray, cpus=args.ray_cpus)
+        print(report.describe(), flush=True)
+    return out, read_runs(out, runs), report
+
+
+def write_tables(out: Path, tables: dict) -> None:
+    """Each ``{file name: rows}`` as a CSV (rows are dicts of one shape; None is written as an empty cell)."""
+    from gradstop.results import write_csv
+
+    for name, rows in tables.items():
+        write_csv(out / name, list(rows[0]) if rows else ["run"], [["" if v is None else v for v in r.values()] for r in rows])
+
+
+def finish_sweep_figure(out: Path, script: str, args, *, started: float, runs: list, records: dict, report,
+                        files: list[str], **extra) -> None:
+    """A sweep-backed figure's ``settings.json`` (complete when every run has finished; ``seconds`` is this call's
+    wall-clock, ``run_seconds`` the training time of every finished run, whichever call ran it), then a failed
+    run's error, if any."""
+    run_seconds = sum(r["summary"]["seconds"] for r in records.values() if r["summary"])
+    write_settings(out, script, args, seconds=time.perf_counter() - started, complete=len(records) == len(runs),
+                   files=files, runs=len(runs), finished=len(records), run_seconds=run_seconds,
+                   seeds=list(range(args.seeds)), **extra)
+    print(f"wrote {out} ({len(records)} of {len(runs)} runs finished)")
+    if report is not None and report.failed:
+        report.raise_for_failures()
 
 
 def run_script(main, argv=None) -> None:
