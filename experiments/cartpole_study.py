@@ -99,6 +99,7 @@ class Args(SweepOptions):
     out: str = "results/cartpole-study"
     """the study's folder (resumed if it holds this study)"""
 
+
 def parse(argv=None) -> Args:
     args = tyro.cli(Args, args=argv, description=__doc__.split("\n\n")[0])
     if args.quick:
