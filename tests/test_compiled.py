@@ -108,6 +108,26 @@ def test_weights_updated_in_place_are_read_at_every_call(pointmass):
                 p.copy_(s)
 
 
+def test_the_warm_up_record_is_bounded_and_keeps_no_policy_alive(pointmass):
+    import gc
+    import weakref
+
+    sim, policy, x0 = pointmass
+    compiled._warm(policy, sim, x0)
+    refs = []
+    for _ in range(compiled._WARMED_MAX + 5):
+        other = gs.torch.mlp(sim.obs_dim, sim.action_dim, hidden=(4,), dtype=x0.dtype)
+        compiled._warm(other, sim, x0)
+        refs.append(weakref.ref(other))
+    del other
+    gc.collect()
+    assert len(compiled._WARMED) == compiled._WARMED_MAX
+    assert refs[0]() is None and refs[-1]() is not None  # the oldest were dropped, the newest are kept
+    assert (policy, sim, x0.dtype, x0.device) not in compiled._WARMED
+    compiled._warm(policy, sim, x0)  # warmed again when it comes back
+    assert (policy, sim, x0.dtype, x0.device) in compiled._WARMED
+
+
 def test_bad_compile_arguments_are_named(pointmass):
     sim, policy, x0 = pointmass
     with pytest.raises(TypeError, match="compile must be True or False"):

@@ -34,6 +34,7 @@ Requirements on the simulator and policy: their torch code must trace under
 
 from __future__ import annotations
 
+import collections
 import functools
 import types
 
@@ -219,25 +220,30 @@ class Tape:
         self.rollout, self.xs, self.actions, self.tx = rollout, xs, actions, tx
 
 
-_WARMED: set = set()
+_WARMED: collections.OrderedDict = collections.OrderedDict()
+_WARMED_MAX = 64
 
 
 def _warm(policy, sim, x0: torch.Tensor) -> None:
     """One eager step from x0's first row, so the simulator's constants exist as tensors of this dtype and
-    device before tracing (once per policy, sim, dtype and device).
+    device before tracing (once per policy, sim, dtype and device while that key is among the last
+    ``_WARMED_MAX`` warmed: like the program caches, the record is bounded and keeps no policy alive for good).
 
     (``sims._ops.constant`` converts a NumPy constant on first use; the compiler cannot create a tensor
     from NumPy inside a loop body, but reads one that exists.)
     """
     key = (policy, sim, x0.dtype, x0.device)
     if key in _WARMED:
+        _WARMED.move_to_end(key)
         return
     with torch.no_grad():
         x = x0[:1].detach()
         a = policy(sim.obs(x))
         sim.cost(sim.step(x, a), a)
         sim.terminal_cost(x)
-    _WARMED.add(key)
+    _WARMED[key] = None
+    while len(_WARMED) > _WARMED_MAX:
+        _WARMED.popitem(last=False)
 
 
 def forward(policy, sim, horizon: int, x0: torch.Tensor, memory: str = "recompute") -> Tape:
