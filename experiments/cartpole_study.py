@@ -295,5 +295,6 @@ def main(argv=None) -> None:
     finish_sweep_figure(out, SCRIPT, args, started=started, runs=all_runs, records=records, report=report, files=FILES,
                         task="cartpole, preset literature (published dynamics, initial states and loss)")
 
+
 if __name__ == "__main__":
     run_script(main)

@@ -212,5 +212,6 @@ def main(argv=None) -> None:
     finish_sweep_figure(out, SCRIPT, args, started=started, runs=all_runs, records=records, report=report, files=FILES,
                         tasks={t: dict(zip(("sim", "sim_params", "episode", "updates", "lr"), TASKS[t])) for t in args.tasks})
 
+
 if __name__ == "__main__":
     run_script(main)
