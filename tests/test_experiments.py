@@ -184,3 +184,21 @@ def test_gradstop_figures_feeds_model_free_the_training_curves_flows(tmp_path):
     record = args_record(model_free.parse(argv))
     assert "flows_from" not in record and (record["bptt_flow"], record["shac_flow"]) == ("decay:0.9", "none")
     assert args_record(model_free.parse(["--bptt-flow", "decay:0.9"])) == record
+
+
+def test_the_committed_gallery_is_current():
+    """docs/gallery holds every figure at its full setting, with every file its settings.json lists, so that
+    `gradstop figures --out docs/gallery` in a fresh clone redraws nothing."""
+    import importlib
+
+    from experiments import FIGURES
+    from gradstop.figures import is_current
+
+    root = Path(__file__).resolve().parents[1] / "docs" / "gallery"
+    stale = []
+    for name, fig in FIGURES.items():
+        folder = root / name
+        argv = ["--out", str(folder)] + (fig.inputs(root) if fig.inputs else [])
+        if not is_current(folder, fig.module, importlib.import_module(f"experiments.{fig.module}").parse(argv)):
+            stale.append(name)
+    assert not stale, f"figures in docs/gallery not current (a file missing, or settings changed): {stale}"
