@@ -23,11 +23,11 @@ import sys
 import time
 from pathlib import Path
 
-from gradstop.results import jsonable
+from gradstop.results import jsonable, write_csv
 from gradstop.trainers.files import atomic_write_json
 
 __all__ = ["args_record", "is_current", "write_settings", "claim_folder", "run_figures", "run_script",
-           "SweepOptions", "SCHEDULING_ARGS", "sweep_runs", "write_tables", "finish_sweep_figure"]
+           "SweepOptions", "SCHEDULING_ARGS", "sweep_runs", "write_tables", "finish_sweep_figure", "figure_argv"]
 
 # Arguments that decide where and how a figure runs, not what it computes (``from_json``: redraw from the data of an
 # earlier run, which settings.json then names as its source; ``flows_from``: the table a script read its flows from,
@@ -119,8 +119,6 @@ def sweep_runs(args, script: str, runs: list, what: str) -> tuple[Path, dict, ob
 
 def write_tables(out: Path, tables: dict) -> None:
     """Each ``{file name: rows}`` as a CSV (rows are dicts of one shape; None is written as an empty cell)."""
-    from gradstop.results import write_csv
-
     for name, rows in tables.items():
         write_csv(out / name, list(rows[0]) if rows else ["run"], [["" if v is None else v for v in r.values()] for r in rows])
 
@@ -168,6 +166,17 @@ def _experiments():
     return module
 
 
+def figure_argv(fig, root: Path, name: str, quick: bool = False) -> tuple[list[str], bool]:
+    """The arguments ``gradstop figures`` runs figure ``fig`` with into ``root/name``, and whether that folder
+    already holds it current."""
+    root = Path(root).resolve()
+    argv = (["--quick"] if quick else []) + ["--out", str(root / name)]
+    if fig.inputs is not None and not quick:
+        argv += fig.inputs(root)
+    args = importlib.import_module(f"experiments.{fig.module}").parse(argv)
+    return argv, is_current(root / name, fig.module, args)
+
+
 def run_figures(*, quick: bool = False, only=None, out=None, force: bool = False, ray=None, ray_cpus=None,
                 list_only: bool = False) -> int:
     """Make every figure (or ``only`` these) into ``out/<name>``; exit code 0 if all are done, 1 if any failed."""
@@ -192,12 +201,7 @@ def run_figures(*, quick: bool = False, only=None, out=None, force: bool = False
     for i, name in enumerate(names, 1):
         fig = figures[name]
         folder = root / name
-        argv = (["--quick"] if quick else []) + ["--out", str(folder.resolve())]
-        if fig.inputs is not None and not quick:
-            argv += fig.inputs(root.resolve())
-        module = importlib.import_module(f"experiments.{fig.module}")
-        args = module.parse(argv)
-        current = is_current(folder, fig.module, args)
+        argv, current = figure_argv(fig, root, name, quick)
         if list_only:
             print(f"{name:>18}: {'current' if current else 'to make'}  {fig.title}")
             continue

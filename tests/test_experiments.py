@@ -189,16 +189,9 @@ def test_gradstop_figures_feeds_model_free_the_training_curves_flows(tmp_path):
 def test_the_committed_gallery_is_current():
     """docs/gallery holds every figure at its full setting, with every file its settings.json lists, so that
     `gradstop figures --out docs/gallery` in a fresh clone redraws nothing."""
-    import importlib
-
     from experiments import FIGURES
-    from gradstop.figures import is_current
+    from gradstop.figures import figure_argv
 
     root = Path(__file__).resolve().parents[1] / "docs" / "gallery"
-    stale = []
-    for name, fig in FIGURES.items():
-        folder = root / name
-        argv = ["--out", str(folder)] + (fig.inputs(root) if fig.inputs else [])
-        if not is_current(folder, fig.module, importlib.import_module(f"experiments.{fig.module}").parse(argv)):
-            stale.append(name)
+    stale = [name for name, fig in FIGURES.items() if not figure_argv(fig, root, name)[1]]
     assert not stale, f"figures in docs/gallery not current (a file missing, or settings changed): {stale}"
