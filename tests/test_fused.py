@@ -195,3 +195,56 @@ def test_fused_equals_native_on_states_with_integer_and_boolean_leaves(flow):
     g_native, g_fused = (jax.grad(loss_of_x0, allow_int=True)(x0, impl) for impl in ("native", "fused"))
     assert g_fused["steps"].dtype == jax.dtypes.float0 and g_fused["braking"].dtype == jax.dtypes.float0
     assert_close(g_fused["q"], g_native["q"], what="x0 adjoint")
+
+
+@pytest.mark.parametrize("batch", [3, 10])  # both sides of SMALL_BATCH: one graph of F·B rows, and one graph per step
+def test_torch_fused_both_recordings_equal_native(batch):
+    """Several flows in one torch sweep, both ways the forward is recorded; each flow equals its native gradient,
+    its λ_0 equals native autodiff's x0 gradient, and the rollout is the one native gives."""
+    import torch
+
+    from gradstop.flows import parse_flow
+    from gradstop.torch import fused
+
+    sim, policy, x0 = load("torch", "neural", batch=batch)
+    names = ["none", "input", "decay:0.8", "input+truncate:3", "state", "truncate:2"]
+    flows = tuple(parse_flow(f) for f in names)
+    assert fused.stacks(flows, batch, "residuals") == (batch <= 8)
+    assert fused.stacks(flows[:1], batch, "residuals") and not fused.stacks(flows, 1, "recompute")
+    out, grads, lam0 = fused.sweep(policy, sim, flows, 9, x0)
+    with torch.no_grad():
+        reference = gs.rollout(policy, sim, horizon=9, x0=x0)
+    for field in ("states", "actions", "costs", "terminal", "loss"):
+        assert_close(to_numpy(getattr(out, field)), to_numpy(getattr(reference, field)), what=field)
+    for i, name in enumerate(names):
+        _, expected = gradient("torch", policy, sim, x0, name, 9)
+        got = np.concatenate([to_numpy(grads[k][i]).ravel() for k, _ in policy.named_parameters()])
+        assert_close(got, expected, what=f"{name} b{batch}")
+        x = x0.clone().requires_grad_(True)
+        gs.rollout(policy, sim, stop=name, horizon=9, x0=x).loss.backward()
+        assert_close(to_numpy(lam0[i]), to_numpy(x.grad), what=f"{name} λ_0 b{batch}")
+
+
+def test_torch_edge_weight_is_exact():
+    """The per-row edge weight: identity on values (the same tensor's values, not a rounded product), the
+    gradient scaled row by row, and exactly 0 in a row of weight 0 even where the incoming gradient is not finite."""
+    import torch
+
+    from gradstop.torch.fused import _EdgeWeight
+
+    x = torch.tensor([[1e-300, -2.0], [3.0, float("inf")]], dtype=torch.float64, requires_grad=True)
+    k = torch.tensor([[0.5], [0.0]], dtype=torch.float64)
+    y = _EdgeWeight.apply(x, k, k == 0)
+    assert torch.equal(y.detach(), x.detach())
+    (g,) = torch.autograd.grad(y, x, torch.tensor([[2.0, 4.0], [float("nan"), float("inf")]], dtype=torch.float64))
+    assert torch.equal(g, torch.tensor([[1.0, 2.0], [0.0, 0.0]], dtype=torch.float64))
+
+
+def test_torch_fused_backward_refuses_other_flows():
+    from gradstop.flows import parse_flow
+    from gradstop.torch import fused
+
+    sim, policy, x0 = load("torch", "pointmass")
+    tape = fused.forward(policy, sim, 3, x0, "residuals", (parse_flow("none"),))
+    with pytest.raises(ValueError, match="recorded for the flows \\['none'\\], not \\['input'\\]"):
+        fused.backward(policy, sim, (parse_flow("input"),), tape)

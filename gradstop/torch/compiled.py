@@ -246,8 +246,9 @@ def _warm(policy, sim, x0: torch.Tensor) -> None:
         _WARMED.popitem(last=False)
 
 
-def forward(policy, sim, horizon: int, x0: torch.Tensor, memory: str = "recompute") -> Tape:
-    """The compiled forward loop: the rollout and what the reverse sweep needs (``memory`` is always 'recompute')."""
+def forward(policy, sim, horizon: int, x0: torch.Tensor, memory: str = "recompute", flows=None) -> Tape:
+    """The compiled forward loop: the rollout and what the reverse sweep needs (``memory`` is always 'recompute';
+    the same forward serves any ``flows``)."""
     names, params = _named(policy)
     _warm(policy, sim, x0)
     run_forward = _forward_program(policy, sim, names, x0.shape[0], x0.dtype, x0.device)

@@ -1,8 +1,27 @@
-"""The fused reverse sweep in PyTorch: several flows from one forward and one reverse loop.
+"""The fused sweep in PyTorch: several flows from one forward and one reverse pass.
 
-Forward: one loop over the horizon. With ``memory="residuals"`` each step is recorded as its own
-small autograd graph, cut from its neighbours: the state enters it twice, as two leaves, one for
-the policy's input (x_π) and one for the physics (x_g), so the two paths' VJPs come apart::
+Two ways of recording the forward, chosen by :func:`forward` from the flows, the batch and the
+memory policy (docs/design.md, "The fused sweep", has the measurements behind the choice):
+
+**One graph of F·B rows** (``memory="residuals"`` with one flow, or at batch ≤ ``SMALL_BATCH``).
+The F flows' copies of the batch are stacked on the batch axis and rolled out once; where x_t
+enters the policy and the physics, an edge weight (:class:`_EdgeWeight`, identity on values)
+multiplies the gradient passing back through it, row by row, by that row's flow's k_in and
+k_phys (0 on both where the flow truncates)::
+
+    x_t ──k_in──obs──π──> a_t ──┐
+    x_t ──k_phys───────────────g──> x_{t+1},   c_t = cost(x_{t+1}, a_t) / B
+
+One engine call then returns every flow's λ_0 (the rows of x_0) and μ_t = ∂L/∂a_t (the rows of
+a_t). At batch 1 an eager operation on F rows costs what it costs on one, so the F flows' reverse
+sweeps cost one. ∇θ = Σ_t (∂π/∂θ)ᵀ μ_t comes from one batched backward over the H·B visited
+states after the sweep at batch ≤ ``SMALL_BATCH``, and from the same engine call above it (where
+only one flow is stacked: F copies of a large batch would cost F times the arithmetic).
+
+**One small graph per step** (several flows above ``SMALL_BATCH``, ``memory="recompute"``, and
+``gradstop.diagnose``, which inspects each step's products). The state enters each step's graph
+twice, as two leaves, one for the policy's input (x_π) and one for the physics (x_g), so the two
+paths' VJPs come apart::
 
     x_π ──obs──π──> a_t ──┐
     x_g ─────────────────g──> x_{t+1},   c_t = cost(x_{t+1}, a_t) / B
@@ -10,7 +29,7 @@ the policy's input (x_π) and one for the physics (x_g), so the two paths' VJPs 
 With ``memory="recompute"`` only x_t is kept (memory O(H·(|x|+|a|)) plus one step's graph) and
 each step is re-recorded in the sweep.
 
-Reverse: one loop carrying, per flow, λ̃_{t+1} — the adjoint of x_{t+1} less its local term
+The reverse loop carries, per flow, λ̃_{t+1} — the adjoint of x_{t+1} less its local term
 ∂c_t/∂x_{t+1}, which the step's cost adds back. One engine call per flow and step,
 ``autograd.grad((x_{t+1}, c_t), (x_g, x_π, a_t), (λ̃_{t+1}, 1))``, returns every product DESIGN §2
 needs::
@@ -18,11 +37,12 @@ needs::
     ∂/∂x_g = (∂g/∂x)ᵀ λ_{t+1}        ∂/∂a_t = μ_t = ∂c_t/∂a_t + (∂g/∂a)ᵀ λ_{t+1}
     ∂/∂x_π = (∂π∘obs/∂x)ᵀ μ_t          λ̃_t = k_phys·∂/∂x_g + k_in·∂/∂x_π   (0 at a cut)
 
-A flow with k_in = 0 does not ask for ∂/∂x_π, so the engine skips that branch. The parameter
-gradient ∇θ = Σ_t (∂π/∂θ)ᵀ μ_t comes from the same call (θ among its inputs), except with the
-residuals policy at batch ≤ ``SMALL_BATCH``, where one batched backward over all H·B visited
-states after the sweep is cheaper than H small ones. No Jacobian is ever formed: every product is
-a vector-Jacobian product of torch's autograd engine.
+A flow with k_in = 0 does not ask for ∂/∂x_π, so the engine skips that branch. ∇θ comes from the
+same call (θ among its inputs), except with the residuals policy at batch ≤ ``SMALL_BATCH``,
+where one batched backward over all H·B visited states after the sweep is cheaper than H small
+ones.
+
+No Jacobian is ever formed: every product is a vector-Jacobian product of torch's autograd engine.
 """
 
 from __future__ import annotations
@@ -35,7 +55,7 @@ from gradstop._checks import SMALL_BATCH, check_memory
 from gradstop.flows import Flow
 from gradstop.rollout import Rollout
 
-__all__ = ["sweep", "forward", "backward"]
+__all__ = ["sweep", "forward", "backward", "stacks"]
 
 
 @dataclasses.dataclass
@@ -60,6 +80,110 @@ class Tape:
     tx: torch.Tensor       # ∂c_H/∂x_H (batch mean)
 
 
+class _EdgeWeight(torch.autograd.Function):
+    """Identity on values; the gradient passing back is multiplied by ``k`` (a number, or a column
+    (F·B, 1, …) of one weight per row), and set to exactly 0 where ``k`` is 0, as a detach would."""
+
+    @staticmethod
+    def forward(ctx, x, k, zero):
+        ctx.k, ctx.zero = k, zero
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        g = g * ctx.k
+        return (g if ctx.zero is None else g.masked_fill(ctx.zero, 0.0)), None, None
+
+
+class _Weights:
+    """The edge weights of F flows stacked on the batch axis, one column per pattern of cuts (cached)."""
+
+    def __init__(self, flows, batch: int, like: torch.Tensor):
+        self.flows, self.batch, self.like, self._cache = flows, batch, like, {}
+
+    def at(self, t: int):
+        """(weight of x_t → policy input, weight of x_t → physics), each an argument for :func:`_weighted`."""
+        cuts = tuple(t > 0 and f.cut_after(t) for f in self.flows)
+        if cuts not in self._cache:
+            k_in = [0.0 if c else f.k_in for f, c in zip(self.flows, cuts)]
+            k_phys = [0.0 if c else f.k_phys for f, c in zip(self.flows, cuts)]
+            self._cache[cuts] = (self._column(k_in), self._column(k_phys))
+        return self._cache[cuts]
+
+    def _column(self, ks):
+        if len(set(ks)) == 1:
+            return ks[0], None
+        shape = (len(ks) * self.batch,) + (1,) * (self.like.dim() - 1)
+        k = torch.tensor(ks, dtype=self.like.dtype, device=self.like.device).repeat_interleave(self.batch).reshape(shape)
+        return k, (k == 0) if 0.0 in ks else None
+
+
+def _weighted(x: torch.Tensor, weight) -> torch.Tensor:
+    k, zero = weight
+    if zero is None and not isinstance(k, torch.Tensor):
+        if k == 1.0:
+            return x
+        if k == 0.0:
+            return x.detach()
+    return _EdgeWeight.apply(x, k, zero)
+
+
+@dataclasses.dataclass
+class Graph:
+    """The forward of the one-graph sweep: F flows' copies of the batch rolled out as F·B rows."""
+
+    rollout: Rollout       # the rollout (the first flow's rows; every flow's rows hold the same values)
+    flows: tuple
+    x0: torch.Tensor       # the (F·B, …) leaf
+    actions: list          # a_t, (F·B, …) each, graph nodes
+    loss: torch.Tensor     # Σ over flows of each flow's loss (a scalar graph node)
+
+
+def stacks(flows, batch: int, memory: str) -> bool:
+    """Whether :func:`forward` records ``flows`` as one graph of F·B rows (else one small graph per step)."""
+    return memory == "residuals" and (len(flows) == 1 or batch <= SMALL_BATCH)
+
+
+def _forward_graph(policy, sim, flows, horizon: int, x0: torch.Tensor) -> Graph:
+    n_flows, batch = len(flows), x0.shape[0]
+    weights = _Weights(flows, batch, x0)
+    with torch.enable_grad():
+        leaf = x0.detach().repeat(n_flows, *(1,) * (x0.dim() - 1)).requires_grad_()
+        x, states, actions, costs = leaf, [], [], []
+        for t in range(horizon):
+            w_in, w_phys = weights.at(t)
+            a = policy(sim.obs(_weighted(x, w_in)))
+            x = sim.step(_weighted(x, w_phys), a)
+            costs.append(sim.cost(x, a))
+            actions.append(a)
+            states.append(x)
+        terminal = sim.terminal_cost(x)
+        costs_t = torch.stack(costs)
+        loss = (costs_t.sum() + terminal.sum()) / batch
+    with torch.no_grad():
+        if n_flows > 1:  # every flow's rows hold the same values: the rollout is the first flow's
+            costs_t, terminal = costs_t[:, :batch], terminal[:batch]
+            states, rows = [s[:batch] for s in states], [a[:batch] for a in actions]
+        else:
+            rows = actions
+        out = Rollout(torch.stack([x0.detach()] + states), torch.stack(rows).detach(), costs_t.detach(),
+                      terminal.detach(), (costs_t.sum(0) + terminal).mean())
+    return Graph(out, tuple(flows), leaf, actions, loss)
+
+
+def _backward_graph(policy, sim, graph: Graph, params: list):
+    """One engine call for every flow: (∇θ per flow, λ_0 (F, B, …))."""
+    n_flows, batch = len(graph.flows), graph.rollout.states.shape[1]
+    after = batch <= SMALL_BATCH  # ∇θ from one batched backward after the sweep
+    inputs = [graph.x0] + (graph.actions if after else params)
+    grads = torch.autograd.grad(graph.loss, inputs, allow_unused=True, materialize_grads=True)
+    lam0 = grads[0].reshape(n_flows, batch, *grads[0].shape[1:])
+    if after:
+        mus = [[mu[i * batch:(i + 1) * batch] for mu in grads[1:]] for i in range(n_flows)]
+        return _policy_gradients(policy, sim, params, graph.rollout.states[:-1], mus), lam0
+    return [grads[1:]], lam0
+
+
 def _record(policy, sim, x: torch.Tensor, batch: int) -> Step:
     """Step t's graph, recorded from x_t."""
     with torch.enable_grad():
@@ -72,9 +196,15 @@ def _record(policy, sim, x: torch.Tensor, batch: int) -> Step:
     return Step(x_pi, x_g, a, x_next, costs, mean_share)
 
 
-def forward(policy, sim, horizon: int, x0: torch.Tensor, memory: str) -> Tape:
-    """The forward loop (policy parameters are read from ``policy``; none are updated)."""
+def forward(policy, sim, horizon: int, x0: torch.Tensor, memory: str, flows=None) -> Tape | Graph:
+    """The forward loop (policy parameters are read from ``policy``; none are updated).
+
+    With ``flows`` given and :func:`stacks` true, the one graph of F·B rows; otherwise (and always
+    without ``flows``) one small graph per step, whose reverse sweep serves any flows.
+    """
     check_memory(memory)
+    if flows is not None and stacks(flows, x0.shape[0], memory):
+        return _forward_graph(policy, sim, flows, horizon, x0)
     batch = x0.shape[0]
     x, states, actions, costs, steps = x0.detach(), [x0.detach()], [], [], []
     for _ in range(horizon):
@@ -123,6 +253,20 @@ def backward(policy, sim, flows: tuple[Flow, ...], tape: Tape):
     """The reverse sweep for F single-pass ``flows``: (grads {name: (F, ...)}, λ_0 (F, B, n))."""
     named = [(k, p) for k, p in policy.named_parameters() if p.requires_grad]
     params = [p for _, p in named]
+    if isinstance(tape, Graph):
+        if tape.flows != tuple(flows):
+            raise ValueError(f"this forward was recorded for the flows {[f.name for f in tape.flows]}, "
+                             f"not {[f.name for f in flows]}: pass the same flows to forward and backward")
+        acc, lam0 = _backward_graph(policy, sim, tape, params)
+    else:
+        acc, lam0 = _backward_steps(policy, sim, flows, tape, params)
+    if len(acc) == 1:  # a view, not a copy: at batch 1 every eager operation counts
+        return {k: acc[0][j].unsqueeze(0) for j, (k, _) in enumerate(named)}, lam0
+    return {k: torch.stack([a[j] for a in acc]) for j, (k, _) in enumerate(named)}, lam0
+
+
+def _backward_steps(policy, sim, flows, tape: Tape, params: list):
+    """The reverse loop over the per-step graphs: (∇θ per flow, λ̃_0 (F, B, …))."""
     horizon, batch = len(tape.steps), tape.tx.shape[0]
     recompute = tape.memory == "recompute"
     per_step = recompute or batch > SMALL_BATCH  # accumulate ∇θ per step rather than after the sweep
@@ -141,8 +285,7 @@ def backward(policy, sim, flows: tuple[Flow, ...], tape: Tape):
         tape.steps[t] = None  # release step t's graph as soon as the sweep has passed it
     if not per_step:
         acc = _policy_gradients(policy, sim, params, tape.rollout.states[:-1], mus)
-    grads = {k: torch.stack([a[j] for a in acc]) for j, (k, _) in enumerate(named)}
-    return grads, torch.stack(lams)
+    return acc, torch.stack(lams)
 
 
 def _policy_gradients(policy, sim, params, visited, mus):
@@ -160,6 +303,6 @@ def _policy_gradients(policy, sim, params, visited, mus):
 
 def sweep(policy, sim, flows: tuple[Flow, ...], horizon: int, x0, memory: str = "residuals"):
     """Forward and reverse sweep: ``(rollout, grads {name: (F, ...)}, λ_0)``."""
-    tape = forward(policy, sim, horizon, x0, memory)
+    tape = forward(policy, sim, horizon, x0, memory, flows)
     grads, lam0 = backward(policy, sim, flows, tape)
     return tape.rollout, grads, lam0

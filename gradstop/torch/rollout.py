@@ -5,8 +5,7 @@ applied with :func:`scale_gradient`, truncation with a ``detach`` of the carried
 combining flows run two forward and two backward passes.
 
 ``impl="fused"``: a ``torch.autograd.Function`` whose backward is the fused sweep of
-``gradstop.torch.fused`` (one forward loop, one reverse loop of per-step VJPs carrying every
-component flow's adjoint).
+``gradstop.torch.fused`` (one forward loop and one reverse pass for every component flow).
 
 ``compile=True``: the same ``autograd.Function`` driven by ``gradstop.torch.compiled`` (the sweep
 as two compiled loops). With ``impl="fused"`` the component flows of ``combined`` / ``directional``
@@ -121,7 +120,8 @@ class _SweepLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, spec, x0, *tensors):
         policy, sim, flow, horizon, memory, names, engine, shared = spec
-        tape = engine.forward(policy, sim, horizon, x0.detach(), memory)
+        components = flow.components()
+        tape = engine.forward(policy, sim, horizon, x0.detach(), memory, components if shared else components[:1])
         ctx.x0 = x0.detach()
         ctx.spec, ctx.tape = spec, tape
         out = tape.rollout
@@ -135,7 +135,7 @@ class _SweepLoss(torch.autograd.Function):
         if shared:
             grads, lam0 = engine.backward(policy, sim, flow.components(), ctx.tape)
         else:  # one forward and one reverse sweep per component flow
-            tapes = [ctx.tape] + [engine.forward(policy, sim, horizon, ctx.x0, memory) for _ in flow.components()[1:]]
+            tapes = [ctx.tape] + [engine.forward(policy, sim, horizon, ctx.x0, memory, (c,)) for c in flow.components()[1:]]
             parts = [engine.backward(policy, sim, (c,), tape) for c, tape in zip(flow.components(), tapes)]
             grads = {k: torch.cat([g[k] for g, _ in parts]) for k in parts[0][0]}
             lam0 = torch.cat([lam for _, lam in parts])
