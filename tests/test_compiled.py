@@ -1,8 +1,9 @@
 """The compiled PyTorch path (``compile=True``): the same gradients as eager, one compile for every H ≥ 2.
 
-Compiles cost seconds each, so the default tests share one pointmass problem and one pair of
-compiled loops: the reverse loop is compiled per tuple of component weights (k_phys, k_in), and
-none, input, combined, directional and truncated none all run on the (none, input) one. The slow
+Compiles cost seconds each, so the default tests share one pointmass problem and one compiled
+sweep: it is compiled per tuple of component weights (k_phys, k_in), and none, input, combined,
+directional and truncated none all run on the (none, input) one, in gs.gradients and in a
+rollout's backward alike. The slow
 tests take every built-in sim, every flow (state, all, decay too) and both impls.
 """
 
@@ -49,13 +50,30 @@ def test_flows_equal_eager_in_one_compiled_sweep(pointmass, flows):
         assert_close(getattr(fast.rollout, field).numpy(), getattr(eager.rollout, field).numpy(), what=field)
 
 
-@pytest.mark.slow  # its forward and reverse programs are compiled apart from gs.gradients' one (20 s)
 def test_rollout_backward_equals_eager(pointmass):
+    """Where a gradient can be asked for, the rollout runs gs.gradients' compiled sweep (forward and reverse in
+    one call), so after that sweep has been compiled it compiles nothing more."""
     sim, policy, x0 = pointmass
+    gs.gradients(policy, sim, flows=["none", "input"], horizon=5, x0=x0, compile=True)
+    before = compiled.compile_count()
     fast = gs.rollout(policy, sim, stop="combined", horizon=6, x0=x0, impl="fused", compile=True)
     eager = gs.rollout(policy, sim, stop="combined", horizon=6, x0=x0, impl="fused")
     assert not fast.states.requires_grad and fast.loss.requires_grad
     assert_close(_param_grads(policy, fast.loss), _param_grads(policy, eager.loss), what="combined")
+    assert compiled.compile_count() == before
+
+
+@pytest.mark.slow  # the forward-only program compiles apart from the sweep's (10 s)
+def test_rollout_without_grad_runs_the_forward_loop_only(pointmass):
+    sim, policy, x0 = pointmass
+    with torch.no_grad():
+        before = compiled.compile_count()
+        fast = gs.rollout(policy, sim, stop="none", horizon=6, x0=x0, compile=True)
+        assert compiled.compile_count() == before + 1  # the forward loop alone, not the sweep
+        eager = gs.rollout(policy, sim, stop="none", horizon=6, x0=x0)
+    assert not fast.loss.requires_grad
+    for field in ("states", "actions", "costs", "terminal", "loss"):
+        assert_close(getattr(fast, field).numpy(), getattr(eager, field).numpy(), what=field)
 
 
 @pytest.mark.slow
@@ -213,3 +231,40 @@ def test_torch_bptt_with_compile_takes_the_eager_steps():
         fast = np.asarray([float(r[key]) for r in runs[True].updates])
         np.testing.assert_allclose(fast, eager, rtol=1e-10, err_msg=key)
     assert runs[True].summary["compile_seconds"] > 0 and runs[False].summary["compile_seconds"] == 0
+
+
+def test_the_compiled_graph_is_called_directly_once_dynamo_accepted_the_horizon(pointmass, monkeypatch):
+    """After dynamo has accepted an H (guards held, nothing recompiled), the same H calls the graph without
+    dynamo; a new H goes through dynamo first. Both give exactly what dynamo's call gives."""
+    sim, policy, x0 = pointmass
+    calls = compiled._DIRECT_CALLS
+
+    def grads(horizon):
+        out = gs.gradients(policy, sim, flows=["none", "input"], horizon=horizon, x0=x0, compile=True)
+        return np.concatenate([_grads(out, f) for f in ("none", "input")] + [out.rollout.states.numpy().ravel()])
+
+    grads(5)
+    before = calls["count"]
+    direct = grads(5)
+    assert calls["count"] == before + 1
+    first_time = grads(11)  # a new H: through dynamo, then accepted
+    assert calls["count"] == before + 1
+    again = grads(11)
+    assert calls["count"] == before + 2
+    monkeypatch.setattr(compiled, "DIRECT", False)
+    assert np.array_equal(direct, grads(5)) and np.array_equal(again, grads(11)) and np.array_equal(first_time, again)
+    assert calls["count"] == before + 2
+    with torch.no_grad():  # in-place updates of the weights are read by the direct call too
+        saved = [p.clone() for p in policy.parameters()]
+        for p in policy.parameters():
+            p.mul_(0.5)
+    try:
+        monkeypatch.setattr(compiled, "DIRECT", True)
+        halved = grads(11)
+        assert calls["count"] == before + 3
+        monkeypatch.setattr(compiled, "DIRECT", False)
+        assert np.array_equal(halved, grads(11)) and not np.array_equal(halved, again)
+    finally:
+        with torch.no_grad():
+            for p, s in zip(policy.parameters(), saved):
+                p.copy_(s)

@@ -56,14 +56,17 @@ def compile_count() -> int:
     return _COMPILES["count"]
 
 
-def _counting_backend(options):
-    """Inductor with ``options``, counting each graph it is handed."""
+def _counting_backend(options, graphs: list):
+    """Inductor with ``options``, counting each graph it is handed and keeping (example inputs, compiled
+    function) of each in ``graphs``."""
     from torch._inductor.compile_fx import compile_fx
 
     def backend(gm, example_inputs):
         _COMPILES["count"] += 1
         with torch._inductor.config.patch(options):
-            return compile_fx(gm, example_inputs)
+            fn = compile_fx(gm, example_inputs)
+        graphs.append((list(example_inputs), fn))
+        return fn
     return backend
 
 
@@ -82,6 +85,62 @@ def _policy_fn(policy, names):
     return apply
 
 
+class _Direct:
+    """A program's one compiled graph, called without dynamo: its guards are evaluated once per H instead of at
+    every call (about 0.1 ms of a batch-1 gradient at H = 10; docs/design.md).
+
+    Built from the call that compiled the graph: each of the graph's inputs is found among that call's
+    arguments (flattened) by identity, or is a loop length (a symbolic size, whose value was that call's H),
+    or is a constant the graph read (a simulator's tensor, a buffer), kept as the object it was: updated in
+    place, it is read at every call, but one replaced by a new tensor object is not seen (dynamo's guards
+    would recompile; give the policy and simulator new objects instead, or set ``DIRECT = False``). It is
+    built only if calling the graph so reproduces dynamo's result exactly; :meth:`accepts` then checks each
+    later call's arguments against the first call's (dtype, device, shape but the loop's length, no grad).
+    """
+
+    def __init__(self, inputs, fn, args, result, h: int):
+        leaves, self.in_spec = torch.utils._pytree.tree_flatten(args)
+        self.fn, self.plan = fn, []
+        for value in inputs:
+            if isinstance(value, torch.SymInt):
+                if value.node.hint != h:
+                    raise _NotDirect(f"a symbolic size {value} is not the loop's length")
+                self.plan.append(("h", None))
+                continue
+            where = [i for i, leaf in enumerate(leaves) if leaf is value]
+            self.plan.append(("arg", where[0]) if where else ("const", value))
+        self.meta = [(x.dtype, x.device, x.dim(), x.shape[1:], x.requires_grad) for x in leaves]
+        out, self.out_spec = torch.utils._pytree.tree_flatten(result)
+        mine = self.fn(*self._inputs(leaves, h))
+        if len(mine) != len(out) or not all(isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape
+                                            and a.dtype == b.dtype and torch.equal(a, b) for a, b in zip(mine, out)):
+            raise _NotDirect("the graph's outputs are not dynamo's")
+
+    def _inputs(self, leaves, h: int) -> list:
+        return [h if kind == "h" else leaves[ref] if kind == "arg" else ref for kind, ref in self.plan]
+
+    def accepts(self, args) -> list | None:
+        """The flattened arguments if they match the first call's in everything but the loop's length, else None."""
+        leaves, spec = torch.utils._pytree.tree_flatten(args)
+        if spec != self.in_spec or torch.is_autocast_enabled() or torch.is_grad_enabled():
+            return None
+        for x, (dtype, device, dim, tail, grad) in zip(leaves, self.meta):
+            if x.dtype != dtype or x.device != device or x.dim() != dim or x.shape[1:] != tail or x.requires_grad != grad:
+                return None
+        return leaves
+
+    def __call__(self, leaves, h: int):
+        return torch.utils._pytree.tree_unflatten(list(self.fn(*self._inputs(leaves, h))), self.out_spec)
+
+
+class _NotDirect(Exception):
+    pass
+
+
+DIRECT = True  # call a program's one compiled graph without dynamo once dynamo has accepted the H (tests turn it off)
+_DIRECT_CALLS = {"count": 0}
+
+
 class _Program:
     """One compiled loop for one exact key (policy, sim, flows, batch, dtype, device).
 
@@ -92,34 +151,65 @@ class _Program:
     so it keeps the Python wrapper).
     Each gets a code object of its own: dynamo caches graphs per code object, at most 8, and every
     closure of the same function would otherwise share one cache.
+
+    While the H ≥ 2 function has compiled exactly one graph, a call with an H that dynamo has already
+    accepted (its guards held and nothing recompiled) calls that graph directly (:class:`_Direct`);
+    a second graph switches this off for the program.
     """
 
     def __init__(self, fn, batch: int, device: torch.device, loop_args: tuple[int, ...]):
         self.loop_args = loop_args  # positions of the arguments whose first dimension is the loop's length
-        self.compiled = {}
+        self.compiled, self.graphs = {}, {1: [], 2: []}
+        self.direct, self.accepted, self.no_direct = None, set(), False
         for kind in (1, 2):
             options = _options(batch, device) if kind == 2 else {**_options(batch, device), "cpp_wrapper": False}
             _COMPILES["programs"] += 1
             code = fn.__code__.replace(co_name=f"{fn.__name__}_{_COMPILES['programs']}")
             fresh = types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__, fn.__closure__)
-            self.compiled[kind] = torch.compile(fresh, backend=_counting_backend(options), fullgraph=True,
-                                                dynamic=False)
+            self.compiled[kind] = torch.compile(fresh, backend=_counting_backend(options, self.graphs[kind]),
+                                                fullgraph=True, dynamic=False)
 
     def __call__(self, *args):
-        kind = min(args[self.loop_args[0]].shape[0], 2)
+        h = args[self.loop_args[0]].shape[0]
+        kind = min(h, 2)
+        if kind == 2 and self.direct is not None and h in self.accepted and DIRECT:
+            leaves = self.direct.accepts(args)
+            if leaves is not None:
+                _DIRECT_CALLS["count"] += 1
+                return self.direct(leaves, h)
         if kind == 2:  # the loop length is dynamic in every graph compiled for H ≥ 2
             for i in self.loop_args:
                 torch._dynamo.mark_dynamic(args[i], 0)
+        before = len(self.graphs[kind])
         # A simulator's NumPy constants are constants here, not arrays to trace (see _warm).
         try:
             with torch._dynamo.config.patch(trace_numpy=False):
-                return self.compiled[kind](*args)
+                result = self.compiled[kind](*args)
         except torch._dynamo.exc.TorchDynamoException as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise RuntimeError(
                 f"compile=True could not compile this simulator and policy ({first}). Their torch code must trace "
                 "under torch.compile(fullgraph=True): no NumPy conversions of tensors, no Python branches on tensor "
                 "values, no side effects. Run without compile=True (eager gives the same gradients)") from err
+        if kind == 2 and not self.no_direct:
+            self._learn(args, result, h, compiled_now=len(self.graphs[2]) > before)
+        self.graphs[1] = [(None, fn) for _, fn in self.graphs[1]]
+        return result
+
+    def _learn(self, args, result, h: int, compiled_now: bool) -> None:
+        """After a call through dynamo: accept ``h`` for the direct call, or switch it off for good."""
+        if len(self.graphs[2]) != 1:
+            self.direct, self.no_direct = None, True
+            return
+        if compiled_now:
+            inputs, fn = self.graphs[2][0]
+            self.graphs[2][0] = (None, fn)  # the first call's tensors are not kept alive
+            try:
+                self.direct = _Direct(inputs, fn, args, result, h)
+            except _NotDirect:
+                self.no_direct = True
+                return
+        self.accepted.add(h)
 
 
 def _forward_fn(pi, sim):

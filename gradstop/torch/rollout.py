@@ -8,7 +8,8 @@ combining flows run two forward and two backward passes.
 ``gradstop.torch.fused`` (one forward loop and one reverse pass for every component flow).
 
 ``compile=True``: the same ``autograd.Function`` driven by ``gradstop.torch.compiled`` (the sweep
-as two compiled loops). With ``impl="fused"`` the component flows of ``combined`` / ``directional``
+as two compiled loops; where a gradient can be asked for, both run in the forward, as one
+compiled call, and the loss's backward only scales the gradients they found). With ``impl="fused"`` the component flows of ``combined`` / ``directional``
 share one forward and one reverse sweep; with ``impl="native"`` each component runs its own
 forward and reverse sweep, which is the cost the native implementation pays. (torch 2.13's
 autograd through its ``scan`` op fails on this loop, so a compiled native rollout chains the
@@ -113,33 +114,40 @@ class _SweepLoss(torch.autograd.Function):
 
     The sweep is ``engine``: ``gradstop.torch.fused`` (eager) or ``gradstop.torch.compiled``. With
     ``shared=False`` each component flow gets its own forward and reverse sweep (compiled native).
+    With ``ahead=True`` (``compile=True`` where a gradient can be asked for) the forward already
+    runs the reverse sweep, in the same compiled call as the forward loop, and the backward only
+    scales what it found: one call through the compiler per sweep rather than two.
     Only the loss is differentiable; parameters get the flow's direction and x0 gets λ_0 (zero
     for the combining flows, whose direction is defined for parameters only).
     """
 
     @staticmethod
     def forward(ctx, spec, x0, *tensors):
-        policy, sim, flow, horizon, memory, names, engine, shared = spec
-        components = flow.components()
-        tape = engine.forward(policy, sim, horizon, x0.detach(), memory, components if shared else components[:1])
-        ctx.x0 = x0.detach()
-        ctx.spec, ctx.tape = spec, tape
-        out = tape.rollout
+        policy, sim, flow, horizon, memory, names, engine, shared, ahead = spec
+        components, x0 = flow.components(), x0.detach()
+        ctx.spec, ctx.x0, ctx.tape, ctx.swept = spec, x0, None, None
+        if ahead:
+            sweeps = [components] if shared else [(c,) for c in components]
+            parts = [engine.sweep(policy, sim, part, horizon, x0) for part in sweeps]
+            out, ctx.swept = parts[0][0], _joined([(g, lam) for _, g, lam in parts])
+        else:
+            ctx.tape = engine.forward(policy, sim, horizon, x0, memory, components if shared else components[:1])
+            out = ctx.tape.rollout
         ctx.mark_non_differentiable(out.states, out.actions, out.costs, out.terminal)
         return tuple(out)  # Rollout field order: states, actions, costs, terminal, loss
 
     @staticmethod
     def backward(ctx, *cotangents):
         g_loss = cotangents[-1]
-        policy, sim, flow, horizon, memory, names, engine, shared = ctx.spec
-        if shared:
+        policy, sim, flow, horizon, memory, names, engine, shared, ahead = ctx.spec
+        if ctx.swept is not None:
+            grads, lam0 = ctx.swept
+        elif shared:
             grads, lam0 = engine.backward(policy, sim, flow.components(), ctx.tape)
         else:  # one forward and one reverse sweep per component flow
             tapes = [ctx.tape] + [engine.forward(policy, sim, horizon, ctx.x0, memory, (c,)) for c in flow.components()[1:]]
-            parts = [engine.backward(policy, sim, (c,), tape) for c, tape in zip(flow.components(), tapes)]
-            grads = {k: torch.cat([g[k] for g, _ in parts]) for k in parts[0][0]}
-            lam0 = torch.cat([lam for _, lam in parts])
-        ctx.tape = ctx.x0 = None  # release the residuals now rather than with the graph
+            grads, lam0 = _joined([engine.backward(policy, sim, (c,), tape) for c, tape in zip(flow.components(), tapes)])
+        ctx.tape = ctx.x0 = ctx.swept = None  # release the residuals now rather than with the graph
         if flow.combining:
             g = {k: combine_gradients(flow.base, v[0], v[1], torch) for k, v in grads.items()}
             g_x0 = None
@@ -149,12 +157,21 @@ class _SweepLoss(torch.autograd.Function):
         return (None, g_x0, *(g_loss * g[k] for k in names))
 
 
+def _joined(parts):
+    """One (grads {name: (F, ...)}, λ_0 (F, ...)) from several sweeps' (grads, λ_0), flows in order."""
+    if len(parts) == 1:
+        return parts[0]
+    grads = {k: torch.cat([g[k] for g, _ in parts]) for k in parts[0][0]}
+    return grads, torch.cat([lam for _, lam in parts])
+
+
 def _sweep_loss(policy, sim, flow: Flow, horizon: int, x0, memory: str, engine, shared: bool = True) -> Rollout:
     if not isinstance(policy, torch.nn.Module):
         need = "compile=True" if engine is compiled else "impl='fused'"
         raise TypeError(f"{need} needs the policy's parameters: it must be an nn.Module")
     named = [(k, p) for k, p in policy.named_parameters() if p.requires_grad]
-    spec = (policy, sim, flow, horizon, memory, tuple(k for k, _ in named), engine, shared)
+    ahead = engine is compiled and torch.is_grad_enabled() and bool(named or x0.requires_grad)
+    spec = (policy, sim, flow, horizon, memory, tuple(k for k, _ in named), engine, shared, ahead)
     return Rollout(*_SweepLoss.apply(spec, x0, *(p for _, p in named)))
 
 
