@@ -24,8 +24,10 @@ more; at larger batches inductor also splits at H·B = 4096, one compile on eith
 applied to these compiles only: ``cpp_wrapper`` (the loop runs in generated C++, not Python),
 the decomposition of batch-1 matrix products into fused loops (one kernel per step instead of
 a library call per layer), and one thread at batch ≤ ``SMALL_BATCH`` (an OpenMP barrier costs
-more than a 128-wide layer). Why this design won over the alternatives is recorded, with
-numbers, in docs/design.md ("The compiled PyTorch path").
+more than a 128-wide layer). Once dynamo has run a program for an H without recompiling, later
+calls with that H call its compiled graph directly, without dynamo's per-call guard evaluation
+(:class:`_Direct`). Why this design won over the alternatives is recorded, with numbers, in
+docs/design.md ("The compiled PyTorch path").
 
 Requirements on the simulator and policy: their torch code must trace under
 ``torch.compile(fullgraph=True)`` (every built-in simulator and ``gs.torch.mlp`` do); a
