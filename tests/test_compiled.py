@@ -254,6 +254,15 @@ def test_the_compiled_graph_is_called_directly_once_dynamo_accepted_the_horizon(
     monkeypatch.setattr(compiled, "DIRECT", False)
     assert np.array_equal(direct, grads(5)) and np.array_equal(again, grads(11)) and np.array_equal(first_time, again)
     assert calls["count"] == before + 2
+    names, params = compiled._named(policy)  # arguments unlike the first call's go through dynamo
+    program = compiled._sweep_program(policy, sim, names, ((1.0, 1.0), (1.0, 0.0)), x0.shape[0], x0.dtype, x0.device)
+    steps, cuts = torch.empty((11, 0), dtype=x0.dtype), compiled._cuts((None, None), 11, x0.dtype, x0.device)
+    with torch.no_grad():
+        assert program.direct.accepts((params, x0, steps, cuts)) is not None
+        assert program.direct.accepts((params, x0.float(), steps, cuts)) is None
+        wider = (torch.zeros(params[0].shape[0] + 1, *params[0].shape[1:], dtype=x0.dtype),) + params[1:]
+        assert program.direct.accepts((wider, x0, steps, cuts)) is None
+    assert program.direct.accepts((params, x0, steps, cuts)) is None  # grad mode on
     with torch.no_grad():  # in-place updates of the weights are read by the direct call too
         saved = [p.clone() for p in policy.parameters()]
         for p in policy.parameters():

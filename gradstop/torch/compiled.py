@@ -97,12 +97,17 @@ class _Direct:
     place, it is read at every call, but one replaced by a new tensor object is not seen (dynamo's guards
     would recompile; give the policy and simulator new objects instead, or set ``DIRECT = False``). It is
     built only if calling the graph so reproduces dynamo's result exactly; :meth:`accepts` then checks each
-    later call's arguments against the first call's (dtype, device, shape but the loop's length, no grad).
+    later call's arguments against the first call's (dtype, device, shape — but a loop argument's length — and
+    no grad).
     """
 
-    def __init__(self, inputs, fn, args, result, h: int):
+    def __init__(self, inputs, fn, args, result, h: int, loop_args: tuple[int, ...]):
         leaves, self.in_spec = torch.utils._pytree.tree_flatten(args)
         self.fn, self.plan = fn, []
+        # which leaves are a loop argument (checked but for their first dimension, the loop's length)
+        sizes = [len(torch.utils._pytree.tree_leaves(a)) for a in args]
+        starts = [sum(sizes[:i]) for i in range(len(args))]
+        loops = {starts[i] for i in loop_args}
         for value in inputs:
             if isinstance(value, torch.SymInt):
                 if value.node.hint != h:
@@ -111,7 +116,8 @@ class _Direct:
                 continue
             where = [i for i, leaf in enumerate(leaves) if leaf is value]
             self.plan.append(("arg", where[0]) if where else ("const", value))
-        self.meta = [(x.dtype, x.device, x.dim(), x.shape[1:], x.requires_grad) for x in leaves]
+        self.meta = [(x.dtype, x.device, x.dim(), i in loops, x.shape[1:] if i in loops else x.shape, x.requires_grad)
+                     for i, x in enumerate(leaves)]
         out, self.out_spec = torch.utils._pytree.tree_flatten(result)
         mine = self.fn(*self._inputs(leaves, h))
         if len(mine) != len(out) or not all(isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape
@@ -126,8 +132,9 @@ class _Direct:
         leaves, spec = torch.utils._pytree.tree_flatten(args)
         if spec != self.in_spec or torch.is_autocast_enabled() or torch.is_grad_enabled():
             return None
-        for x, (dtype, device, dim, tail, grad) in zip(leaves, self.meta):
-            if x.dtype != dtype or x.device != device or x.dim() != dim or x.shape[1:] != tail or x.requires_grad != grad:
+        for x, (dtype, device, dim, loop, shape, grad) in zip(leaves, self.meta):
+            if (x.dtype != dtype or x.device != device or x.dim() != dim or (x.shape[1:] if loop else x.shape) != shape
+                    or x.requires_grad != grad):
                 return None
         return leaves
 
@@ -207,7 +214,7 @@ class _Program:
             inputs, fn = self.graphs[2][0]
             self.graphs[2][0] = (None, fn)  # the first call's tensors are not kept alive
             try:
-                self.direct = _Direct(inputs, fn, args, result, h)
+                self.direct = _Direct(inputs, fn, args, result, h, self.loop_args)
             except _NotDirect:
                 self.no_direct = True
                 return
