@@ -277,3 +277,23 @@ def test_the_compiled_graph_is_called_directly_once_dynamo_accepted_the_horizon(
         with torch.no_grad():
             for p, s in zip(policy.parameters(), saved):
                 p.copy_(s)
+
+
+@pytest.mark.slow  # two compiles at batch 256 (20 s)
+def test_a_second_graph_switches_the_direct_call_off(monkeypatch):
+    """At batch 256 inductor compiles a second graph for H·B > 4096: the program stops calling its first graph
+    directly (where skipping dynamo's guards was found unsafe), and every H still gets dynamo's gradients."""
+    sim, policy, x0 = load("torch", "neural", dtype="float32", batch=256)
+    program = lambda: compiled._sweep_program(policy, sim, *compiled._named(policy)[:1], ((1.0, 1.0),), 256,
+                                              x0.dtype, x0.device)
+
+    def grads(horizon):
+        return _grads(gs.gradients(policy, sim, flows=["none"], horizon=horizon, x0=x0, compile=True), "none")
+
+    first = [grads(10), grads(10)]
+    assert program().direct is not None and 10 in program().accepted
+    later = grads(20)  # H·B = 5120: a second graph
+    assert program().direct is None and program().no_direct
+    monkeypatch.setattr(compiled, "DIRECT", False)
+    assert np.array_equal(first[0], first[1]) and np.array_equal(first[1], grads(10)) and np.array_equal(later, grads(20))
+    assert_close(grads(10), _grads(gs.gradients(policy, sim, flows=["none"], horizon=10, x0=x0), "none"), dtype="float32")
