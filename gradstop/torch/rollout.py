@@ -9,9 +9,10 @@ combining flows run two forward and two backward passes.
 
 ``compile=True``: the same ``autograd.Function`` driven by ``gradstop.torch.compiled`` (the sweep
 as two compiled loops; where a gradient can be asked for, both run in the forward, as one
-compiled call, and the loss's backward only scales the gradients they found). With ``impl="fused"`` the component flows of ``combined`` / ``directional``
-share one forward and one reverse sweep; with ``impl="native"`` each component runs its own
-forward and reverse sweep, which is the cost the native implementation pays. (torch 2.13's
+compiled call, and the loss's backward only scales the gradients they found). With
+``impl="fused"`` the component flows of ``combined`` / ``directional`` share one forward and one
+reverse sweep; with ``impl="native"`` each component runs its own forward and reverse sweep,
+which is the cost the native implementation pays. (torch 2.13's
 autograd through its ``scan`` op fails on this loop, so a compiled native rollout chains the
 per-step VJPs itself; the VJP of each step is still torch's autodiff.)
 """
