@@ -58,16 +58,16 @@ def compile_count() -> int:
     return _COMPILES["count"]
 
 
-def _counting_backend(options, graphs: list):
-    """Inductor with ``options``, counting each graph it is handed and keeping (example inputs, compiled
-    function) of each in ``graphs``."""
+def _counting_backend(options, graphs: list, keep_inputs: bool):
+    """Inductor with ``options``, counting each graph it is handed and keeping (example inputs if
+    ``keep_inputs`` else None, compiled function) of each in ``graphs``."""
     from torch._inductor.compile_fx import compile_fx
 
     def backend(gm, example_inputs):
         _COMPILES["count"] += 1
         with torch._inductor.config.patch(options):
             fn = compile_fx(gm, example_inputs)
-        graphs.append((list(example_inputs), fn))
+        graphs.append((list(example_inputs) if keep_inputs else None, fn))
         return fn
     return backend
 
@@ -175,8 +175,8 @@ class _Program:
             _COMPILES["programs"] += 1
             code = fn.__code__.replace(co_name=f"{fn.__name__}_{_COMPILES['programs']}")
             fresh = types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__, fn.__closure__)
-            self.compiled[kind] = torch.compile(fresh, backend=_counting_backend(options, self.graphs[kind]),
-                                                fullgraph=True, dynamic=False)
+            backend = _counting_backend(options, self.graphs[kind], keep_inputs=kind == 2)  # only H ≥ 2 is called directly
+            self.compiled[kind] = torch.compile(fresh, backend=backend, fullgraph=True, dynamic=False)
 
     def __call__(self, *args):
         h = args[self.loop_args[0]].shape[0]
@@ -202,7 +202,6 @@ class _Program:
                 "values, no side effects. Run without compile=True (eager gives the same gradients)") from err
         if kind == 2 and not self.no_direct:
             self._learn(args, result, h, compiled_now=len(self.graphs[2]) > before)
-        self.graphs[1] = [(None, fn) for _, fn in self.graphs[1]]
         return result
 
     def _learn(self, args, result, h: int, compiled_now: bool) -> None:

@@ -139,6 +139,12 @@ class Graph:
     loss: torch.Tensor     # Σ over flows of each flow's loss (a scalar graph node)
 
 
+def _theta_after_sweep(batch: int, memory: str) -> bool:
+    """Whether ∇θ comes from one batched backward over the visited states after the sweep (else from the
+    sweep's own engine calls): with the residuals policy at batch ≤ ``SMALL_BATCH``, in both recordings."""
+    return memory == "residuals" and batch <= SMALL_BATCH
+
+
 def stacks(flows, batch: int, memory: str) -> bool:
     """Whether :func:`forward` records ``flows`` as one graph of F·B rows (else one small graph per step)."""
     return memory == "residuals" and (len(flows) == 1 or batch <= SMALL_BATCH)
@@ -174,7 +180,7 @@ def _forward_graph(policy, sim, flows, horizon: int, x0: torch.Tensor) -> Graph:
 def _backward_graph(policy, sim, graph: Graph, params: list):
     """One engine call for every flow: (∇θ per flow, λ_0 (F, B, …))."""
     n_flows, batch = len(graph.flows), graph.rollout.states.shape[1]
-    after = batch <= SMALL_BATCH  # ∇θ from one batched backward after the sweep
+    after = _theta_after_sweep(batch, "residuals")
     inputs = [graph.x0] + (graph.actions if after else params)
     grads = torch.autograd.grad(graph.loss, inputs, allow_unused=True, materialize_grads=True)
     lam0 = grads[0].reshape(n_flows, batch, *grads[0].shape[1:])
@@ -269,7 +275,7 @@ def _backward_steps(policy, sim, flows, tape: Tape, params: list):
     """The reverse loop over the per-step graphs: (∇θ per flow, λ̃_0 (F, B, …))."""
     horizon, batch = len(tape.steps), tape.tx.shape[0]
     recompute = tape.memory == "recompute"
-    per_step = recompute or batch > SMALL_BATCH  # accumulate ∇θ per step rather than after the sweep
+    per_step = not _theta_after_sweep(batch, tape.memory)  # accumulate ∇θ per step rather than after the sweep
     lams = [tape.tx for _ in flows]
     mus = [[None] * horizon for _ in flows]
     acc = [[torch.zeros_like(p) for p in params] for _ in flows]
