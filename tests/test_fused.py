@@ -248,3 +248,83 @@ def test_torch_fused_backward_refuses_other_flows():
     tape = fused.forward(policy, sim, 3, x0, "residuals", (parse_flow("none"),))
     with pytest.raises(ValueError, match="recorded for the flows \\['none'\\], not \\['input'\\]"):
         fused.backward(policy, sim, (parse_flow("input"),), tape)
+
+
+@pytest.mark.parametrize("batch", [3, 10])
+@pytest.mark.parametrize("flow", ["none", "input+truncate:3", "combined"])
+def test_torch_fused_backward_of_a_scaled_loss(batch, flow):
+    """The sweep is run for the loss's cotangent (here −2.5) rather than scaled after it: parameters and x0 get
+    −2.5 × native's gradients, in both recordings, for a single flow and a combining one."""
+    sim, policy, x0 = load("torch", "neural", batch=batch)
+    grads = {}
+    for impl in ("native", "fused"):
+        policy.zero_grad(set_to_none=True)
+        x = x0.clone().requires_grad_(True)
+        (-2.5 * gs.rollout(policy, sim, stop=flow, horizon=7, x0=x, impl=impl).loss).backward()
+        grads[impl] = [p.grad.clone() for p in policy.parameters()], x.grad
+    for got, expected in zip(grads["fused"][0], grads["native"][0]):
+        assert_close(to_numpy(got), to_numpy(expected), what=f"{flow} b{batch} ∇θ")
+    if flow == "combined":  # defined for parameters only: x0 gets none, in both impls
+        assert grads["fused"][1] is None and grads["native"][1] is None
+    else:
+        assert_close(to_numpy(grads["fused"][1]), to_numpy(grads["native"][1]), what=f"{flow} b{batch} λ_0")
+
+
+@pytest.mark.parametrize("batch", [3, 10])
+def test_torch_fused_reverse_cotangent_and_lam0(batch):
+    """``fused.reverse`` with a cotangent c gives c × the gradients and λ_0 of c = 1, and λ_0 only when asked."""
+    import torch
+
+    from gradstop.flows import parse_flow
+    from gradstop.torch import fused
+
+    sim, policy, x0 = load("torch", "neural", batch=batch)
+    flows = (parse_flow("none"), parse_flow("decay:0.8"))
+    c = torch.tensor(-0.75, dtype=x0.dtype)
+    names, plain, lam = fused.reverse(policy, sim, flows, fused.forward(policy, sim, 6, x0, "residuals", flows))
+    names_c, scaled, lam_c = fused.reverse(policy, sim, flows, fused.forward(policy, sim, 6, x0, "residuals", flows), c)
+    assert names == names_c == [k for k, _ in policy.named_parameters()]
+    for a, b in zip(plain, scaled):
+        for u, v in zip(a, b):
+            assert_close(to_numpy(v), to_numpy(c * u))
+    assert_close(to_numpy(lam_c), to_numpy(c * lam))
+    _, _, none = fused.reverse(policy, sim, flows, fused.forward(policy, sim, 6, x0, "residuals", flows), lam0=False)
+    assert none is None
+
+
+@pytest.mark.parametrize("batch", [1, 10])
+def test_torch_fused_leaves_requires_grad_as_it_was(batch):
+    """At small batch the forward records the graph with the policy's parameters' ``requires_grad`` off; it is
+    restored after the forward, also when the forward raises, and a layer the user froze stays frozen and gets
+    no gradient while the others get native's."""
+    import torch
+
+    sim, policy, x0 = load("torch", "neural", batch=batch)
+    frozen = policy.linears[1].weight
+    frozen.requires_grad_(False)
+    flags = [p.requires_grad for p in policy.parameters()]
+    _, expected = None, {}
+    for impl in ("native", "fused"):
+        policy.zero_grad(set_to_none=True)
+        gs.rollout(policy, sim, stop="input", horizon=5, x0=x0, impl=impl).loss.backward()
+        assert [p.requires_grad for p in policy.parameters()] == flags
+        expected[impl] = [None if p.grad is None else p.grad.clone() for p in policy.parameters()]
+    assert frozen.grad is None
+    for got, want in zip(expected["fused"], expected["native"]):
+        assert (got is None) == (want is None)
+        if got is not None:
+            assert_close(to_numpy(got), to_numpy(want))
+
+    calls = {"n": 0}
+
+    def fail_on_the_third_step(module, args):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("policy failed")
+
+    handle = policy.register_forward_pre_hook(fail_on_the_third_step)
+    with pytest.raises(RuntimeError, match="policy failed"):
+        gs.rollout(policy, sim, stop="none", horizon=5, x0=x0, impl="fused").loss.backward()
+    handle.remove()
+    assert [p.requires_grad for p in policy.parameters()] == flags
+    assert torch.is_grad_enabled()

@@ -16,7 +16,11 @@ One engine call then returns every flow's λ_0 (the rows of x_0) and μ_t = ∂L
 a_t). At batch 1 an eager operation on F rows costs what it costs on one, so the F flows' reverse
 sweeps cost one. ∇θ = Σ_t (∂π/∂θ)ᵀ μ_t comes from one batched backward over the H·B visited
 states after the sweep at batch ≤ ``SMALL_BATCH``, and from the same engine call above it (where
-only one flow is stacked: F copies of a large batch would cost F times the arithmetic).
+only one flow is stacked: F copies of a large batch would cost F times the arithmetic). At batch
+≤ ``SMALL_BATCH`` the graph is recorded with the policy's parameters' ``requires_grad`` off (restored
+when the forward ends, however it ends), so it holds no ∂/∂θ branch and the engine call is a plain
+backward that leaves λ_0 and μ_t in ``.grad``: asking for them with ``inputs=`` makes the engine prune
+the graph first, a few µs per step at batch 1.
 
 **One small graph per step** (several flows above ``SMALL_BATCH``, ``memory="recompute"``, and
 ``gradstop.diagnose``, which inspects each step's products). The state enters each step's graph
@@ -47,6 +51,7 @@ No Jacobian is ever formed: every product is a vector-Jacobian product of torch'
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import torch
@@ -55,7 +60,7 @@ from gradstop._checks import SMALL_BATCH, check_memory
 from gradstop.flows import Flow
 from gradstop.rollout import Rollout
 
-__all__ = ["sweep", "forward", "backward", "stacks"]
+__all__ = ["sweep", "forward", "backward", "reverse", "stacks"]
 
 
 @dataclasses.dataclass
@@ -75,6 +80,7 @@ class Tape:
     """What the forward loop keeps for the reverse sweep."""
 
     rollout: Rollout
+    named: list            # (name, parameter) of the policy's parameters that require grad, as recorded
     memory: str
     steps: list            # residuals: one Step per step; recompute: x_t per step (no graph)
     tx: torch.Tensor       # ∂c_H/∂x_H (batch mean)
@@ -100,10 +106,11 @@ class _Weights:
 
     def __init__(self, flows, batch: int, like: torch.Tensor):
         self.flows, self.batch, self.like, self._cache = flows, batch, like, {}
+        self.uncut = None if any(f.truncate is not None for f in flows) else (False,) * len(flows)
 
     def at(self, t: int):
         """(weight of x_t → policy input, weight of x_t → physics), each an argument for :func:`_weighted`."""
-        cuts = tuple(t > 0 and f.cut_after(t) for f in self.flows)
+        cuts = self.uncut or tuple(t > 0 and f.cut_after(t) for f in self.flows)
         if cuts not in self._cache:
             k_in = [0.0 if c else f.k_in for f, c in zip(self.flows, cuts)]
             k_phys = [0.0 if c else f.k_phys for f, c in zip(self.flows, cuts)]
@@ -134,9 +141,14 @@ class Graph:
 
     rollout: Rollout       # the rollout (the first flow's rows; every flow's rows hold the same values)
     flows: tuple
+    named: list            # (name, parameter) of the policy's parameters that require grad, as recorded
     x0: torch.Tensor       # the (F·B, …) leaf
     actions: list          # a_t, (F·B, …) each, graph nodes
     loss: torch.Tensor     # Σ over flows of each flow's loss (a scalar graph node)
+
+
+def _named(policy) -> list:
+    return [(k, p) for k, p in policy.named_parameters() if p.requires_grad]
 
 
 def _theta_after_sweep(batch: int, memory: str) -> bool:
@@ -150,15 +162,33 @@ def stacks(flows, batch: int, memory: str) -> bool:
     return memory == "residuals" and (len(flows) == 1 or batch <= SMALL_BATCH)
 
 
+@contextlib.contextmanager
+def _frozen(params: list):
+    """The policy's parameters with ``requires_grad`` off for the block (restored however it ends), so that
+    the graph recorded in it holds no ∂/∂θ branch: the sweep's engine call then needs no ``inputs=``, whose
+    pruning of the graph costs a few µs per step at batch 1."""
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 def _forward_graph(policy, sim, flows, horizon: int, x0: torch.Tensor) -> Graph:
     n_flows, batch = len(flows), x0.shape[0]
     weights = _Weights(flows, batch, x0)
-    with torch.enable_grad():
-        leaf = x0.detach().repeat(n_flows, *(1,) * (x0.dim() - 1)).requires_grad_()
+    after = _theta_after_sweep(batch, "residuals")
+    named = _named(policy)
+    with torch.enable_grad(), _frozen([p for _, p in named] if after else []):
+        leaf = (x0.detach() if n_flows == 1 else x0.detach().repeat(n_flows, *(1,) * (x0.dim() - 1))).requires_grad_()
         x, states, actions, costs = leaf, [], [], []
         for t in range(horizon):
             w_in, w_phys = weights.at(t)
             a = policy(sim.obs(_weighted(x, w_in)))
+            if after:  # μ_t is read from a_t.grad after the engine call
+                a.retain_grad() if a.grad_fn is not None else a.requires_grad_()
             x = sim.step(_weighted(x, w_phys), a)
             costs.append(sim.cost(x, a))
             actions.append(a)
@@ -174,20 +204,30 @@ def _forward_graph(policy, sim, flows, horizon: int, x0: torch.Tensor) -> Graph:
             rows = actions
         out = Rollout(torch.stack([x0.detach()] + states), torch.stack(rows).detach(), costs_t.detach(),
                       terminal.detach(), (costs_t.sum(0) + terminal).mean())
-    return Graph(out, tuple(flows), leaf, actions, loss)
+    return Graph(out, tuple(flows), named, leaf, actions, loss)
 
 
-def _backward_graph(policy, sim, graph: Graph, params: list):
-    """One engine call for every flow: (∇θ per flow, λ_0 (F, B, …))."""
+def _grad(t: torch.Tensor) -> torch.Tensor:
+    return torch.zeros_like(t) if t.grad is None else t.grad
+
+
+def _backward_graph(policy, sim, graph: Graph, params: list, cotangent, lam0: bool):
+    """One engine call for every flow: (∇θ per flow, λ_0 (F, B, …) or None), each times ``cotangent``."""
     n_flows, batch = len(graph.flows), graph.rollout.states.shape[1]
-    after = _theta_after_sweep(batch, "residuals")
-    inputs = [graph.x0] + (graph.actions if after else params)
-    grads = torch.autograd.grad(graph.loss, inputs, allow_unused=True, materialize_grads=True)
-    lam0 = grads[0].reshape(n_flows, batch, *grads[0].shape[1:])
-    if after:
-        mus = [[mu[i * batch:(i + 1) * batch] for mu in grads[1:]] for i in range(n_flows)]
-        return _policy_gradients(policy, sim, params, graph.rollout.states[:-1], mus), lam0
-    return [grads[1:]], lam0
+    if _theta_after_sweep(batch, "residuals"):  # the graph was recorded without θ: μ_t and λ_0 land in .grad
+        torch.autograd.backward(graph.loss, cotangent)
+        lam, grads = _grad(graph.x0), [_grad(a) for a in graph.actions]
+    else:
+        inputs = ([graph.x0] if lam0 else []) + params
+        grads = torch.autograd.grad(graph.loss, inputs, cotangent, allow_unused=True, materialize_grads=True)
+        lam, grads = (grads[0], grads[1:]) if lam0 else (None, grads)
+    lam = lam.reshape(n_flows, batch, *lam.shape[1:]) if lam0 else None
+    if not _theta_after_sweep(batch, "residuals"):
+        return [grads], lam
+    if n_flows == 1:
+        return _policy_gradients(policy, sim, params, graph.rollout.states[:-1], [grads]), lam
+    mus = [[mu[i * batch:(i + 1) * batch] for mu in grads] for i in range(n_flows)]
+    return _policy_gradients(policy, sim, params, graph.rollout.states[:-1], mus), lam
 
 
 def _record(policy, sim, x: torch.Tensor, batch: int) -> Step:
@@ -237,15 +277,15 @@ def forward(policy, sim, horizon: int, x0: torch.Tensor, memory: str, flows=None
         costs_t = torch.stack(costs)
         terminal = terminal.detach()
         out = Rollout(torch.stack(states), torch.stack(actions), costs_t, terminal, (costs_t.sum(0) + terminal).mean())
-    return Tape(out, memory, steps, tx)
+    return Tape(out, _named(policy), memory, steps, tx)
 
 
-def _adjoint(step: Step, flow: Flow, lam: torch.Tensor, params: list):
-    """(λ̃_t, μ_t, ∇θ contribution or None) of one flow at one step, from λ̃_{t+1}."""
+def _adjoint(step: Step, flow: Flow, lam: torch.Tensor, params: list, cotangent=None):
+    """(λ̃_t, μ_t, ∇θ contribution or None) of one flow at one step, from λ̃_{t+1} (the cost weighted by ``cotangent``)."""
     outputs, cotangents = [step.x_next], [lam]
     if step.cost.requires_grad:
         outputs.append(step.cost)
-        cotangents.append(torch.ones_like(step.cost))
+        cotangents.append(torch.ones_like(step.cost) if cotangent is None else cotangent)
     inputs = [step.x_g, step.action] + ([step.x_pi] if flow.k_in else []) + params
     grads = torch.autograd.grad(outputs, inputs, cotangents, retain_graph=True, allow_unused=True, materialize_grads=True)
     lam_x, mu = grads[0], grads[1]
@@ -255,34 +295,44 @@ def _adjoint(step: Step, flow: Flow, lam: torch.Tensor, params: list):
     return new, mu, (grads[-len(params):] if params else None)
 
 
-def backward(policy, sim, flows: tuple[Flow, ...], tape: Tape):
-    """The reverse sweep for F single-pass ``flows``: (grads {name: (F, ...)}, λ_0 (F, B, n))."""
-    named = [(k, p) for k, p in policy.named_parameters() if p.requires_grad]
-    params = [p for _, p in named]
+def reverse(policy, sim, flows: tuple[Flow, ...], tape: Tape | Graph, cotangent=None, lam0: bool = True):
+    """The reverse sweep for F single-pass ``flows``: (parameter names, each flow's gradients as a tuple in
+    the names' order, λ_0 (F, B, n) or None). :func:`backward` is its stacked form.
+
+    The gradients are those of ``cotangent`` · loss (a scalar tensor; default 1) rather than of the loss, at
+    no extra cost; with ``lam0=False`` λ_0 is not returned (nor, where that spares work, computed).
+    """
+    params = [p for _, p in tape.named]
     if isinstance(tape, Graph):
         if tape.flows != tuple(flows):
             raise ValueError(f"this forward was recorded for the flows {[f.name for f in tape.flows]}, "
                              f"not {[f.name for f in flows]}: pass the same flows to forward and backward")
-        acc, lam0 = _backward_graph(policy, sim, tape, params)
+        acc, lam = _backward_graph(policy, sim, tape, params, cotangent, lam0)
     else:
-        acc, lam0 = _backward_steps(policy, sim, flows, tape, params)
+        acc, lam = _backward_steps(policy, sim, flows, tape, params, cotangent)
+    return [k for k, _ in tape.named], acc, (lam if lam0 else None)
+
+
+def backward(policy, sim, flows: tuple[Flow, ...], tape: Tape | Graph, cotangent=None, lam0: bool = True):
+    """The reverse sweep for F single-pass ``flows``: (grads {name: (F, ...)}, λ_0 (F, B, n)); see :func:`reverse`."""
+    names, acc, lam = reverse(policy, sim, flows, tape, cotangent, lam0)
     if len(acc) == 1:  # a view, not a copy: at batch 1 every eager operation counts
-        return {k: acc[0][j].unsqueeze(0) for j, (k, _) in enumerate(named)}, lam0
-    return {k: torch.stack([a[j] for a in acc]) for j, (k, _) in enumerate(named)}, lam0
+        return {k: acc[0][j].unsqueeze(0) for j, k in enumerate(names)}, lam
+    return {k: torch.stack([a[j] for a in acc]) for j, k in enumerate(names)}, lam
 
 
-def _backward_steps(policy, sim, flows, tape: Tape, params: list):
-    """The reverse loop over the per-step graphs: (∇θ per flow, λ̃_0 (F, B, …))."""
+def _backward_steps(policy, sim, flows, tape: Tape, params: list, cotangent=None):
+    """The reverse loop over the per-step graphs: (∇θ per flow, λ̃_0 (F, B, …)), each times ``cotangent``."""
     horizon, batch = len(tape.steps), tape.tx.shape[0]
     recompute = tape.memory == "recompute"
     per_step = not _theta_after_sweep(batch, tape.memory)  # accumulate ∇θ per step rather than after the sweep
-    lams = [tape.tx for _ in flows]
+    lams = [tape.tx if cotangent is None else cotangent * tape.tx for _ in flows]
     mus = [[None] * horizon for _ in flows]
     acc = [[torch.zeros_like(p) for p in params] for _ in flows]
     for t in range(horizon - 1, -1, -1):
         step = _record(policy, sim, tape.steps[t], batch) if recompute else tape.steps[t]
         for i, flow in enumerate(flows):
-            lam, mu, g = _adjoint(step, flow, lams[i], params if per_step else [])
+            lam, mu, g = _adjoint(step, flow, lams[i], params if per_step else [], cotangent)
             if t > 0 and flow.cut_after(t):
                 lam = torch.zeros_like(lam)  # λ_t = its local term: λ̃_t = 0
             lams[i], mus[i][t] = lam, mu

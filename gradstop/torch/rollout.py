@@ -126,7 +126,7 @@ class _SweepLoss(torch.autograd.Function):
     def forward(ctx, spec, x0, *tensors):
         policy, sim, flow, horizon, memory, names, engine, shared, ahead = spec
         components, x0 = flow.components(), x0.detach()
-        ctx.spec, ctx.x0, ctx.tape, ctx.swept = spec, x0, None, None
+        ctx.spec, ctx.tape, ctx.swept = spec, None, None
         if ahead:
             sweeps = [components] if shared else [(c,) for c in components]
             parts = [engine.sweep(policy, sim, part, horizon, x0) for part in sweeps]
@@ -141,21 +141,24 @@ class _SweepLoss(torch.autograd.Function):
     def backward(ctx, *cotangents):
         g_loss = cotangents[-1]
         policy, sim, flow, horizon, memory, names, engine, shared, ahead = ctx.spec
-        if ctx.swept is not None:
+        want_x0 = ctx.needs_input_grad[1] and not flow.combining
+        if ctx.swept is not None:  # compiled: the forward's sweep found the gradients of the loss
             grads, lam0 = ctx.swept
-        elif shared:
-            grads, lam0 = engine.backward(policy, sim, flow.components(), ctx.tape)
-        else:  # one forward and one reverse sweep per component flow
-            tapes = [ctx.tape] + [engine.forward(policy, sim, horizon, ctx.x0, memory, (c,)) for c in flow.components()[1:]]
-            grads, lam0 = _joined([engine.backward(policy, sim, (c,), tape) for c, tape in zip(flow.components(), tapes)])
-        ctx.tape = ctx.x0 = ctx.swept = None  # release the residuals now rather than with the graph
+            per_flow = [tuple(grads[k][i] for k in names) for i in range(len(flow.components()))]
+            scale = g_loss
+        elif flow.combining:  # the combination is not linear in the loss: scale after combining
+            _, per_flow, lam0 = engine.reverse(policy, sim, flow.components(), ctx.tape, lam0=False)
+            scale = g_loss
+        else:  # the engine's sweep is already of g_loss · loss
+            _, per_flow, lam0 = engine.reverse(policy, sim, (flow,), ctx.tape, g_loss, want_x0)
+            scale = None
+        ctx.tape = ctx.swept = None  # release the residuals now rather than with the graph
         if flow.combining:
-            g = {k: combine_gradients(flow.base, v[0], v[1], torch) for k, v in grads.items()}
-            g_x0 = None
+            g = [combine_gradients(flow.base, a, b, torch) for a, b in zip(*per_flow)]
         else:
-            g = {k: v[0] for k, v in grads.items()}
-            g_x0 = g_loss * lam0[0] if ctx.needs_input_grad[1] else None
-        return (None, g_x0, *(g_loss * g[k] for k in names))
+            g = per_flow[0]
+        g_x0 = (lam0[0] if scale is None else scale * lam0[0]) if want_x0 else None
+        return (None, g_x0, *(g if scale is None else (scale * v for v in g)))
 
 
 def _joined(parts):
