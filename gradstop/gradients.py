@@ -9,6 +9,7 @@ separate autodiff pass, for comparison.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from gradstop._checks import check_compile, check_framework, check_horizon, check_impl
@@ -25,6 +26,10 @@ class FlowGradients(NamedTuple):
       grads: flow name -> gradient (JAX: a pytree shaped like the policy; torch: {parameter name: tensor}).
       norms: flow name -> global L2 norm of its gradient.
       cosine: (name_a, name_b) -> cosine similarity of the two gradients, for every pair a < b in request order.
+        In torch both are read-only mappings computed on first access (a caller that reads only ``grads``
+        pays no norms), from the gradients as returned: modifying ``grads`` in place before the first read
+        raises rather than giving the norms of the modified tensors. In JAX, dicts (under ``jax.jit``
+        unread ones cost nothing either).
       rollout: the forward rollout the gradients were taken on (a :class:`gradstop.Rollout`, cut from the
         graph), so a caller needs no second forward for the states, actions and costs.
     """
@@ -73,10 +78,13 @@ def components_of(flows: list[Flow]) -> tuple[Flow, ...]:
     return tuple(seen.values())
 
 
-def assemble(loss, flows: list[Flow], component_grads: dict, tree_map, leaves, xp, rollout=None) -> FlowGradients:
+def assemble(loss, flows: list[Flow], component_grads: dict, tree_map, leaves, xp, rollout=None,
+             lazy=None) -> FlowGradients:
     """Build each flow's gradient from its components' gradients, then norms and cosines.
 
-    ``tree_map``/``leaves`` walk one gradient structure; ``xp`` is the array namespace.
+    ``tree_map``/``leaves`` walk one gradient structure; ``xp`` is the array namespace. With ``lazy`` (eager
+    torch, where every operation costs) the norms and cosines are computed on first access to either;
+    ``lazy(grads)`` returns a check run just before, which raises if the gradients changed since.
     """
     grads = {}
     for flow in flows:
@@ -89,8 +97,47 @@ def assemble(loss, flows: list[Flow], component_grads: dict, tree_map, leaves, x
     def dot(a, b):
         return sum((x * y).sum() for x, y in zip(leaves(a), leaves(b)))
 
-    norms = {name: xp.sqrt(dot(g, g)) for name, g in grads.items()}
-    names = list(grads)
-    cosine = {(a, b): dot(grads[a], grads[b]) / (norms[a] * norms[b])
-              for i, a in enumerate(names) for b in names[i + 1:]}
-    return FlowGradients(loss, grads, norms, cosine, rollout)
+    def statistics():
+        norms = {name: xp.sqrt(dot(g, g)) for name, g in grads.items()}
+        names = list(grads)
+        cosine = {(a, b): dot(grads[a], grads[b]) / (norms[a] * norms[b])
+                  for i, a in enumerate(names) for b in names[i + 1:]}
+        return norms, cosine
+
+    if lazy is None:
+        return FlowGradients(loss, grads, *statistics(), rollout)
+    check = lazy(grads)
+    once = _Once(lambda: (check(), statistics())[1])
+    return FlowGradients(loss, grads, _Lazy(once, 0), _Lazy(once, 1), rollout)
+
+
+class _Once:
+    def __init__(self, fn):
+        self.fn, self.value = fn, None
+
+    def __call__(self):
+        if self.value is None:
+            self.value, self.fn = self.fn(), None
+        return self.value
+
+
+class _Lazy(Mapping):
+    """A read-only dict whose contents (item ``index`` of ``once()``) are computed on first access."""
+
+    def __init__(self, once: _Once, index: int):
+        self._once, self._index = once, index
+
+    def _dict(self) -> dict:
+        return self._once()[self._index]
+
+    def __getitem__(self, key):
+        return self._dict()[key]
+
+    def __iter__(self):
+        return iter(self._dict())
+
+    def __len__(self) -> int:
+        return len(self._dict())
+
+    def __repr__(self) -> str:
+        return repr(self._dict())

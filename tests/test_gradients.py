@@ -7,6 +7,7 @@ import functools
 import numpy as np
 import pytest
 
+import gradstop as gs
 from helpers import SIMS, assert_close, gradient, load, problem
 from reference import mlp_apply, reference_gradient, trajectory
 from sims import make
@@ -154,3 +155,31 @@ def test_raw_observation_cartpole_matches_reference(backend, impl):
         loss, grad = gradient(backend, policy, sim, x, flow, 12, impl=impl)
         assert_close(loss, traj.loss, what="loss")
         assert_close(grad, reference_gradient(traj, flow), what=f"{flow} gradient")
+
+
+def test_torch_norms_and_cosines_are_computed_when_first_read():
+    """In torch, norms and cosines are computed on first access, equal to the eager formula, read-only, and a
+    gradient modified in place before the first read is an error, not a silently different norm."""
+    from collections.abc import Mapping
+
+    import torch
+
+    sim, policy, x0 = load("torch", "pointmass")
+    flows = ["none", "input", "combined"]
+    out = gs.gradients(policy, sim, flows=flows, horizon=5, x0=x0)
+    assert isinstance(out.norms, Mapping) and list(out.norms) == flows and len(out.cosine) == 3
+    flat = {f: torch.cat([g.reshape(-1) for g in out.grads[f].values()]) for f in flows}
+    for f in flows:
+        assert_close(float(out.norms[f]), float(flat[f].norm()), what=f)
+    assert_close(float(out.cosine[("none", "input")]),
+                 float(flat["none"] @ flat["input"] / (flat["none"].norm() * flat["input"].norm())))
+    assert "none" in repr(out.norms) and dict(out.cosine).keys() == out.cosine.keys()
+    with pytest.raises(TypeError):
+        out.norms["none"] = 0.0
+    next(iter(out.grads["input"].values())).mul_(2.0)  # after the first read, the values read stand
+    assert_close(float(out.norms["input"]), float(flat["input"].norm()))
+
+    again = gs.gradients(policy, sim, flows=flows, horizon=5, x0=x0)
+    next(iter(again.grads["none"].values())).add_(1.0)
+    with pytest.raises(RuntimeError, match="modified in place before"):
+        again.norms["none"]

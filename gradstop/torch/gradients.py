@@ -16,6 +16,18 @@ def _tree_map(fn, *dicts):
     return {k: fn(*(d[k] for d in dicts)) for k in dicts[0]}
 
 
+def _unchanged(grads: dict):
+    """A check that no tensor of ``grads`` has been modified in place since (norms and cosines are lazy)."""
+    versions = [(t, t._version) for g in grads.values() for t in g.values()]
+
+    def check():
+        if any(t._version != v for t, v in versions):
+            raise RuntimeError("gs.gradients computes norms and cosines when first read, and a gradient was modified "
+                               "in place before that: read out.norms / out.cosine before changing out.grads in place, "
+                               "or change a clone")
+    return check
+
+
 def gradients(policy, sim, *, flows, horizon: int, x0=None, key=None, batch: int = 1, impl: str = "fused",
               memory: str = "residuals", compile: bool = False) -> FlowGradients:
     """Torch twin of :func:`gradstop.gradients` (same arguments); gradients are {parameter name: tensor}.
@@ -26,7 +38,6 @@ def gradients(policy, sim, *, flows, horizon: int, x0=None, key=None, batch: int
     """
     flows = list(flows)
     x0 = _initial_states(policy, sim, x0, key, batch)
-    named = {k: p for k, p in policy.named_parameters() if p.requires_grad}
     components = components_of(flows)
     if compile:
         sweeps = [components] if impl == "fused" else [(c,) for c in components]
@@ -38,7 +49,7 @@ def gradients(policy, sim, *, flows, horizon: int, x0=None, key=None, batch: int
         out, stacked, _ = fused.sweep(policy, sim, components, horizon, x0, memory)
         by_name = {c.name: {k: v[i] for k, v in stacked.items()} for i, c in enumerate(components)}
     else:
-        by_name = {}
+        by_name, named = {}, {k: p for k, p in policy.named_parameters() if p.requires_grad}
         for c in components:
             g = torch.autograd.grad(_single(policy, sim, c, horizon, x0).loss, list(named.values()), materialize_grads=True)
             by_name[c.name] = dict(zip(named, g))
@@ -51,4 +62,4 @@ def gradients(policy, sim, *, flows, horizon: int, x0=None, key=None, batch: int
         if id(d) not in flat:
             flat[id(d)] = (d, torch.cat([v.reshape(-1) for v in d.values()]))
         return [flat[id(d)][1]]
-    return assemble(out.loss, flows, by_name, _tree_map, leaves, torch, rollout=out)
+    return assemble(out.loss, flows, by_name, _tree_map, leaves, torch, rollout=out, lazy=_unchanged)

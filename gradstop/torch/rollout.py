@@ -47,23 +47,22 @@ def rollout(policy, sim, *, stop="none", horizon: int, x0=None, key=None, batch:
     front.check_framework(policy, sim)
     front.check_compile(compile, "torch")
     x0 = _initial_states(policy, sim, x0, key, batch)
-    params = _params(policy)
     if compile:
         return _sweep_loss(policy, sim, flow, horizon, x0, "recompute", compiled, shared=impl == "fused")
     if impl == "fused":
         return _sweep_loss(policy, sim, flow, horizon, x0, memory, fused)
     if flow.combining:
-        return _combining(policy, sim, flow, horizon, x0, params)
+        return _combining(policy, sim, flow, horizon, x0, _params(policy))
     return _single(policy, sim, flow, horizon, x0)
 
 
 def _initial_states(policy, sim, x0, key, batch):
     """x0 as given (checked) or sampled with ``key`` in the policy's dtype and device."""
-    params = _params(policy)
-    dtype = params[0].dtype if params else None
+    first = next((p for p in policy.parameters() if p.requires_grad), None) if isinstance(policy, torch.nn.Module) else None
+    dtype = None if first is None else first.dtype
     if x0 is None:
         x0 = sim.reset(key, batch, dtype=dtype)
-        return x0.to(params[0].device) if params else x0
+        return x0 if first is None else x0.to(first.device)
     if not isinstance(x0, torch.Tensor):
         raise TypeError(f"x0 must be a torch.Tensor for a torch sim, got {type(x0).__name__}; use torch.as_tensor(x0)")
     front.check_x0_shape(x0.shape, sim)
