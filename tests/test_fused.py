@@ -328,3 +328,22 @@ def test_torch_fused_leaves_requires_grad_as_it_was(batch):
     handle.remove()
     assert [p.requires_grad for p in policy.parameters()] == flags
     assert torch.is_grad_enabled()
+
+
+@pytest.mark.parametrize("batch", [1, 10])
+def test_torch_fused_rollout_frees_its_graph_without_the_garbage_collector(batch):
+    """A differentiable fused rollout whose loss is dropped without a backward frees its recorded graph at once:
+    the autograd node must not hold the loss it returned (a reference cycle only the garbage collector breaks)."""
+    import gc
+    import weakref
+
+    sim, policy, x0 = load("torch", "neural", batch=batch)
+    gc.collect()
+    gc.disable()
+    try:
+        out = gs.rollout(policy, sim, stop="input", horizon=4, x0=x0, impl="fused")
+        tape = weakref.ref(out.loss.grad_fn.tape)  # a custom Function's grad_fn is its ctx
+        del out
+        assert tape() is None
+    finally:
+        gc.enable()

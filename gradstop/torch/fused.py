@@ -188,22 +188,25 @@ def _forward_graph(policy, sim, flows, horizon: int, x0: torch.Tensor) -> Graph:
             w_in, w_phys = weights.at(t)
             a = policy(sim.obs(_weighted(x, w_in)))
             if after:  # μ_t is read from a_t.grad after the engine call
-                a.retain_grad() if a.grad_fn is not None else a.requires_grad_()
+                if a.grad_fn is not None:
+                    a.retain_grad()
+                else:  # an action that depends on neither x_t nor (here) θ: a leaf of its own, never the policy's tensor
+                    a = a.detach().requires_grad_()
             x = sim.step(_weighted(x, w_phys), a)
             costs.append(sim.cost(x, a))
             actions.append(a)
             states.append(x)
         terminal = sim.terminal_cost(x)
         costs_t = torch.stack(costs)
-        loss = (costs_t.sum() + terminal.sum()) / batch
+        per_row = costs_t.sum(0) + terminal  # each row's return: Σ_t c_t + c_H
+        loss = per_row.mean() if n_flows == 1 else per_row.sum() / batch  # Σ over flows of each flow's loss
     with torch.no_grad():
         if n_flows > 1:  # every flow's rows hold the same values: the rollout is the first flow's
-            costs_t, terminal = costs_t[:, :batch], terminal[:batch]
+            costs_t, terminal, value = costs_t[:, :batch], terminal[:batch], per_row[:batch].mean()
             states, rows = [s[:batch] for s in states], [a[:batch] for a in actions]
         else:
-            rows = actions
-        out = Rollout(torch.stack([x0.detach()] + states), torch.stack(rows).detach(), costs_t.detach(),
-                      terminal.detach(), (costs_t.sum(0) + terminal).mean())
+            rows, value = actions, loss.detach()
+        out = Rollout(torch.stack([x0] + states), torch.stack(rows), costs_t.detach(), terminal.detach(), value)
     return Graph(out, tuple(flows), named, leaf, actions, loss)
 
 

@@ -133,6 +133,9 @@ class _SweepLoss(torch.autograd.Function):
         else:
             ctx.tape = engine.forward(policy, sim, horizon, x0, memory, components if shared else components[:1])
             out = ctx.tape.rollout
+            # ctx must not hold the loss it returns: that is a reference cycle (loss → this node → ctx → loss), and
+            # the graph would then be freed by the garbage collector, not when the loss goes
+            ctx.tape.rollout = out._replace(loss=None)
         ctx.mark_non_differentiable(out.states, out.actions, out.costs, out.terminal)
         return tuple(out)  # Rollout field order: states, actions, costs, terminal, loss
 
