@@ -251,10 +251,11 @@ def test_torch_fused_backward_refuses_other_flows():
 
 
 @pytest.mark.parametrize("batch", [3, 10])
-@pytest.mark.parametrize("flow", ["none", "input+truncate:3", "combined"])
+@pytest.mark.parametrize("flow", ["none", "decay:0.8", "input+truncate:3", "combined"])
 def test_torch_fused_backward_of_a_scaled_loss(batch, flow):
     """The sweep is run for the loss's cotangent (here −2.5) rather than scaled after it: parameters and x0 get
-    −2.5 × native's gradients, in both recordings, for a single flow and a combining one."""
+    −2.5 × native's gradients, in both recordings, for a single flow and a combining one (a single flow at
+    batch 10 is autograd's own backward through the weighted graph: ``fused.autodiff``)."""
     sim, policy, x0 = load("torch", "neural", batch=batch)
     grads = {}
     for impl in ("native", "fused"):
@@ -330,7 +331,7 @@ def test_torch_fused_leaves_requires_grad_as_it_was(batch):
     assert torch.is_grad_enabled()
 
 
-@pytest.mark.parametrize("batch", [1, 10])
+@pytest.mark.parametrize("batch", [1, 3])
 def test_torch_fused_rollout_frees_its_graph_without_the_garbage_collector(batch):
     """A differentiable fused rollout whose loss is dropped without a backward frees its recorded graph at once:
     the autograd node must not hold the loss it returned (a reference cycle only the garbage collector breaks)."""
@@ -347,3 +348,23 @@ def test_torch_fused_rollout_frees_its_graph_without_the_garbage_collector(batch
         assert tape() is None
     finally:
         gc.enable()
+
+
+def test_torch_fused_single_flow_above_small_batch_is_autograds_own_backward():
+    """One flow above SMALL_BATCH: the rollout's loss is the recorded graph's node (no autograd.Function), and
+    under no_grad nothing is recorded; several flows or a small batch keep the sweep."""
+    import torch
+
+    from gradstop.flows import parse_flow
+    from gradstop.torch import fused
+
+    sim, policy, x0 = load("torch", "neural", batch=10)
+    assert fused.autodiff((parse_flow("decay:0.8"),), 10, "residuals")
+    assert not fused.autodiff((parse_flow("none"),), 8, "residuals") and not fused.autodiff((parse_flow("none"),), 10, "recompute")
+    out = gs.rollout(policy, sim, stop="decay:0.8", horizon=4, x0=x0, impl="fused")
+    assert out.loss.requires_grad and not hasattr(out.loss.grad_fn, "tape")
+    assert not (out.states.requires_grad or out.actions.requires_grad or out.costs.requires_grad)
+    with torch.no_grad():
+        quiet = gs.rollout(policy, sim, stop="decay:0.8", horizon=4, x0=x0, impl="fused")
+    assert not quiet.loss.requires_grad and torch.equal(quiet.loss, out.loss.detach())
+    assert hasattr(gs.rollout(policy, sim, stop="input", horizon=4, x0=x0[:3], impl="fused").loss.grad_fn, "tape")
