@@ -20,7 +20,9 @@ only one flow is stacked: F copies of a large batch would cost F times the arith
 ≤ ``SMALL_BATCH`` the graph is recorded with the policy's parameters' ``requires_grad`` off (restored
 when the forward ends, however it ends), so it holds no ∂/∂θ branch and the engine call is a plain
 backward that leaves λ_0 and μ_t in ``.grad``: asking for them with ``inputs=`` makes the engine prune
-the graph first, a few µs per step at batch 1.
+the graph first, a few µs per step at batch 1. A *rollout* of one flow above ``SMALL_BATCH`` goes no
+further (:func:`autodiff`): that graph is native's with the edge weights, so its loss is returned
+as the graph's own node and ``loss.backward()`` is autograd's, with no ``autograd.Function`` around it.
 
 **One small graph per step** (several flows above ``SMALL_BATCH``, ``memory="recompute"``, and
 ``gradstop.diagnose``, which inspects each step's products). The state enters each step's graph
