@@ -44,10 +44,12 @@ def gradients(policy, sim, *, flows, horizon: int, x0=None, key=None, batch: int
         by_name = {}
         for part in sweeps:
             out, stacked, _ = compiled.sweep(policy, sim, part, horizon, x0)
-            by_name.update({c.name: {k: v[i] for k, v in stacked.items()} for i, c in enumerate(part)})
-    elif impl == "fused":
-        out, stacked, _ = fused.sweep(policy, sim, components, horizon, x0, memory)
-        by_name = {c.name: {k: v[i] for k, v in stacked.items()} for i, c in enumerate(components)}
+            rows = {k: v.unbind(0) for k, v in stacked.items()}  # one op per parameter, not one per flow and parameter
+            by_name.update({c.name: {k: r[i] for k, r in rows.items()} for i, c in enumerate(part)})
+    elif impl == "fused":  # each flow's gradients as the sweep found them, never stacked
+        tape = fused.forward(policy, sim, horizon, x0, memory, components)
+        names, per_flow, _ = fused.reverse(policy, sim, components, tape, lam0=False)
+        out, by_name = tape.rollout, {c.name: dict(zip(names, per_flow[i])) for i, c in enumerate(components)}
     else:
         by_name, named = {}, {k: p for k, p in policy.named_parameters() if p.requires_grad}
         for c in components:
@@ -55,7 +57,7 @@ def gradients(policy, sim, *, flows, horizon: int, x0=None, key=None, batch: int
             by_name[c.name] = dict(zip(named, g))
         with torch.no_grad():
             out = _single(policy, sim, Flow(), horizon, x0)
-    out = type(out)(*(v.detach() if isinstance(v, torch.Tensor) else v for v in out))
+    out = type(out)(*(v.detach() if isinstance(v, torch.Tensor) and v.requires_grad else v for v in out))
     flat = {}  # each gradient flattened once: norms and cosines then cost one product each (eager ops are dear)
 
     def leaves(d):
