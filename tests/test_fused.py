@@ -368,3 +368,31 @@ def test_torch_fused_single_flow_above_small_batch_is_autograds_own_backward():
         quiet = gs.rollout(policy, sim, stop="decay:0.8", horizon=4, x0=x0, impl="fused")
     assert not quiet.loss.requires_grad and torch.equal(quiet.loss, out.loss.detach())
     assert hasattr(gs.rollout(policy, sim, stop="input", horizon=4, x0=x0[:3], impl="fused").loss.grad_fn, "tape")
+
+
+@pytest.mark.parametrize("batch", [1, 10])
+def test_torch_fused_writes_no_grad_into_the_simulators_tensors(batch):
+    """A simulator that reads a tensor requiring grad (here a learnable drag): ``gs.gradients`` writes no
+    ``.grad`` anywhere, the policy's included, and a fused rollout's backward gives the policy what native gives."""
+    import dataclasses
+
+    import torch
+
+    sim, policy, x0 = load("torch", "pointmass", batch=batch)
+    drag = torch.tensor(0.9, dtype=x0.dtype, requires_grad=True)
+
+    @dataclasses.dataclass(frozen=True, eq=False)
+    class Dragged(type(sim)):
+        def step(self, x, a):
+            return super().step(x, a) * drag
+
+    dragged = Dragged(**{f.name: getattr(sim, f.name) for f in dataclasses.fields(sim)})
+    gs.gradients(policy, dragged, flows=["none", "input", "combined"], horizon=5, x0=x0)
+    assert drag.grad is None and all(p.grad is None for p in policy.parameters())
+    grads = {}
+    for impl in ("native", "fused"):
+        policy.zero_grad(set_to_none=True)
+        gs.rollout(policy, dragged, stop="input", horizon=5, x0=x0, impl=impl).loss.backward()
+        grads[impl] = [p.grad.clone() for p in policy.parameters()]
+    for got, want in zip(grads["fused"], grads["native"]):
+        assert_close(to_numpy(got), to_numpy(want))
