@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from gradstop.results import jsonable, write_csv
-from gradstop.trainers.files import atomic_write_json
+from gradstop.trainers.files import atomic_write_json, empty_but_unfinished_writes
 
 __all__ = ["args_record", "is_current", "write_settings", "claim_folder", "run_figures", "run_script",
            "SweepOptions", "SCHEDULING_ARGS", "sweep_runs", "write_tables", "finish_sweep_figure", "figure_argv"]
@@ -190,7 +190,7 @@ def run_figures(*, quick: bool = False, only=None, out=None, force: bool = False
         raise ValueError("unknown figure(s) " + ", ".join(f"{u!r}" + (f" (did you mean {hints[u][0]!r}?)" if hints[u] else "")
                                                        for u in unknown) + f"; the figures are: {', '.join(figures)}")
     root = Path(out or ("results/figures-quick" if quick else "results/figures"))
-    if root.exists() and any(root.iterdir()) and not (root / "figures.json").exists():
+    if root.exists() and not (root / "figures.json").exists() and not empty_but_unfinished_writes(root):
         raise FileExistsError(f"{root} exists and is not a gradstop figures folder (no figures.json): choose another --out")
     names = list(only or figures)
     repo = Path(experiments.__file__).resolve().parents[1]

@@ -40,7 +40,7 @@ import traceback
 from pathlib import Path
 
 from gradstop.trainers.config import TrainConfig
-from gradstop.trainers.files import atomic_write, atomic_write_json
+from gradstop.trainers.files import atomic_write, atomic_write_json, empty_but_unfinished_writes
 
 __all__ = ["Run", "Outcome", "SweepReport", "grid", "load_spec", "run_sweep", "connect_ray", "run_status", "read_runs", "check_runs",
            "SweepError"]
@@ -239,7 +239,7 @@ def _claim(root: Path, runs: list[Run]) -> None:
                 if diffs:
                     raise ValueError(f"{root} holds run {r.name} with another config ({'; '.join(diffs)}): a sweep "
                                      "never overwrites a run; choose another --out")
-    elif root.exists() and any(root.iterdir()):
+    elif root.exists() and not empty_but_unfinished_writes(root):
         raise ValueError(f"{root} exists and is not a gradstop sweep (no sweep.json): choose another --out")
     root.mkdir(parents=True, exist_ok=True)
     merged = {**stored, **{r.name: r.config.to_dict() for r in runs}}

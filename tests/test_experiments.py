@@ -108,6 +108,10 @@ def test_gradstop_figures_skips_current_figures_and_names_bad_input(tmp_path, ca
     assert cli.main(["figures", "--quick", "--out", str(tmp_path / "mine")]) == 2
     assert "is not a gradstop figures folder" in capsys.readouterr().err
     assert (tmp_path / "mine" / "thesis.tex").read_text() == "x"
+    (tmp_path / "killed").mkdir()  # killed before figures.json was renamed into it: a folder like an empty one
+    (tmp_path / "killed" / ".figures.json.tmp-3").write_text("{")
+    assert cli.main(["figures", "--list", "--out", str(tmp_path / "killed")]) == 0
+    assert not (tmp_path / "killed" / ".figures.json.tmp-3").exists()
 
 
 def test_runtime_memory_quick_runs_the_benchmark_suite_and_writes_its_ratios(tmp_path):

@@ -118,9 +118,15 @@ def test_a_sweep_never_reuses_a_folder_for_another_config_or_another_purpose(tmp
     assert set(json.loads((tmp_path / "s" / "sweep.json").read_text())["runs"]) == {"seed=0", "seed=5"}
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
+    (tmp_path / "other" / ".sweep.json.tmp-7").write_text("{")
     with pytest.raises(ValueError, match="exists and is not a gradstop sweep"):
         run_sweep(tiny_runs(seed=[0]), tmp_path / "other", progress=False)
-    assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
+    assert (tmp_path / "other" / "notes.txt").read_text() == "mine" and (tmp_path / "other" / ".sweep.json.tmp-7").exists()
+    # killed between creating the sweep's folder and renaming sweep.json into it: the sweep starts there
+    (tmp_path / "killed").mkdir()
+    (tmp_path / "killed" / ".sweep.json.tmp-7").write_text('{"ru')
+    assert run_sweep(tiny_runs(seed=[0]), tmp_path / "killed", progress=False).complete
+    assert not (tmp_path / "killed" / ".sweep.json.tmp-7").exists()
     with pytest.raises(ValueError, match="names run 'a' twice"):
         run_sweep([Run("a", TrainConfig(**TINY)), Run("a", TrainConfig(**TINY))], tmp_path / "t", progress=False)
     with pytest.raises(ValueError, match="is not a plain folder name"):

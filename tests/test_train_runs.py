@@ -111,6 +111,17 @@ def test_a_folder_with_another_config_or_another_frameworks_checkpoint_is_refuse
     with pytest.raises(ValueError, match="is not a gradstop run"):
         train(cfg, out=stranger)
     assert (stranger / "notes.txt").read_text() == "mine"
+    (stranger / ".config.json.tmp-123").write_text("{")  # a leftover does not make a stranger's folder a run
+    with pytest.raises(ValueError, match="is not a gradstop run"):
+        train(cfg, out=stranger)
+    assert (stranger / "notes.txt").read_text() == "mine"
+    # killed between creating the run's folder and renaming config.json into it: only that temporary file is
+    # there, and the run starts in that folder
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    (killed / ".config.json.tmp-4242").write_text('{"sim": "poin')
+    train(cfg, out=killed)
+    assert (killed / "summary.json").exists() and not (killed / ".config.json.tmp-4242").exists()
 
 
 def test_config_round_trips_and_bad_fields_are_named():

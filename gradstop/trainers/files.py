@@ -36,6 +36,23 @@ def atomic_write(path: Path | str, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+def is_unfinished_write(path: Path) -> bool:
+    """Whether ``path`` is the temporary file of an :func:`atomic_write` killed before its rename (never user data)."""
+    return path.is_file() and path.name.startswith(".") and ".tmp-" in path.name
+
+
+def empty_but_unfinished_writes(folder: Path) -> bool:
+    """Whether ``folder`` holds nothing but :func:`is_unfinished_write` files, which are then removed: what a process
+    killed between creating a results folder and renaming its first file into it leaves. False: it holds other
+    things, and nothing is removed."""
+    entries = list(folder.iterdir())
+    if not all(is_unfinished_write(p) for p in entries):
+        return False
+    for p in entries:
+        p.unlink()
+    return True
+
+
 def atomic_write_json(path: Path | str, data) -> None:
     atomic_write(path, (json.dumps(data, indent=2, default=jsonable) + "\n").encode())
 

@@ -37,7 +37,7 @@ import numpy as np
 
 from gradstop.trainers.config import TrainConfig
 from gradstop.trainers.data import Data
-from gradstop.trainers.files import MetricsLog, atomic_write, atomic_write_json
+from gradstop.trainers.files import MetricsLog, atomic_write, atomic_write_json, empty_but_unfinished_writes
 
 __all__ = ["train", "RunResult", "NonFiniteError", "UPDATE_COLUMNS", "EVAL_COLUMNS", "make_sim", "program_for", "check_task",
            "CHECKPOINT_FILES", "summarise"]
@@ -166,7 +166,7 @@ def _prepare(folder: Path, config: TrainConfig) -> bool:
     """Create ``folder`` for ``config`` or check that it holds this run; True if the run is complete."""
     config_file = folder / "config.json"
     if folder.exists() and not config_file.exists():
-        if any(folder.iterdir()):
+        if not empty_but_unfinished_writes(folder):
             raise ValueError(f"{folder} exists and is not a gradstop run (no config.json): choose another --out")
     if config_file.exists():
         stored = TrainConfig.from_dict(json.loads(config_file.read_text()), source=str(config_file))
