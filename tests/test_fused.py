@@ -304,7 +304,7 @@ def test_torch_fused_leaves_requires_grad_as_it_was(batch):
     frozen = policy.linears[1].weight
     frozen.requires_grad_(False)
     flags = [p.requires_grad for p in policy.parameters()]
-    _, expected = None, {}
+    expected = {}
     for impl in ("native", "fused"):
         policy.zero_grad(set_to_none=True)
         gs.rollout(policy, sim, stop="input", horizon=5, x0=x0, impl=impl).loss.backward()
