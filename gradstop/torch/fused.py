@@ -21,9 +21,9 @@ only one flow is stacked: F copies of a large batch would cost F times the arith
 when the forward ends, however it ends), so it holds no ∂/∂θ branch for the engine to record or to
 prune. (A plain ``backward()`` that left λ_0 and μ_t in ``.grad`` would spare the pruning, 4.5 µs per
 step, but would also write ``.grad`` into any other tensor requiring grad that the simulator reads.)
-A *rollout* of one flow above ``SMALL_BATCH`` goes no
-further (:func:`autodiff`): that graph is native's with the edge weights, so its loss is returned
-as the graph's own node and ``loss.backward()`` is autograd's, with no ``autograd.Function`` around it.
+A *rollout* of one flow above ``SMALL_BATCH`` goes no further (:func:`autodiff`): that graph is
+native's with the edge weights, so its loss is returned as the graph's own node and
+``loss.backward()`` is autograd's, with no ``autograd.Function`` around it.
 
 **One small graph per step** (several flows above ``SMALL_BATCH``, ``memory="recompute"``, and
 ``gradstop.diagnose``, which inspects each step's products). The state enters each step's graph
