@@ -27,7 +27,7 @@ from gradstop.benchmark import problem
 from gradstop.diagnose import diagnose, parse_flows
 from gradstop.gradients import components_of
 from gradstop.jax.diagnose import traced_sweep
-from gradstop.results import run_folder, write_csv
+from gradstop.results import check_absent, run_folder, write_csv
 
 
 def main(argv=None) -> None:
@@ -39,6 +39,10 @@ def main(argv=None) -> None:
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--out", default="results/diagnose-overhead")
     args = ap.parse_args(argv)
+    try:  # a taken --out fails now, not after the measurements
+        check_absent(args.out)
+    except FileExistsError as e:
+        ap.error(str(e))
     flows = parse_flows(args.flows)
     components = components_of(flows)
     rows = []

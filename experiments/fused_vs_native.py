@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 import gradstop as gs
-from gradstop.results import run_folder, unique_path, write_csv
+from gradstop.results import check_absent, run_folder, unique_path, write_csv
 from gradstop.benchmark import problem
 
 FLOWS = ["none", "input", "combined", "none+input"]
@@ -126,7 +126,10 @@ def main(argv=None) -> int:
         parser.error("--rounds must be ≥ 3, --batch and --horizon ≥ 1")
     if args.sim.startswith("brax:") and "torch" in args.framework:
         parser.error(f"--sim {args.sim} is a Brax environment, which is JAX only: pass --framework jax")
-    dest = args.out or unique_path("results", "fused-vs-native")
+    try:  # a taken --out fails now, not after the measurements
+        dest = check_absent(args.out or unique_path("results", "fused-vs-native"))
+    except FileExistsError as e:
+        parser.error(str(e))
     header = ["framework", "batch", "horizon", "flow", "native_ms", "fused_ms", "native_over_fused",
               "ratio_q25", "ratio_q75", "fused_over_native_none", "compiled_ms", "native_over_compiled",
               "compile_s"]

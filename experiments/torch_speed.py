@@ -32,7 +32,7 @@ import numpy as np
 import gradstop as gs
 from gradstop.benchmark import problem
 from gradstop.cli import versions
-from gradstop.results import run_folder, unique_path, write_csv, write_json
+from gradstop.results import check_absent, run_folder, unique_path, write_csv, write_json
 
 if __package__ in (None, ""):  # run as a file: python experiments/torch_speed.py
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
@@ -112,7 +112,10 @@ def main(argv=None) -> int:
         args.batch, args.horizon, args.rounds = [1], [2, 3], 3
     if args.rounds < 3 or min(args.batch) < 1 or min(args.horizon) < 1:
         parser.error("--rounds must be ≥ 3, --batch and --horizon ≥ 1")
-    dest = args.out or unique_path("results", "torch-speed")
+    try:  # a taken --out fails now, not after the measurements
+        dest = check_absent(args.out or unique_path("results", "torch-speed"))
+    except FileExistsError as e:
+        parser.error(str(e))
     flows = ["none"] if args.quick else list(FLOWS)
     header = ["batch", "horizon", "flow", *(f"{c}_ms" for c in CASES), *(f"{c}_compile_s" for c in CASES),
               *(f"{col}{q}" for col, _, _ in RATIOS for q in ("", "_q25", "_q75")), "recompiled"]

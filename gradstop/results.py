@@ -53,6 +53,15 @@ def unique_path(root: Path | str, name: str) -> Path:
     return path
 
 
+def check_absent(dest: Path | str) -> Path:
+    """``dest`` as a Path, after checking that no results folder is there: a script calls it before it runs, so
+    that a taken ``--out`` fails at once rather than after the measurements (:func:`run_folder` checks again)."""
+    dest = Path(dest)
+    if dest.exists():
+        raise FileExistsError(f"results folder {dest} already exists: choose another --out, or move it away first")
+    return dest
+
+
 @contextlib.contextmanager
 def run_folder(dest: Path | str, *, replace: bool = False):
     """Yield a staging folder; on success publish it as ``dest``.
@@ -64,9 +73,7 @@ def run_folder(dest: Path | str, *, replace: bool = False):
       FileExistsError: ``dest`` exists without ``replace`` (before the run, or was created during it — then
         the staged results are kept beside it and the error names them).
     """
-    dest = Path(dest)
-    if dest.exists() and not replace:
-        raise FileExistsError(f"results folder {dest} already exists: choose another --out, or move it away first")
+    dest = Path(dest) if replace else check_absent(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
     staging.mkdir()

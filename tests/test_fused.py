@@ -13,6 +13,9 @@ from sims import make
 
 FLOWS = ["none", "input", "state", "all", "decay:0.8", "input+truncate:3", "combined", "directional"]
 BACKENDS = ["jax", "torch"]
+# The torch sweep takes one flow's ∇θ after the sweep at a small batch from this horizon on (below it, autograd's
+# own ∇θ through the weighted graph): torch tests of that route run at least this many steps.
+AFTER = 16
 
 
 def _fused_grad(backend, sim, policy, x0, flow, horizon, memory):
@@ -225,6 +228,29 @@ def test_torch_fused_both_recordings_equal_native(batch):
         assert_close(to_numpy(lam0[i]), to_numpy(x.grad), what=f"{name} λ_0 b{batch}")
 
 
+@pytest.mark.parametrize("horizon", [AFTER - 1, AFTER])
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("flow", FLOWS)
+def test_torch_fused_single_flow_on_both_sides_of_after_sweep_horizon_equals_native(flow, batch, horizon):
+    """At a small batch one flow takes ∇θ from autograd's own engine call below AFTER_SWEEP_HORIZON steps and
+    after the sweep from it on (float64): both equal native's ∇θ and x0 gradient, and leave no ``.grad`` on x0 for
+    the combining flows (and none or zeros where every path from x0 is cut: ``all``)."""
+    sim, policy, x0 = load("torch", "pointmass", batch=batch)
+    got = {}
+    for impl in ("native", "fused"):
+        policy.zero_grad(set_to_none=True)
+        x = x0.clone().requires_grad_(True)
+        out = gs.rollout(policy, sim, stop=flow, horizon=horizon, x0=x, impl=impl)
+        out.loss.backward()
+        got[impl] = float(out.loss.detach()), np.concatenate([to_numpy(p.grad).ravel() for p in policy.parameters()]), x.grad
+    assert_close(got["fused"][0], got["native"][0], what="loss")
+    assert_close(got["fused"][1], got["native"][1], what=f"{flow} b{batch} H{horizon} ∇θ")
+    if got["native"][2] is None:
+        assert got["fused"][2] is None or not got["fused"][2].any()
+    else:
+        assert_close(to_numpy(got["fused"][2]), to_numpy(got["native"][2]), what=f"{flow} b{batch} H{horizon} x0")
+
+
 def test_torch_edge_weight_is_exact():
     """The per-row edge weight: identity on values (the same tensor's values, not a rounded product), the
     gradient scaled row by row, and exactly 0 in a row of weight 0 even where the incoming gradient is not finite."""
@@ -255,13 +281,14 @@ def test_torch_fused_backward_refuses_other_flows():
 def test_torch_fused_backward_of_a_scaled_loss(batch, flow):
     """The sweep is run for the loss's cotangent (here −2.5) rather than scaled after it: parameters and x0 get
     −2.5 × native's gradients, in both recordings, for a single flow and a combining one (a single flow at
-    batch 10 is autograd's own backward through the weighted graph: ``fused.autodiff``)."""
+    batch 10 is autograd's own backward through the weighted graph: ``fused.autodiff``; at batch 3 the sweep,
+    from AFTER steps on)."""
     sim, policy, x0 = load("torch", "neural", batch=batch)
     grads = {}
     for impl in ("native", "fused"):
         policy.zero_grad(set_to_none=True)
         x = x0.clone().requires_grad_(True)
-        (-2.5 * gs.rollout(policy, sim, stop=flow, horizon=7, x0=x, impl=impl).loss).backward()
+        (-2.5 * gs.rollout(policy, sim, stop=flow, horizon=AFTER, x0=x, impl=impl).loss).backward()
         grads[impl] = [p.grad.clone() for p in policy.parameters()], x.grad
     for got, expected in zip(grads["fused"][0], grads["native"][0]):
         assert_close(to_numpy(got), to_numpy(expected), what=f"{flow} b{batch} ∇θ")
@@ -307,7 +334,7 @@ def test_torch_fused_leaves_requires_grad_as_it_was(batch):
     expected = {}
     for impl in ("native", "fused"):
         policy.zero_grad(set_to_none=True)
-        gs.rollout(policy, sim, stop="input", horizon=5, x0=x0, impl=impl).loss.backward()
+        gs.rollout(policy, sim, stop="input", horizon=AFTER, x0=x0, impl=impl).loss.backward()
         assert [p.requires_grad for p in policy.parameters()] == flags
         expected[impl] = [None if p.grad is None else p.grad.clone() for p in policy.parameters()]
     assert frozen.grad is None
@@ -325,7 +352,7 @@ def test_torch_fused_leaves_requires_grad_as_it_was(batch):
 
     handle = policy.register_forward_pre_hook(fail_on_the_third_step)
     with pytest.raises(RuntimeError, match="policy failed"):
-        gs.rollout(policy, sim, stop="none", horizon=5, x0=x0, impl="fused").loss.backward()
+        gs.rollout(policy, sim, stop="none", horizon=AFTER, x0=x0, impl="fused").loss.backward()
     handle.remove()
     assert [p.requires_grad for p in policy.parameters()] == flags
     assert torch.is_grad_enabled()
@@ -342,7 +369,7 @@ def test_torch_fused_rollout_frees_its_graph_without_the_garbage_collector(batch
     gc.collect()
     gc.disable()
     try:
-        out = gs.rollout(policy, sim, stop="input", horizon=4, x0=x0, impl="fused")
+        out = gs.rollout(policy, sim, stop="input", horizon=AFTER, x0=x0, impl="fused")
         tape = weakref.ref(out.loss.grad_fn.tape)  # a custom Function's grad_fn is its ctx
         del out
         assert tape() is None
@@ -350,24 +377,30 @@ def test_torch_fused_rollout_frees_its_graph_without_the_garbage_collector(batch
         gc.enable()
 
 
-def test_torch_fused_single_flow_above_small_batch_is_autograds_own_backward():
-    """One flow above SMALL_BATCH: the rollout's loss is the recorded graph's node (no autograd.Function), and
-    under no_grad nothing is recorded; several flows or a small batch keep the sweep."""
+@pytest.mark.parametrize("batch, horizon", [(10, 4), (10, AFTER), (3, AFTER - 1)])
+def test_torch_fused_single_flow_is_autograds_own_backward_where_theta_is_not_taken_after_the_sweep(batch, horizon):
+    """One flow above SMALL_BATCH, or at a small batch below AFTER_SWEEP_HORIZON steps: the rollout's loss is the
+    recorded graph's node (no autograd.Function), and under no_grad nothing is recorded; several flows, or one
+    flow at a small batch from AFTER_SWEEP_HORIZON steps on, keep the sweep."""
     import torch
 
     from gradstop.flows import parse_flow
     from gradstop.torch import fused
 
-    sim, policy, x0 = load("torch", "neural", batch=10)
-    assert fused.autodiff((parse_flow("decay:0.8"),), 10, "residuals")
-    assert not fused.autodiff((parse_flow("none"),), 8, "residuals") and not fused.autodiff((parse_flow("none"),), 10, "recompute")
-    out = gs.rollout(policy, sim, stop="decay:0.8", horizon=4, x0=x0, impl="fused")
+    assert fused.AFTER_SWEEP_HORIZON == AFTER
+    decay, none = (parse_flow("decay:0.8"),), (parse_flow("none"),)
+    assert fused.autodiff(decay, 10, 4, "residuals") and fused.autodiff(decay, 1, AFTER - 1, "residuals")
+    assert not fused.autodiff(none, 8, AFTER, "residuals") and not fused.autodiff(none, 10, 4, "recompute")
+    assert not fused.autodiff(none + decay, 10, 4, "residuals")
+    sim, policy, x0 = load("torch", "neural", batch=batch)
+    out = gs.rollout(policy, sim, stop="decay:0.8", horizon=horizon, x0=x0, impl="fused")
     assert out.loss.requires_grad and not hasattr(out.loss.grad_fn, "tape")
     assert not (out.states.requires_grad or out.actions.requires_grad or out.costs.requires_grad)
     with torch.no_grad():
-        quiet = gs.rollout(policy, sim, stop="decay:0.8", horizon=4, x0=x0, impl="fused")
+        quiet = gs.rollout(policy, sim, stop="decay:0.8", horizon=horizon, x0=x0, impl="fused")
     assert not quiet.loss.requires_grad and torch.equal(quiet.loss, out.loss.detach())
-    assert hasattr(gs.rollout(policy, sim, stop="input", horizon=4, x0=x0[:3], impl="fused").loss.grad_fn, "tape")
+    assert hasattr(gs.rollout(policy, sim, stop="input", horizon=AFTER, x0=x0[:3], impl="fused").loss.grad_fn, "tape")
+    assert hasattr(gs.rollout(policy, sim, stop="combined", horizon=4, x0=x0[:3], impl="fused").loss.grad_fn, "tape")
 
 
 @pytest.mark.parametrize("batch", [1, 10])
@@ -392,7 +425,7 @@ def test_torch_fused_writes_no_grad_into_the_simulators_tensors(batch):
     grads = {}
     for impl in ("native", "fused"):
         policy.zero_grad(set_to_none=True)
-        gs.rollout(policy, dragged, stop="input", horizon=5, x0=x0, impl=impl).loss.backward()
+        gs.rollout(policy, dragged, stop="input", horizon=AFTER, x0=x0, impl=impl).loss.backward()
         grads[impl] = [p.grad.clone() for p in policy.parameters()]
     for got, want in zip(grads["fused"], grads["native"]):
         assert_close(to_numpy(got), to_numpy(want))

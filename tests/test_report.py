@@ -105,7 +105,12 @@ def test_paired_timing_script_takes_other_sims_and_refuses_brax_in_torch(tmp_pat
     result = subprocess.run(script + ["--framework", "jax", "--sim", "cartpole", "--out", str(tmp_path / "c")],
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr
-    assert "--sim cartpole" in (tmp_path / "c" / "ratios.md").read_text()
+    written = (tmp_path / "c" / "ratios.md").read_text()
+    assert "--sim cartpole" in written
+    taken = subprocess.run(script + ["--framework", "jax", "--sim", "cartpole", "--out", str(tmp_path / "c")],
+                           capture_output=True, text=True, cwd=ROOT)  # refused before it measures anything
+    assert taken.returncode == 2 and "already exists: choose another --out" in taken.stderr and not taken.stdout
+    assert (tmp_path / "c" / "ratios.md").read_text() == written
     refused = subprocess.run(script + ["--sim", "brax:reacher", "--out", str(tmp_path / "b")],
                              capture_output=True, text=True, cwd=ROOT)
     assert refused.returncode == 2 and "JAX only: pass --framework jax" in refused.stderr

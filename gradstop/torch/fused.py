@@ -104,6 +104,9 @@ class _EdgeWeight(torch.autograd.Function):
         return (g if ctx.zero is None else g.masked_fill(ctx.zero, 0.0)), None, None
 
 
+_BINARY = object()  # the weight of a column whose rows are each 0 or 1 (the mask of its zeros goes with it)
+
+
 class _Weights:
     """The edge weights of F flows stacked on the batch axis, one column per pattern of cuts (cached)."""
 
@@ -125,6 +128,8 @@ class _Weights:
             return ks[0], None
         shape = (len(ks) * self.batch,) + (1,) * (self.like.dim() - 1)
         k = torch.tensor(ks, dtype=self.like.dtype, device=self.like.device).repeat_interleave(self.batch).reshape(shape)
+        if set(ks) <= {0.0, 1.0}:
+            return _BINARY, k == 0
         return k, (k == 0) if 0.0 in ks else None
 
 
@@ -135,6 +140,8 @@ def _weighted(x: torch.Tensor, weight) -> torch.Tensor:
             return x
         if k == 0.0:
             return x.detach()
+    if k is _BINARY:  # every row's weight is 0 or 1: a where, whose backward is the engine's own (no Python call)
+        return torch.where(zero, x.detach(), x)
     return _EdgeWeight.apply(x, k, zero)
 
 
@@ -148,21 +155,54 @@ class Graph:
     x0: torch.Tensor       # the (F·B, …) leaf
     actions: list          # a_t, (F·B, …) each, graph nodes
     loss: torch.Tensor     # Σ over flows of each flow's loss (a scalar graph node)
+    after: bool            # recorded without θ (∇θ after the sweep, from μ_t), else with it
 
 
 def _named(policy) -> list:
     return [(k, p) for k, p in policy.named_parameters() if p.requires_grad]
 
 
-def _theta_after_sweep(batch: int, memory: str) -> bool:
+# One flow's ∇θ after the sweep pays from this horizon on. It replaces the H per-step ∂/∂θ products of the
+# sweep (about 18 µs a step at batch 1 on the neural benchmark) by one VJP over the H·B visited states, whose
+# policy forward and engine call cost about 190 µs whatever H: one flow at H = 10 was 0.93× native that way
+# and 0.98× through autograd's own per-step ∇θ, at H = 20 1.03× and 1.01× (docs/design.md, "The fused sweep",
+# point 8). Several flows take ∇θ after the sweep at every horizon: their stacked rows would sum it.
+AFTER_SWEEP_HORIZON = 16
+
+
+def _theta_after_sweep(n_flows: int, batch: int, horizon: int, memory: str) -> bool:
     """Whether ∇θ comes from one batched backward over the visited states after the sweep (else from the
-    sweep's own engine calls): with the residuals policy at batch ≤ ``SMALL_BATCH``, in both recordings."""
-    return memory == "residuals" and batch <= SMALL_BATCH
+    sweep's own engine calls): with the residuals policy at batch ≤ ``SMALL_BATCH``, in both recordings, for
+    several flows, or for one flow from ``AFTER_SWEEP_HORIZON`` steps on."""
+    return memory == "residuals" and batch <= SMALL_BATCH and (n_flows > 1 or horizon >= AFTER_SWEEP_HORIZON)
 
 
 def stacks(flows, batch: int, memory: str) -> bool:
     """Whether :func:`forward` records ``flows`` as one graph of F·B rows (else one small graph per step)."""
     return memory == "residuals" and (len(flows) == 1 or batch <= SMALL_BATCH)
+
+
+# At most this many rows per step operation, the sweep's per-step work runs on one intra-op thread. On CPU,
+# torch's matmul hands 2 to 8 rows to a multi-threaded gemm whose fork and join cost more than the product
+# (on these 2-core machines, 128-wide layers: 2 rows 6.6 µs on two threads, 2.6 µs on one); up to 4 rows one
+# thread was never slower at any width measured, up to 2048 (docs/design.md, "The fused sweep", point 8).
+ONE_THREAD_ROWS = 4
+
+
+@contextlib.contextmanager
+def _one_thread(rows: int, like: torch.Tensor):
+    """torch's intra-op threads at 1 for the block (restored however it ends) when a step's operations have at
+    most ``ONE_THREAD_ROWS`` rows on CPU; otherwise nothing. ``torch.set_num_threads`` is process-wide in what
+    ``torch.get_num_threads`` reports, so another Python thread reading it meanwhile reads 1."""
+    threads = torch.get_num_threads()
+    if rows > ONE_THREAD_ROWS or threads == 1 or like.device.type != "cpu":
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @contextlib.contextmanager
@@ -178,12 +218,13 @@ def _frozen(params: list):
             p.requires_grad_(True)
 
 
-def autodiff(flows, batch: int, memory: str) -> bool:
+def autodiff(flows, batch: int, horizon: int, memory: str) -> bool:
     """Whether a rollout's fused sweep of ``flows`` is autograd's own backward through the recorded graph
-    (:func:`rollout_graph`): one flow above ``SMALL_BATCH`` with the residuals policy. That graph is native's,
-    with the edge weights, and ∇θ comes from its engine call either way, so an ``autograd.Function`` around it
-    would add only its own cost (about 0.25 ms, 4%, at batch 256 and H = 10)."""
-    return memory == "residuals" and len(flows) == 1 and batch > SMALL_BATCH
+    (:func:`rollout_graph`): one flow with the residuals policy whose ∇θ is not taken after the sweep (above
+    ``SMALL_BATCH``, or below ``AFTER_SWEEP_HORIZON`` steps). That graph is native's, with the edge weights, and
+    ∇θ comes from its engine call either way, so an ``autograd.Function`` around it would add only its own cost
+    (about 0.25 ms, 4%, at batch 256 and H = 10)."""
+    return memory == "residuals" and len(flows) == 1 and not _theta_after_sweep(1, batch, horizon, memory)
 
 
 def rollout_graph(policy, sim, flow: Flow, horizon: int, x0: torch.Tensor) -> Rollout:
@@ -198,9 +239,10 @@ def _forward_graph(policy, sim, flows, horizon: int, x0: torch.Tensor, from_x0: 
     otherwise a leaf of its own (F copies of x0) and grad mode on."""
     n_flows, batch = len(flows), x0.shape[0]
     weights = _Weights(flows, batch, x0)
-    after = _theta_after_sweep(batch, "residuals") and not from_x0
+    after = _theta_after_sweep(n_flows, batch, horizon, "residuals") and not from_x0
     named = _named(policy)
-    with contextlib.nullcontext() if from_x0 else torch.enable_grad(), _frozen([p for _, p in named] if after else []):
+    with (contextlib.nullcontext() if from_x0 else torch.enable_grad(), _frozen([p for _, p in named] if after else []),
+          _one_thread(n_flows * batch, x0)):
         if from_x0:
             leaf = x0
         else:
@@ -220,21 +262,23 @@ def _forward_graph(policy, sim, flows, horizon: int, x0: torch.Tensor, from_x0: 
         per_row = costs_t.sum(0) + terminal  # each row's return: Σ_t c_t + c_H
         loss = per_row.mean() if n_flows == 1 else per_row.sum() / batch  # Σ over flows of each flow's loss
     with torch.no_grad():
-        if n_flows > 1:  # every flow's rows hold the same values: the rollout is the first flow's
+        if n_flows > 1:  # every flow's rows hold the same values: the rollout is the first flow's (sliced once)
             costs_t, terminal, value = costs_t[:, :batch], terminal[:batch], per_row[:batch].mean()
-            states, rows = [s[:batch] for s in states], [a[:batch] for a in actions]
+            visited = torch.cat([x0.unsqueeze(0), torch.stack(states)[:, :batch]])
+            rows = torch.stack(actions)[:, :batch]
         else:
-            rows, value = actions, loss.detach()
-        out = Rollout(torch.stack([x0] + states), torch.stack(rows), costs_t.detach(), terminal.detach(), value)
-    return Graph(out, tuple(flows), named, leaf, actions, loss)
+            visited, rows, value = torch.stack([x0] + states), torch.stack(actions), loss.detach()
+        out = Rollout(visited, rows, costs_t.detach(), terminal.detach(), value)
+    return Graph(out, tuple(flows), named, leaf, actions, loss, after)
 
 
 def _backward_graph(policy, sim, graph: Graph, params: list, cotangent, lam0: bool):
     """One engine call for every flow: (∇θ per flow, λ_0 (F, B, …) or None), each times ``cotangent``."""
     n_flows, batch = len(graph.flows), graph.rollout.states.shape[1]
-    after = _theta_after_sweep(batch, "residuals")  # then the graph was recorded without θ: μ_t are asked for
+    after = graph.after  # then the graph was recorded without θ: μ_t are asked for
     inputs = ([graph.x0] if lam0 else []) + (graph.actions if after else params)
-    grads = torch.autograd.grad(graph.loss, inputs, cotangent, allow_unused=True, materialize_grads=True)
+    with _one_thread(n_flows * batch, graph.x0):
+        grads = torch.autograd.grad(graph.loss, inputs, cotangent, allow_unused=True, materialize_grads=True)
     lam, grads = (grads[0].reshape(n_flows, batch, *grads[0].shape[1:]), grads[1:]) if lam0 else (None, grads)
     if not after:
         return [grads], lam
@@ -267,21 +311,22 @@ def forward(policy, sim, horizon: int, x0: torch.Tensor, memory: str, flows=None
         return _forward_graph(policy, sim, flows, horizon, x0)
     batch = x0.shape[0]
     x, states, actions, costs, steps = x0.detach(), [x0.detach()], [], [], []
-    for _ in range(horizon):
-        if memory == "residuals":
-            step = _record(policy, sim, x, batch)
-            steps.append(step)
-            a, x_next, cost = step.action.detach(), step.x_next.detach(), step.costs.detach()
-        else:
-            with torch.no_grad():
-                a = policy(sim.obs(x))
-                x_next = sim.step(x, a)
-                cost = sim.cost(x_next, a)
-            steps.append(x)
-        costs.append(cost)
-        actions.append(a)
-        states.append(x_next)
-        x = x_next
+    with _one_thread(batch, x0):
+        for _ in range(horizon):
+            if memory == "residuals":
+                step = _record(policy, sim, x, batch)
+                steps.append(step)
+                a, x_next, cost = step.action.detach(), step.x_next.detach(), step.costs.detach()
+            else:
+                with torch.no_grad():
+                    a = policy(sim.obs(x))
+                    x_next = sim.step(x, a)
+                    cost = sim.cost(x_next, a)
+                steps.append(x)
+            costs.append(cost)
+            actions.append(a)
+            states.append(x_next)
+            x = x_next
     with torch.enable_grad():
         x_h = x.detach().requires_grad_()
         terminal = sim.terminal_cost(x_h)
@@ -339,20 +384,21 @@ def _backward_steps(policy, sim, flows, tape: Tape, params: list, cotangent=None
     """The reverse loop over the per-step graphs: (∇θ per flow, λ̃_0 (F, B, …)), each times ``cotangent``."""
     horizon, batch = len(tape.steps), tape.tx.shape[0]
     recompute = tape.memory == "recompute"
-    per_step = not _theta_after_sweep(batch, tape.memory)  # accumulate ∇θ per step rather than after the sweep
+    per_step = not _theta_after_sweep(len(flows), batch, horizon, tape.memory)  # ∇θ per step, not after the sweep
     lams = [tape.tx if cotangent is None else cotangent * tape.tx for _ in flows]
     mus = [[None] * horizon for _ in flows]
     acc = [[torch.zeros_like(p) for p in params] for _ in flows]
-    for t in range(horizon - 1, -1, -1):
-        step = _record(policy, sim, tape.steps[t], batch) if recompute else tape.steps[t]
-        for i, flow in enumerate(flows):
-            lam, mu, g = _adjoint(step, flow, lams[i], params if per_step else [], cotangent)
-            if t > 0 and flow.cut_after(t):
-                lam = torch.zeros_like(lam)  # λ_t = its local term: λ̃_t = 0
-            lams[i], mus[i][t] = lam, mu
-            if g is not None:
-                torch._foreach_add_(acc[i], list(g))
-        tape.steps[t] = None  # release step t's graph as soon as the sweep has passed it
+    with _one_thread(batch, tape.tx):
+        for t in range(horizon - 1, -1, -1):
+            step = _record(policy, sim, tape.steps[t], batch) if recompute else tape.steps[t]
+            for i, flow in enumerate(flows):
+                lam, mu, g = _adjoint(step, flow, lams[i], params if per_step else [], cotangent)
+                if t > 0 and flow.cut_after(t):
+                    lam = torch.zeros_like(lam)  # λ_t = its local term: λ̃_t = 0
+                lams[i], mus[i][t] = lam, mu
+                if g is not None:
+                    torch._foreach_add_(acc[i], list(g))
+            tape.steps[t] = None  # release step t's graph as soon as the sweep has passed it
     if not per_step:
         acc = _policy_gradients(policy, sim, params, tape.rollout.states[:-1], mus)
     return acc, torch.stack(lams)

@@ -175,7 +175,7 @@ def _sweep_loss(policy, sim, flow: Flow, horizon: int, x0, memory: str, engine, 
     if not isinstance(policy, torch.nn.Module):
         need = "compile=True" if engine is compiled else "impl='fused'"
         raise TypeError(f"{need} needs the policy's parameters: it must be an nn.Module")
-    if engine is fused and not flow.combining and fused.autodiff((flow,), x0.shape[0], memory):
+    if engine is fused and not flow.combining and fused.autodiff((flow,), x0.shape[0], horizon, memory):
         return fused.rollout_graph(policy, sim, flow, horizon, x0)
     named = [(k, p) for k, p in policy.named_parameters() if p.requires_grad]
     ahead = engine is compiled and torch.is_grad_enabled() and bool(named or x0.requires_grad)
