@@ -2,7 +2,8 @@
 
     python experiments/fused_vs_native.py [--framework jax torch] [--batch 1 256] [--horizon 10 50 150]
                                           [--flows none input combined none+input] [--rounds 15]
-                                          [--torch-compile] [--sim neural] [--out results/fused-vs-native]
+                                          [--torch-compile] [--torch-threads N] [--sim neural]
+                                          [--out results/fused-vs-native]
 
 pytest-benchmark times each case in its own test, minutes apart; on shared VMs whose speed
 drifts by up to 2× that makes a ratio of two such medians unreliable. Here, for each (framework,
@@ -13,7 +14,9 @@ the ratio native/fused is taken within each round and the median over rounds is 
 float32, as in benchmarks/.
 ``--torch-compile`` adds, for torch and the flows none / input / none+input, native autodiff
 under ``torch.compile`` (inductor; about a minute of compile per case, which is reported) to the
-same rounds, and the ratio eager/compiled.
+same rounds, and the ratio eager/compiled. ``--torch-threads 1`` runs every torch case on one intra-op
+thread: the fused sweep puts its small stacked steps (≤ 4 rows) on one thread anyway, so this is
+the comparison in which native has the same setting (at batch 1 it makes native 2–4% faster).
 Writes ``ratios.md`` and ``ratios.csv`` into a new results folder.
 """
 
@@ -120,12 +123,18 @@ def main(argv=None) -> int:
                         help="also time torch native under torch.compile (flows none, input, none+input)")
     parser.add_argument("--sim", default="neural",
                         help="simulator name for sims.make: neural (default), cartpole, pointmass, brax:<env> (JAX only)")
+    parser.add_argument("--torch-threads", type=int,
+                        help="torch's intra-op threads for every case (torch.set_num_threads; default: torch's own, "
+                             "the machine's cores). The fused sweep runs its small stacked steps on one thread "
+                             "whatever this says; --torch-threads 1 puts native on one thread too")
     parser.add_argument("--out", help="results folder to create (default results/fused-vs-native-<time>)")
     args = parser.parse_args(argv)
     if args.rounds < 3 or min(args.batch) < 1 or min(args.horizon) < 1:
         parser.error("--rounds must be ≥ 3, --batch and --horizon ≥ 1")
     if args.sim.startswith("brax:") and "torch" in args.framework:
         parser.error(f"--sim {args.sim} is a Brax environment, which is JAX only: pass --framework jax")
+    if args.torch_threads is not None and (args.torch_threads < 1 or "torch" not in args.framework):
+        parser.error("--torch-threads must be ≥ 1, and applies to --framework torch only")
     try:  # a taken --out fails now, not after the measurements
         dest = check_absent(args.out or unique_path("results", "fused-vs-native"))
     except FileExistsError as e:
@@ -133,6 +142,13 @@ def main(argv=None) -> int:
     header = ["framework", "batch", "horizon", "flow", "native_ms", "fused_ms", "native_over_fused",
               "ratio_q25", "ratio_q75", "fused_over_native_none", "compiled_ms", "native_over_compiled",
               "compile_s"]
+    threads = ""
+    if "torch" in args.framework:
+        import torch
+
+        if args.torch_threads is not None:
+            torch.set_num_threads(args.torch_threads)
+        threads = f" torch intra-op threads: {torch.get_num_threads()}."
     rows = []
     for framework in args.framework:
         for batch in args.batch:
@@ -160,7 +176,7 @@ def main(argv=None) -> int:
               + (f"{r[10]:.2f} | {r[11]:.2f}× | {r[12]:.0f} |" if np.isfinite(r[10]) else "— | — | — |") for r in rows]
     command = "python experiments/fused_vs_native.py " + " ".join(argv if argv is not None else sys.argv[1:])
     with run_folder(dest) as folder:
-        (folder / "ratios.md").write_text(f"Command: `{command.strip()}`, {args.rounds} paired rounds.\n\n" + "\n".join(table) + "\n")
+        (folder / "ratios.md").write_text(f"Command: `{command.strip()}`, {args.rounds} paired rounds.{threads}\n\n" + "\n".join(table) + "\n")
         write_csv(folder / "ratios.csv", header, rows)
     print(f"wrote {dest}/ratios.md")
     return 0

@@ -62,10 +62,12 @@ def _torch_ops():
     cache: dict = {}
 
     def constant(array: np.ndarray, like):
-        # Constants are converted once per (array, dtype, device), not at every step.
+        # Constants are converted once per (array, dtype, device), not at every step; as normal tensors even when
+        # first converted under torch.inference_mode, since a later differentiable step saves them for backward.
         k = (id(array), like.dtype, like.device)
         if k not in cache:
-            cache[k] = (array, torch.as_tensor(array, dtype=like.dtype, device=like.device))
+            with torch.inference_mode(False):
+                cache[k] = (array, torch.as_tensor(array, dtype=like.dtype, device=like.device))
         return cache[k][1]
 
     return SimpleNamespace(

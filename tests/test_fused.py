@@ -429,3 +429,21 @@ def test_torch_fused_writes_no_grad_into_the_simulators_tensors(batch):
         grads[impl] = [p.grad.clone() for p in policy.parameters()]
     for got, want in zip(grads["fused"], grads["native"]):
         assert_close(to_numpy(got), to_numpy(want))
+
+
+@pytest.mark.parametrize("impl", ["native", "fused"])
+def test_torch_rollout_after_one_under_inference_mode(impl):
+    """Constants cached during a rollout under ``torch.inference_mode`` (the simulator's weights, the fused sweep's
+    edge columns) are normal tensors: a differentiable rollout afterwards works and gives native's gradient."""
+    import torch
+
+    from gradstop.torch import fused
+
+    fused._column.cache_clear()
+    sim, policy, x0 = load("torch", "neural", batch=2)  # a fresh simulator: its constants not yet converted
+    with torch.inference_mode():
+        quiet = gs.rollout(policy, sim, stop="combined", horizon=3, x0=x0, impl=impl)
+    _, expected = gradient("torch", policy, sim, x0, "combined", 3)
+    loss, got = gradient("torch", policy, sim, x0, "combined", 3, impl=impl)
+    assert_close(loss, float(quiet.loss))
+    assert_close(got, expected)

@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 
 import torch
 
@@ -120,17 +121,25 @@ class _Weights:
         if cuts not in self._cache:
             k_in = [0.0 if c else f.k_in for f, c in zip(self.flows, cuts)]
             k_phys = [0.0 if c else f.k_phys for f, c in zip(self.flows, cuts)]
-            self._cache[cuts] = (self._column(k_in), self._column(k_phys))
+            like = (self.batch, self.like.dim(), self.like.dtype, self.like.device)
+            self._cache[cuts] = (_column(tuple(k_in), *like), _column(tuple(k_phys), *like))
         return self._cache[cuts]
 
-    def _column(self, ks):
-        if len(set(ks)) == 1:
-            return ks[0], None
-        shape = (len(ks) * self.batch,) + (1,) * (self.like.dim() - 1)
-        k = torch.tensor(ks, dtype=self.like.dtype, device=self.like.device).repeat_interleave(self.batch).reshape(shape)
-        if set(ks) <= {0.0, 1.0}:
-            return _BINARY, k == 0
-        return k, (k == 0) if 0.0 in ks else None
+
+@functools.lru_cache(maxsize=256)
+def _column(ks: tuple, batch: int, dim: int, dtype: torch.dtype, device: torch.device):
+    """One weight per flow, as an argument for :func:`_weighted`: a number where all flows agree, else a column
+    (F·B, 1, …) of the rows' weights and the mask of its zeros. Cached across forwards: building it is about ten
+    small operations (20–30 µs at batch 1), and nothing writes to it."""
+    if len(set(ks)) == 1:
+        return ks[0], None
+    shape = (len(ks) * batch,) + (1,) * (dim - 1)
+    with torch.inference_mode(False):  # a normal tensor even if first built under inference mode: where saves it
+        k = torch.tensor(ks, dtype=dtype, device=device).repeat_interleave(batch).reshape(shape)
+        zero = k == 0
+    if set(ks) <= {0.0, 1.0}:
+        return _BINARY, zero
+    return k, zero if 0.0 in ks else None
 
 
 def _weighted(x: torch.Tensor, weight) -> torch.Tensor:
