@@ -447,3 +447,34 @@ def test_torch_rollout_after_one_under_inference_mode(impl):
     loss, got = gradient("torch", policy, sim, x0, "combined", 3, impl=impl)
     assert_close(loss, float(quiet.loss))
     assert_close(got, expected)
+
+
+@pytest.mark.parametrize("batch, one", [(1, True), (2, True), (3, False)])
+def test_torch_fused_small_stacked_steps_run_on_one_thread(batch, one):
+    """The sweep's per-step work runs on one intra-op thread where a step has at most ONE_THREAD_ROWS rows (here the
+    combined flow's two copies of the batch: 2, 4, 6 rows), and torch's own count is back afterwards, also when the
+    policy raises mid-forward."""
+    import torch
+
+    from gradstop.torch import fused
+
+    assert fused.ONE_THREAD_ROWS == 4
+    sim, policy, x0 = load("torch", "neural", batch=batch)
+    seen = []
+    handle = policy.register_forward_pre_hook(lambda module, args: seen.append(torch.get_num_threads()))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        out = gs.rollout(policy, sim, stop="combined", horizon=3, x0=x0, impl="fused")
+        assert torch.get_num_threads() == 2
+        out.loss.backward()
+        assert torch.get_num_threads() == 2
+        assert seen[:3] == [1 if one else 2] * 3  # the forward's three steps (then ∇θ's pass, on torch's count)
+        handle.remove()
+        handle = policy.register_forward_pre_hook(lambda module, args: (_ for _ in ()).throw(RuntimeError("policy failed")))
+        with pytest.raises(RuntimeError, match="policy failed"):
+            gs.rollout(policy, sim, stop="combined", horizon=3, x0=x0, impl="fused")
+        assert torch.get_num_threads() == 2
+    finally:
+        handle.remove()
+        torch.set_num_threads(threads)

@@ -195,14 +195,16 @@ def stacks(flows, batch: int, memory: str) -> bool:
 # torch's matmul hands 2 to 8 rows to a multi-threaded gemm whose fork and join cost more than the product
 # (on these 2-core machines, 128-wide layers: 2 rows 6.6 µs on two threads, 2.6 µs on one); up to 4 rows one
 # thread was never slower at any width measured, up to 2048 (docs/design.md, "The fused sweep", point 8).
+# Set it to 0 to leave torch's thread count alone.
 ONE_THREAD_ROWS = 4
 
 
 @contextlib.contextmanager
 def _one_thread(rows: int, like: torch.Tensor):
     """torch's intra-op threads at 1 for the block (restored however it ends) when a step's operations have at
-    most ``ONE_THREAD_ROWS`` rows on CPU; otherwise nothing. ``torch.set_num_threads`` is process-wide in what
-    ``torch.get_num_threads`` reports, so another Python thread reading it meanwhile reads 1."""
+    most ``ONE_THREAD_ROWS`` rows on CPU; otherwise nothing. ``torch.set_num_threads`` is process-wide: while the
+    block runs, another Python thread reads 1 from ``torch.get_num_threads`` and may run its own torch operations
+    on one thread, and a thread count another thread sets meanwhile is overwritten when the block ends."""
     threads = torch.get_num_threads()
     if rows > ONE_THREAD_ROWS or threads == 1 or like.device.type != "cpu":
         yield
