@@ -245,6 +245,9 @@ def test_torch_fused_single_flow_on_both_sides_of_after_sweep_horizon_equals_nat
         got[impl] = float(out.loss.detach()), np.concatenate([to_numpy(p.grad).ravel() for p in policy.parameters()]), x.grad
     assert_close(got["fused"][0], got["native"][0], what="loss")
     assert_close(got["fused"][1], got["native"][1], what=f"{flow} b{batch} H{horizon} ∇θ")
+    swept = gs.gradients(policy, sim, flows=[flow], horizon=horizon, x0=x0).grads[flow]
+    assert_close(np.concatenate([to_numpy(swept[k]).ravel() for k, _ in policy.named_parameters()]), got["native"][1],
+                 what=f"gs.gradients {flow} b{batch} H{horizon}")
     if got["native"][2] is None:
         assert got["fused"][2] is None or not got["fused"][2].any()
     else:

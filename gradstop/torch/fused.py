@@ -5,23 +5,27 @@ memory policy (docs/design.md, "The fused sweep", has the measurements behind th
 
 **One graph of F·B rows** (``memory="residuals"`` with one flow, or at batch ≤ ``SMALL_BATCH``).
 The F flows' copies of the batch are stacked on the batch axis and rolled out once; where x_t
-enters the policy and the physics, an edge weight (:class:`_EdgeWeight`, identity on values)
-multiplies the gradient passing back through it, row by row, by that row's flow's k_in and
-k_phys (0 on both where the flow truncates)::
+enters the policy and the physics, an edge weight (identity on values: a ``where`` against the
+detached state where every row's weight is 0 or 1, else :class:`_EdgeWeight`) multiplies the
+gradient passing back through it, row by row, by that row's flow's k_in and k_phys (0 on both
+where the flow truncates)::
 
     x_t ──k_in──obs──π──> a_t ──┐
     x_t ──k_phys───────────────g──> x_{t+1},   c_t = cost(x_{t+1}, a_t) / B
 
 One engine call then returns every flow's λ_0 (the rows of x_0) and μ_t = ∂L/∂a_t (the rows of
-a_t). At batch 1 an eager operation on F rows costs what it costs on one, so the F flows' reverse
-sweeps cost one. ∇θ = Σ_t (∂π/∂θ)ᵀ μ_t comes from one batched backward over the H·B visited
-states after the sweep at batch ≤ ``SMALL_BATCH``, and from the same engine call above it (where
-only one flow is stacked: F copies of a large batch would cost F times the arithmetic). At batch
-≤ ``SMALL_BATCH`` the graph is recorded with the policy's parameters' ``requires_grad`` off (restored
-when the forward ends, however it ends), so it holds no ∂/∂θ branch for the engine to record or to
-prune. (A plain ``backward()`` that left λ_0 and μ_t in ``.grad`` would spare the pruning, 4.5 µs per
-step, but would also write ``.grad`` into any other tensor requiring grad that the simulator reads.)
-A *rollout* of one flow above ``SMALL_BATCH`` goes no further (:func:`autodiff`): that graph is
+a_t). At batch 1 an eager operation on F rows costs about what it costs on one, so the F flows'
+reverse sweeps cost about one; where a step has at most ``ONE_THREAD_ROWS`` rows it runs on one
+intra-op thread, since torch's CPU matmul would hand 2–8 rows to a threaded gemm that costs more
+than it saves. ∇θ = Σ_t (∂π/∂θ)ᵀ μ_t comes from one batched backward over the H·B visited states
+after the sweep at batch ≤ ``SMALL_BATCH`` (for one flow, from ``AFTER_SWEEP_HORIZON`` steps on),
+and otherwise from the same engine call (above ``SMALL_BATCH`` only one flow is stacked: F copies of
+a large batch would cost F times the arithmetic). Where ∇θ comes after the sweep the graph is
+recorded with the policy's parameters' ``requires_grad`` off (restored when the forward ends,
+however it ends), so it holds no ∂/∂θ branch for the engine to record or to prune. (A plain
+``backward()`` that left λ_0 and μ_t in ``.grad`` would spare the pruning, 4.5 µs per step, but would
+also write ``.grad`` into any other tensor requiring grad that the simulator reads.) A *rollout* of
+one flow whose ∇θ comes from the engine call goes no further (:func:`autodiff`): that graph is
 native's with the edge weights, so its loss is returned as the graph's own node and
 ``loss.backward()`` is autograd's, with no ``autograd.Function`` around it.
 
