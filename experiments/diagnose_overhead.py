@@ -39,10 +39,8 @@ def main(argv=None) -> None:
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--out", default="results/diagnose-overhead")
     args = ap.parse_args(argv)
-    try:  # a taken --out fails now, not after the measurements
-        check_absent(args.out)
-    except FileExistsError as e:
-        ap.error(str(e))
+    # a taken --out fails now, not after the measurements
+    check_absent(args.out, ap.error)
     flows = parse_flows(args.flows)
     components = components_of(flows)
     rows = []

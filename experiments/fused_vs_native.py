@@ -135,10 +135,8 @@ def main(argv=None) -> int:
         parser.error(f"--sim {args.sim} is a Brax environment, which is JAX only: pass --framework jax")
     if args.torch_threads is not None and (args.torch_threads < 1 or "torch" not in args.framework):
         parser.error("--torch-threads must be ≥ 1, and applies to --framework torch only")
-    try:  # a taken --out fails now, not after the measurements
-        dest = check_absent(args.out or unique_path("results", "fused-vs-native"))
-    except FileExistsError as e:
-        parser.error(str(e))
+    # a taken --out fails now, not after the measurements
+    dest = check_absent(args.out or unique_path("results", "fused-vs-native"), parser.error)
     header = ["framework", "batch", "horizon", "flow", "native_ms", "fused_ms", "native_over_fused",
               "ratio_q25", "ratio_q75", "fused_over_native_none", "compiled_ms", "native_over_compiled",
               "compile_s"]

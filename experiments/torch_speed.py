@@ -112,10 +112,8 @@ def main(argv=None) -> int:
         args.batch, args.horizon, args.rounds = [1], [2, 3], 3
     if args.rounds < 3 or min(args.batch) < 1 or min(args.horizon) < 1:
         parser.error("--rounds must be ≥ 3, --batch and --horizon ≥ 1")
-    try:  # a taken --out fails now, not after the measurements
-        dest = check_absent(args.out or unique_path("results", "torch-speed"))
-    except FileExistsError as e:
-        parser.error(str(e))
+    # a taken --out fails now, not after the measurements
+    dest = check_absent(args.out or unique_path("results", "torch-speed"), parser.error)
     flows = ["none"] if args.quick else list(FLOWS)
     header = ["batch", "horizon", "flow", *(f"{c}_ms" for c in CASES), *(f"{c}_compile_s" for c in CASES),
               *(f"{col}{q}" for col, _, _ in RATIOS for q in ("", "_q25", "_q75")), "recompiled"]

@@ -53,12 +53,17 @@ def unique_path(root: Path | str, name: str) -> Path:
     return path
 
 
-def check_absent(dest: Path | str) -> Path:
+def check_absent(dest: Path | str, error=None) -> Path:
     """``dest`` as a Path, after checking that no results folder is there: a script calls it before it runs, so
-    that a taken ``--out`` fails at once rather than after the measurements (:func:`run_folder` checks again)."""
+    that a taken ``--out`` fails at once rather than after the measurements (:func:`run_folder` checks again).
+    A taken ``dest`` goes to ``error`` (a script's ``parser.error``, which exits) if given, else raises
+    FileExistsError."""
     dest = Path(dest)
     if dest.exists():
-        raise FileExistsError(f"results folder {dest} already exists: choose another --out, or move it away first")
+        message = f"results folder {dest} already exists: choose another --out, or move it away first"
+        if error is not None:
+            error(message)
+        raise FileExistsError(message)
     return dest
 
 
