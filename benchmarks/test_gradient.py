@@ -36,7 +36,7 @@ import numpy as np
 import pytest
 
 import gradstop as gs
-from gradstop.benchmark import problem
+from gradstop.bench.problem import problem
 
 HORIZONS = [1, 10, 25, 50, 100, 150]
 BATCHES = [1, 256]

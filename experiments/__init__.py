@@ -9,6 +9,9 @@ docs (benchmark ratios, trainer speed), not figures of the gallery.
 from __future__ import annotations
 
 import dataclasses
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -36,12 +39,25 @@ def best_flows_of_training_curves(root: Path) -> list[str]:
 
 
 def peer_python() -> Path:
-    """The venv with jax 0.9.2 that Brax's own training agents need (``make peer`` builds it)."""
-    path = Path(__file__).resolve().parents[1] / ".venv-peer" / "bin" / "python"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: Brax's agents (PPO, SAC, APG) need jax 0.9.2; build that venv "
-                                "with `make peer-venv`, then run gradstop figures again")
-    return path
+    """The venv with jax 0.9.2 that Brax's own training agents need, built on first use (what ``make peer-venv``
+    does: ``.venv-peer`` beside the main venv, the ``peer`` extra, torch pinned by constraints.txt)."""
+    repo = Path(__file__).resolve().parents[1]
+    venv = repo / ".venv-peer"
+    python, stamp = venv / "bin" / "python", venv / ".installed-stamp"
+    if python.exists() and stamp.exists():
+        return python
+    base = shutil.which("python3") or sys.executable
+    print(f"building {venv} for Brax's agents (jax 0.9.2; once, about two minutes) ...", flush=True)
+    steps = [[base, "-m", "venv", str(venv)],
+             [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-c",
+              str(repo / "constraints.txt"), "-e", f"{repo}[peer]"]]
+    for step in steps:
+        done = subprocess.run(step, cwd=repo)
+        if done.returncode != 0:
+            raise RuntimeError(f"building {venv} failed ({' '.join(step[:4])} ... exited {done.returncode}): "
+                               "check that PyPI is reachable, then run `make peer-venv` to see the whole error")
+    stamp.touch()
+    return python
 
 
 FIGURES = {
@@ -55,6 +71,6 @@ FIGURES = {
     "cartpole-study": Figure("cartpole_study", "final test loss per flow on the 1–4-pole cartpole, the published setting",
                              "2 h 54 min on 2 Ray workers (360 runs)", sweep=True),
     "model-free": Figure("model_free", "Brax PPO and SAC against gradstop BPTT and SHAC on reacher, by wall-clock",
-                         "11.5 min (4 methods × 3 seeds)", python=peer_python,
+                         "11.5 min (4 methods × 3 seeds; builds .venv-peer on first use)", python=peer_python,
                          inputs=best_flows_of_training_curves),
 }

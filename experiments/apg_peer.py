@@ -123,7 +123,7 @@ def _version(name):
 
 
 def _write(out: Path, rows, report, args) -> None:
-    from gradstop.results import plot_lines
+    from gradstop.study.results import plot_lines
     from gradstop.trainers.files import atomic_write, atomic_write_json
 
     staging = out.with_name(f".{out.name}.partial")

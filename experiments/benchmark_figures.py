@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gradstop.report import write_report
+from gradstop.bench.report import write_report
 
 
 def main(argv=None) -> int:

@@ -1,75 +1,100 @@
 """The multi-pole cartpole study: final test loss per gradient flow for 1–4 poles, in the published setting.
 
-    python -m experiments.cartpole_study [--quick] [--parts main clipping zero-last shuffled] [--seeds 3]
+    python -m experiments.cartpole_study [--quick] [--parts main glorot clipping shuffled] [--seeds 10]
+                                         [--variant-seeds 5] [--poles 1 2 3 4] [--observations raw sincos]
                                          [--out DIR] [--ray local|auto|HOST:PORT] [--plot-only]
 
 The setting in which the combined update was proposed (Schnell & Thuerey, "Stabilizing
-Backpropagation Through Time to Learn Complex Physics", ICLR 2024; their CartPole/Runs/01 script),
-every detail an option below:
+Backpropagation Through Time to Learn Complex Physics", ICLR 2024), as their published code runs it
+(CartPole/Runs/01/01.sh and CartPole/Simulations/01/*.py; docs/results.md has the line-by-line
+fidelity table), every detail an option below:
 
 - dynamics ``make("cartpole", preset="literature", poles=N)``: g 9.8, m 0.1, M 1.1, l 0.5, F = a,
   T = 1 s in H = 100 steps of semi-implicit Euler; loss 1 − mean_i cos θ_i at the final step;
 - the published initial states (the preset's ``init="published"``): x, ẋ, θ̇_i ∈ U(−1, 1),
   θ_i = π + U(−1, 1)·π/6; 256 training and 256 test states drawn once per seed; batches of 8 in a
   fixed order (32 updates an epoch); 1000 epochs;
-- MLP 2×100 tanh with biases, Keras' default initialisation (``weight_init="glorot"``: glorot-uniform
-  weights, zero biases) and a linear output; the published script does NOT zero its last layer
-  (``zero=False``), the ``zero-last`` part does;
+- MLP 2×100 tanh with biases and a linear output, Keras' default initialisation (``weight_init="glorot"``:
+  glorot-uniform weights, zero biases) **with the output layer's kernel zeroed** (``zero_last=True``):
+  the run script passes ``--zero False``, which its ``type=bool`` option reads as True (``bool("False")``),
+  so every published run starts from the zero policy a = 0;
 - Adam, lr 1e-3, ε 1e-7 (Keras'; its ε is added to the un-corrected √v, ours to the corrected one);
   clipping none, by value (each component to ±1) or by global norm (to 1);
 - the policy observes the raw state object by object, (x, ẋ, θ_1, θ̇_1, …) as the published code
   feeds it (``observation="raw"``), or gradstop's (x, sin θ, cos θ, ẋ, θ̇) (``"sincos"``);
-- the published code ran one seed (42) per setting; we run ``--seeds`` seeds, each its own initial
-  weights, training and test states.
+- the published code ran one seed (42) per setting; we run ``--seeds`` seeds of the main part and
+  ``--variant-seeds`` of each variant, each seed its own initial weights, training and test states (all
+  flows of one seed share them, as all flows of the published grid shared seed 42's).
 
 Flows: the published none (F), input (P), combined (C), all (S), and ours: directional,
 decay:0.9, truncate:10. Parts (a grid each; ``--parts`` picks):
 
-    main        every flow × observation (raw, sincos) × poles, no clipping
+    main        the published setting: every flow × observation (raw, sincos) × poles, no clipping
+    glorot      the same grid with the output layer left at its Glorot draw (not zeroed)
     clipping    the published flows × clip by value / by norm, raw observation
-    zero-last   the published flows, last layer zero-initialised, raw observation
     shuffled    the published flows, training set reshuffled every epoch, raw observation
 
-Every run is a ``gradstop.trainers`` run in ``OUT/runs/<name>`` of a sweep (``gradstop.sweep``):
+Statistics (``gradstop.study.stats``, rliable): per cell (part, observation, poles, flow) the IQM and
+median of the final test loss and of the success (share of poles within 12° of upright at the end),
+each with a 95% percentile-bootstrap interval over seeds; per flow against ``none`` of the same cell the
+seed-paired log-ratio log(loss_flow / loss_none) with its interval (resampling seeds) and the probability
+that a run of the flow ends below a run of ``none`` (rliable's probability of improvement on −loss);
+performance profiles over the pole counts (the fraction of runs whose final loss is below τ).
+``--bootstrap-reps`` and ``--bootstrap-seed`` fix the resampling, so the tables are reproducible.
+
+Every run is a ``gradstop.trainers`` run in ``OUT/runs/<name>`` of a sweep (``gradstop.study.sweep``):
 rerun the command to resume (finished runs are skipped), ``--ray`` to spread the runs over Ray
-workers, ``--plot-only`` to draw from the runs finished so far. Writes ``final.csv`` (a row per
-run), ``table.csv`` (mean, spread and count per part, observation, poles and flow), ``pairs.csv``
-(each flow against ``none`` on the same seed), ``curves.csv`` (test loss per evaluation),
-``cartpole-study.png`` (grouped bars: median final test loss per flow and pole count, a dot per
-seed), ``cartpole-study-curves.png`` and ``settings.json``. ``--quick`` (1 pole, 2 flows, 2 epochs
-on 16 states) runs in well under a minute.
+workers, ``--plot-only`` to draw from the runs finished so far; a folder written by the earlier layout of
+this study (whose ``zero-last`` part holds main-part runs) has its finished runs renamed to the names
+used now wherever their configs are identical, so they are reused. Writes ``final.csv`` (a row per run),
+``table.csv`` (IQM, median and intervals per cell), ``pairs.csv`` (the paired log-ratio to ``none``),
+``improvement.csv`` (the probability of ending below ``none``), ``profiles.csv``, ``curves.csv`` (test loss
+per evaluation), ``summary.md`` (every comparison with ``none`` in words, with its interval and seed count),
+``cartpole-study.png`` (IQM and interval per flow and pole count, a dot per seed),
+``cartpole-study-pairs.png``, ``cartpole-study-profiles.png``, ``cartpole-study-curves.png`` and
+``settings.json``. ``--quick`` (1 pole, 2 flows, 2 seeds, 2 epochs on 16 states) runs in well under a minute.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 
 import numpy as np
 import tyro
 
-from gradstop.figures import SweepOptions, finish_sweep_figure, run_script, sweep_runs, write_tables
-from gradstop.results import flow_color, save_figure
-from gradstop.sweep import Run
+from gradstop.study import stats
+from gradstop.study.figures import (SweepOptions, adopt_runs, finish_sweep_figure, read_settings, run_script,
+                                    sweep_runs, write_tables)
+from gradstop.study.results import flow_color, save_figure
+from gradstop.study.sweep import Run
 from gradstop.trainers.config import TrainConfig
 
 SCRIPT = "cartpole_study"
 PUBLISHED_FLOWS = ("none", "input", "combined", "all")
-PARTS = ("main", "clipping", "zero-last", "shuffled")
+PARTS = ("main", "glorot", "clipping", "shuffled")
+RETIRED_PARTS = {"zero-last": "the published code zeroes the output layer in every run, so those runs are the main part "
+                              "now (--parts main); the Glorot output layer is --parts glorot"}
+SETTING = {"main": "published", "glorot": "glorot", "shuffled": "shuffled"}  # clipping: value or norm
+LOSS_FLOOR = 2.0**-24  # float32 resolution of 1 − mean cos θ near 0: a final loss of 0 means "below this"
+TAUS = np.logspace(-7, math.log10(2.0), 50)  # performance-profile thresholds on the final test loss (0 … 2)
 
 
 @dataclasses.dataclass
 class Args(SweepOptions):
     parts: tuple[str, ...] = PARTS
-    """which grids to run: main, clipping, zero-last, shuffled (see the module docstring)"""
+    """which grids to run: main, glorot, clipping, shuffled (see the module docstring)"""
     poles: tuple[int, ...] = (1, 2, 3, 4)
     """pole counts N"""
     flows: tuple[str, ...] = ("none", "input", "combined", "all", "directional", "decay:0.9", "truncate:10")
-    """flows of the main part (the other parts run the published ones among them)"""
+    """flows of the main and glorot parts (clipping and shuffled run the published ones among them)"""
     observations: tuple[str, ...] = ("raw", "sincos")
-    """observations of the main part (the other parts use raw, the published one)"""
-    seeds: int = 3
-    """seeds per setting (0, 1, …): initial weights, training and test states"""
+    """observations of the main and glorot parts (clipping and shuffled use raw, the published one)"""
+    seeds: int = 10
+    """seeds of the main part (0, 1, …): initial weights, training and test states"""
+    variant_seeds: int = 5
+    """seeds of each variant part (glorot, clipping, shuffled)"""
     epochs: int = 1000
     """epochs of 256 // 8 = 32 updates"""
     train_size: int = 256
@@ -94,140 +119,276 @@ class Args(SweepOptions):
     """rollout implementation (the same gradients; fused is 1.4–2.3× faster here)"""
     eval_every: int = 10
     """evaluate the test loss every this many epochs (and after the last)"""
+    bootstrap_reps: int = stats.REPS
+    """bootstrap resamples per interval"""
+    bootstrap_seed: int = 0
+    """seed of the bootstrap resampling (each estimate draws its own stream from it)"""
     quick: bool = False
-    """a smoke run: 1 pole, flows none and combined, 2 seeds, 2 epochs on 16 states (tests)"""
+    """a smoke run: 1 pole, flows none and combined, 2 seeds, 2 epochs on 16 states, 200 resamples (tests)"""
     out: str = "results/cartpole-study"
     """the study's folder (resumed if it holds this study)"""
 
 
 def parse(argv=None) -> Args:
     args = tyro.cli(Args, args=argv, description=__doc__.split("\n\n")[0])
-    if args.quick:
-        args = dataclasses.replace(args, parts=tuple(p for p in args.parts if p in ("main", "clipping")), poles=(1,),
-                                   flows=("none", "combined"), observations=("raw",), seeds=2, epochs=2,
-                                   train_size=16, test_size=16, eval_every=1)
+    retired = [p for p in args.parts if p in RETIRED_PARTS]
+    if retired:
+        raise ValueError(f"part {retired[0]!r} is retired: {RETIRED_PARTS[retired[0]]}")
     unknown = [p for p in args.parts if p not in PARTS]
     if unknown:
         raise ValueError(f"unknown part(s) {unknown}; choose from {PARTS}")
-    if args.seeds < 1:
-        raise ValueError(f"--seeds must be ≥ 1, got {args.seeds}")
+    if args.quick:
+        args = dataclasses.replace(args, parts=tuple(p for p in args.parts if p in ("main", "clipping")), poles=(1,),
+                                   flows=("none", "combined"), observations=("raw",), seeds=2, variant_seeds=2, epochs=2,
+                                   train_size=16, test_size=16, eval_every=1, bootstrap_reps=min(args.bootstrap_reps, 200))
+    for name in ("seeds", "variant_seeds", "bootstrap_reps"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be ≥ 1, got {getattr(args, name)}")
     return args
 
 
 # -- the grid ---------------------------------------------------------------------------------------
 def config(args: Args, poles: int, flow: str, seed: int, observation: str = "raw", **changes) -> TrainConfig:
-    """One run of the study: the published setting, then ``changes`` (clip_value, clip_norm, zero_last, shuffle)."""
+    """One run of the study: the published setting as it executes (output layer zeroed), then ``changes``
+    (zero_last, clip_value, clip_norm, shuffle)."""
     base = dict(sim="cartpole", preset="literature", sim_params={"poles": poles, "observation": observation},
                 horizon=args.horizon, flow=flow, impl=args.impl, data="fixed", train_size=args.train_size,
                 test_size=args.test_size, batch=args.batch, shuffle=False, epochs=args.epochs, eval_every=args.eval_every,
-                hidden=args.hidden, activation="tanh", zero_last=False, weight_init=args.weight_init, optimizer="adam",
+                hidden=args.hidden, activation="tanh", zero_last=True, weight_init=args.weight_init, optimizer="adam",
                 lr=args.lr, adam_eps=args.adam_eps, seed=seed, dtype="float32", checkpoint_every=50)
     return TrainConfig(**{**base, **changes})
 
 
+def run_name(part: str, setting: str, obs: str, poles: int, flow: str, seed: int) -> str:
+    """``part=…[,clip=…],obs=…,poles=…,flow=…,seed=…`` (the earlier layout's names all hold ``setting=``, so the two
+    never collide)."""
+    clip = f"clip={setting}," if part == "clipping" else ""
+    return f"part={part},{clip}obs={obs},poles={poles},flow={flow.replace(':', '_')},seed={seed}"
+
+
 def runs(args: Args) -> list[Run]:
-    """Every run of the chosen parts, named part=…,obs=…,poles=…,flow=…,seed=…."""
+    """Every run of the chosen parts."""
     published = [f for f in args.flows if f in PUBLISHED_FLOWS]
-    grids = {  # part -> [(setting label, observations, flows, changes)]
-        "main": [("none", args.observations, args.flows, {})],
-        "clipping": [("value", ("raw",), published, dict(clip_value=args.clip)),
-                     ("norm", ("raw",), published, dict(clip_norm=args.clip))],
-        "zero-last": [("zero-last", ("raw",), published, dict(zero_last=True))],
-        "shuffled": [("shuffled", ("raw",), published, dict(shuffle=True))],
+    variant = args.variant_seeds
+    grids = {  # part -> [(setting, observations, flows, seeds, changes)]
+        "main": [("published", args.observations, args.flows, args.seeds, {})],
+        "glorot": [("glorot", args.observations, args.flows, variant, dict(zero_last=False))],
+        "clipping": [("value", ("raw",), published, variant, dict(clip_value=args.clip)),
+                     ("norm", ("raw",), published, variant, dict(clip_norm=args.clip))],
+        "shuffled": [("shuffled", ("raw",), published, variant, dict(shuffle=True))],
     }
     out = []
     for part in args.parts:
-        for label, observations, flows, changes in grids[part]:
+        for setting, observations, flows, seeds, changes in grids[part]:
             for obs in observations:
                 for poles in args.poles:
                     for flow in flows:
-                        for seed in range(args.seeds):
-                            name = f"part={part},setting={label},obs={obs},poles={poles},flow={flow.replace(':', '_')},seed={seed}"
-                            out.append(Run(name, config(args, poles, flow, seed, obs, **changes)))
+                        for seed in range(seeds):
+                            out.append(Run(run_name(part, setting, obs, poles, flow, seed),
+                                           config(args, poles, flow, seed, obs, **changes)))
     return out
 
 
 def describe(run: Run) -> dict:
-    """The grid coordinates of a run, read back from its name."""
-    return dict(kv.split("=", 1) for kv in run.name.split(","))
+    """The grid coordinates of a run, read back from its name: part, setting, obs, poles, seed."""
+    d = dict(kv.split("=", 1) for kv in run.name.split(","))
+    return dict(part=d["part"], setting=d.get("clip", SETTING.get(d["part"])), obs=d["obs"], poles=int(d["poles"]),
+                seed=int(d["seed"]))
 
 
-# -- the figure -------------------------------------------------------------------------------------
-PANELS = [("main", "none", "raw", "raw observation (published)"), ("main", "none", "sincos", "sin/cos observation"),
+# -- the tables ------------------------------------------------------------------------------------
+PANELS = [("main", "published", "raw", "published setting, raw observation"),
+          ("main", "published", "sincos", "published setting, sin/cos observation"),
+          ("glorot", "glorot", "raw", "output layer not zeroed (Glorot), raw"),
+          ("glorot", "glorot", "sincos", "output layer not zeroed (Glorot), sin/cos"),
           ("clipping", "value", "raw", "raw, clip by value ±1"), ("clipping", "norm", "raw", "raw, clip by global norm 1"),
-          ("zero-last", "zero-last", "raw", "raw, last layer zero-initialised"), ("shuffled", "shuffled", "raw", "raw, reshuffled every epoch")]
+          ("shuffled", "shuffled", "raw", "raw, reshuffled every epoch")]
+TITLES = {p[:3]: p[3] for p in PANELS}
 
 
-def tables(all_runs: list[Run], records: dict) -> tuple[list, list, list, list]:
-    """final (a row per run), table (per panel, poles, flow), pairs (flow vs none, same seed), curves (per evaluation)."""
+def _label(part, setting, obs, poles=None, flow=None) -> str:
+    text = f"part={part}, setting={setting}, obs={obs}"
+    return text + (f", poles={poles}" if poles is not None else "") + (f", flow={flow}" if flow is not None else "")
+
+
+def _finished(rows, key="final_test_loss") -> dict:
+    """seed -> value of the finished runs among ``rows`` with a finite ``key``."""
+    return {r["seed"]: float(r[key]) for r in rows
+            if r["status"] == "done" and r[key] is not None and math.isfinite(float(r[key]))}
+
+
+def _estimate_columns(prefix: str, est) -> dict:
+    if est is None:
+        return {prefix: None, f"{prefix}_low": None, f"{prefix}_high": None}
+    return {prefix: est.value, f"{prefix}_low": est.low, f"{prefix}_high": est.high}
+
+
+def tables(all_runs: list[Run], records: dict, args: Args) -> dict:
+    """final (a row per run), table (per cell), pairs (paired log-ratio to none), improvement (P below none),
+    profiles (per panel and flow, over the pole counts) and curves (per evaluation), as lists of dicts."""
+    reps, seed = args.bootstrap_reps, args.bootstrap_seed
     final, curves = [], []
     for r in all_runs:
         d, rec = describe(r), records.get(r.name)
         s = (rec or {}).get("summary") or {}
         status = rec["status"] if rec else "pending"
-        final.append(dict(part=d["part"], setting=d["setting"], obs=d["obs"], poles=int(d["poles"]), flow=r.config.flow,
-                          seed=int(d["seed"]), status=status, final_test_loss=s.get("final_test_loss"),
+        final.append(dict(part=d["part"], setting=d["setting"], obs=d["obs"], poles=d["poles"], flow=r.config.flow,
+                          seed=d["seed"], status=status, final_test_loss=s.get("final_test_loss"),
                           best_test_loss=s.get("best_test_loss"), final_test_success=s.get("final_test_success"),
                           train_seconds=s.get("seconds")))
         for e in (rec or {}).get("evals", []):
-            curves.append(dict(part=d["part"], setting=d["setting"], obs=d["obs"], poles=int(d["poles"]), flow=r.config.flow,
-                               seed=int(d["seed"]), epoch=e["epoch"], test_loss=e["test_loss"], test_success=e["test_success"]))
-    table, groups = [], {}
+            curves.append(dict(part=d["part"], setting=d["setting"], obs=d["obs"], poles=d["poles"], flow=r.config.flow,
+                               seed=d["seed"], epoch=e["epoch"], test_loss=e["test_loss"], test_success=e["test_success"]))
+    groups: dict = {}
     for row in final:
         groups.setdefault((row["part"], row["setting"], row["obs"], row["poles"], row["flow"]), []).append(row)
+
+    table = []
     for (part, setting, obs, poles, flow), rows in groups.items():
-        done = np.asarray([r["final_test_loss"] for r in rows if r["status"] == "done" and r["final_test_loss"] is not None])
-        table.append(dict(part=part, setting=setting, obs=obs, poles=poles, flow=flow, runs=len(rows), done=int(done.size),
+        loss, success = _finished(rows), _finished(rows, "final_test_success")
+        cell = _label(part, setting, obs, poles, flow)
+        est = stats.summarize(loss, cell=cell, reps=reps, seed=seed) if len(loss) >= stats.MIN_SEEDS else {}
+        good = stats.summarize(success, cell=cell + ", success", reps=reps, seed=seed) \
+            if len(success) >= stats.MIN_SEEDS else {}
+        values = np.asarray(list(loss.values()))
+        table.append(dict(part=part, setting=setting, obs=obs, poles=poles, flow=flow, runs=len(rows), done=len(loss),
                           nonfinite=sum(r["status"] == "nonfinite" for r in rows),
-                          median=float(np.median(done)) if done.size else None,
-                          mean=float(done.mean()) if done.size else None, std=float(done.std()) if done.size else None,
-                          min=float(done.min()) if done.size else None, max=float(done.max()) if done.size else None))
-    pairs = []
+                          **_estimate_columns("iqm", est.get("iqm")), **_estimate_columns("median", est.get("median")),
+                          **_estimate_columns("success_iqm", good.get("iqm")),
+                          **_estimate_columns("success_median", good.get("median")),
+                          mean=float(values.mean()) if values.size else None, std=float(values.std()) if values.size else None,
+                          min=float(values.min()) if values.size else None, max=float(values.max()) if values.size else None))
+
+    pairs, improvement = [], []
     for (part, setting, obs, poles, flow), rows in groups.items():
-        base = {r["seed"]: r["final_test_loss"] for r in groups.get((part, setting, obs, poles, "none"), []) if r["status"] == "done"}
-        both = [(r["final_test_loss"], base[r["seed"]]) for r in rows if r["status"] == "done" and r["seed"] in base]
-        if flow == "none" or not both:
+        if flow == "none" or (part, setting, obs, poles, "none") not in groups:
             continue
-        ours, theirs = np.asarray(both).T
-        pairs.append(dict(part=part, setting=setting, obs=obs, poles=poles, flow=flow, seeds=len(both),
-                          lower_than_none=int((ours < theirs).sum()), mean_ratio_to_none=float(np.mean(ours / theirs)),
-                          mean=float(ours.mean()), none_mean=float(theirs.mean())))
-    return final, table, pairs, curves
+        cell = _label(part, setting, obs, poles, flow)
+        ours, base = _finished(rows), _finished(groups[(part, setting, obs, poles, "none")])
+        common = sorted(set(ours) & set(base))
+        ratio = (stats.paired_log_ratio({s: ours[s] for s in common}, {s: base[s] for s in common}, cell=cell, reps=reps,
+                                        seed=seed, floor=LOSS_FLOOR) if len(common) >= stats.MIN_SEEDS else None)
+        pairs.append(dict(part=part, setting=setting, obs=obs, poles=poles, flow=flow, seeds=len(common),
+                          lower_than_none=sum(ours[s] < base[s] for s in common),
+                          floored=sum(v < LOSS_FLOOR for s in common for v in (ours[s], base[s])),
+                          **_estimate_columns("log_ratio", ratio),
+                          ratio=math.exp(ratio.value) if ratio else None, ratio_low=math.exp(ratio.low) if ratio else None,
+                          ratio_high=math.exp(ratio.high) if ratio else None,
+                          verdict=stats.verdict(ratio, "lower", "higher") if ratio else None))
+        enough = len(ours) >= stats.MIN_SEEDS and len(base) >= stats.MIN_SEEDS
+        below = stats.probability_below(ours, base, cell=cell, reps=reps, seed=seed) if enough else None
+        improvement.append(dict(part=part, setting=setting, obs=obs, poles=poles, flow=flow, seeds=len(ours),
+                                none_seeds=len(base), **_estimate_columns("p_below_none", below)))
+
+    profiles = []
+    panels: dict = {}
+    for (part, setting, obs, poles, flow), rows in groups.items():
+        panels.setdefault((part, setting, obs, flow), {})[poles] = _finished(rows)
+    for (part, setting, obs, flow), by_poles in panels.items():
+        usable = {n: v for n, v in sorted(by_poles.items()) if len(v) >= stats.MIN_SEEDS}
+        common = sorted(set.intersection(*(set(v) for v in usable.values()))) if usable else []
+        if len(common) < stats.MIN_SEEDS:
+            continue
+        fraction, low, high = stats.performance_profile({n: [v[s] for s in common] for n, v in usable.items()}, TAUS,
+                                                        cell=_label(part, setting, obs, flow=flow), reps=reps, seed=seed)
+        for tau, f, lo, hi in zip(TAUS, fraction, low, high):
+            profiles.append(dict(part=part, setting=setting, obs=obs, flow=flow, poles="-".join(map(str, usable)),
+                                 seeds=len(common), tau=float(tau), fraction=float(f), low=float(lo), high=float(hi)))
+    return dict(final=final, table=table, pairs=pairs, improvement=improvement, profiles=profiles, curves=curves)
 
 
-def plot_bars(path, final: list, flows: list, poles: list) -> None:
-    """Grouped bars per panel: median final test loss per pole count and flow, a dot per seed, × per non-finite run;
-    a log axis where the values span more than a decade."""
+def summary_text(out: dict, args: Args, finished: int, total: int) -> str:
+    """summary.md: every comparison with ``none`` in words, each with its interval and seed count."""
+    level = f"{round(100 * stats.CONFIDENCE)}%"
+    lines = ["# The multi-pole cartpole study: each flow against `none`", "",
+             f"Written by `experiments/cartpole_study.py` from {finished} of {total} runs finished. Each comparison is "
+             "the seed-paired log-ratio of final test losses, log(loss flow / loss none) on the same seed (same initial "
+             f"weights and data), its mean over seeds with a {level} percentile-bootstrap interval over seeds "
+             f"({args.bootstrap_reps} resamples, seed {args.bootstrap_seed}), and P(a run of the flow ends below a run of "
+             "none) (rliable's probability of improvement) with its interval. A log-ratio whose interval includes 0 is "
+             f"written \"{stats.NO_DIFFERENCE}\". Final losses below 2⁻²⁴ (float32's resolution of 1 − cos θ; some "
+             "runs end at exactly 0) enter the ratio as 2⁻²⁴. With few seeds a percentile interval is too narrow "
+             "(with 2 seeds it is their range): read these with their seed counts.", ""]
+    improvement = {(r["part"], r["setting"], r["obs"], r["poles"], r["flow"]): r for r in out["improvement"]}
+    for part, setting, obs, title in PANELS:
+        rows = [r for r in out["pairs"] if (r["part"], r["setting"], r["obs"]) == (part, setting, obs)]
+        if not rows:
+            continue
+        lines += [f"## {title} (part `{part}`)", ""]
+        for r in sorted(rows, key=lambda r: (r["poles"], list(args.flows).index(r["flow"]) if r["flow"] in args.flows else 0)):
+            where = f"{r['poles']} pole{'s' if r['poles'] > 1 else ''}"
+            if r["log_ratio"] is None and r["seeds"] == 0:
+                continue  # nothing of this flow (or of none) has finished yet
+            if r["log_ratio"] is None:
+                lines.append(f"- {where}: {r['flow']} against none: not enough paired seeds yet ({r['seeds']} of the "
+                             f"{stats.MIN_SEEDS} an interval needs).")
+                continue
+            ratio = stats.Estimate(r["log_ratio"], r["log_ratio_low"], r["log_ratio_high"], r["seeds"])
+            imp = improvement.get((part, setting, obs, r["poles"], r["flow"]))
+            below = (stats.Estimate(imp["p_below_none"], imp["p_below_none_low"], imp["p_below_none_high"],
+                                    min(imp["seeds"], imp["none_seeds"])) if imp and imp["p_below_none"] is not None else None)
+            lines.append("- " + stats.describe_pair(r["flow"], "none", ratio, below, where=where))
+        lines.append("")
+    return "\n".join(lines)
+
+
+# -- the figures ------------------------------------------------------------------------------------
+def _panels(rows: list) -> list:
+    """The panels with something to draw (a finished run, or a row of a table)."""
+    return [p for p in PANELS if any((r["part"], r["setting"], r["obs"]) == p[:3] and r.get("status", "done") in ("done", "nonfinite")
+                                     for r in rows)]
+
+
+def _legend(fig, flows: list, rows: int, title: str, marker: str = "o") -> None:
+    """One legend above the panels: every flow drawn, in its colour."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=flow_color(f), marker=marker, linestyle="-" if marker is None else "none", label=f)
+               for f in flows]
+    fig.legend(handles=handles, loc="upper center", ncol=len(flows), fontsize=8, title=title, title_fontsize=8,
+               bbox_to_anchor=(0.5, 1.0))
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.28 / rows))
+
+
+def _grid(n: int, width: float = 6.2, height: float = 3.6):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [p for p in PANELS if any(r["part"] == p[0] and r["setting"] == p[1] and r["obs"] == p[2] for r in final)]
-    cols = min(2, len(panels))
-    rows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(6.2 * cols, 3.6 * rows), dpi=120, squeeze=False)
+    cols = min(2, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), dpi=120, squeeze=False)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    return fig, axes, rows
+
+
+def plot_cells(path, final: list, table: list, flows: list, poles: list) -> None:
+    """Per panel: the IQM of the final test loss per pole count and flow with its 95% interval (error bar), a dot
+    per seed, × per non-finite run; a log axis where the values span more than a decade."""
+    panels = _panels(final)
+    fig, axes, rows = _grid(len(panels))
     width = 0.8 / len(flows)
+    cells = {(r["part"], r["setting"], r["obs"], r["poles"], r["flow"]): r for r in table}
     for ax, (part, setting, obs, title) in zip(axes.flat, panels):
         sel = [r for r in final if (r["part"], r["setting"], r["obs"]) == (part, setting, obs)]
         for j, flow in enumerate(flows):
-            xs, means = [], []
             for i, n in enumerate(poles):
-                vals = [r["final_test_loss"] for r in sel if r["poles"] == n and r["flow"] == flow and r["status"] == "done"]
                 x = i + (j - (len(flows) - 1) / 2) * width
+                vals = [r["final_test_loss"] for r in sel if r["poles"] == n and r["flow"] == flow and r["status"] == "done"]
                 if vals:
-                    xs.append(x)
-                    means.append(np.median(vals))
-                    ax.scatter([x] * len(vals), vals, s=7, color="black", zorder=3, linewidths=0)
+                    ax.scatter([x] * len(vals), vals, s=6, color="0.35", zorder=2, linewidths=0)
+                c = cells.get((part, setting, obs, n, flow))
+                if c and c["iqm"] is not None:
+                    ax.errorbar([x], [c["iqm"]], yerr=[[c["iqm"] - c["iqm_low"]], [c["iqm_high"] - c["iqm"]]], fmt="o",
+                                ms=4.5, color=flow_color(flow), ecolor=flow_color(flow), elinewidth=1.6, capsize=2.5, zorder=3)
                 diverged = sum(r["status"] == "nonfinite" for r in sel if r["poles"] == n and r["flow"] == flow)
                 if diverged:
                     ax.annotate("×" * diverged, (x, 0.02), ha="center", fontsize=7, color="red", xycoords=("data", "axes fraction"))
-            if xs:
-                ax.bar(xs, means, width=width, color=flow_color(flow), label=flow if ax is axes.flat[0] else None)
         ax.set_xticks(range(len(poles)), [f"{n} pole{'s' if n > 1 else ''}" for n in poles])
         ax.set_ylabel("final test loss, 1 − mean cos θ")
-        done = [r["final_test_loss"] for r in sel if r["status"] == "done" and r["final_test_loss"] is not None]
-        positive = [v for v in done if v > 0]
+        positive = [v for v in (r["final_test_loss"] for r in sel if r["status"] == "done") if v is not None and v > 0]
         if positive and max(positive) > 10 * min(positive):
             ax.set_yscale("log")
             ax.set_ylim(bottom=min(positive) / 3, top=max(positive) * 3)
@@ -235,16 +396,72 @@ def plot_bars(path, final: list, flows: list, poles: list) -> None:
             ax.set_ylim(bottom=0)
         ax.set_title(title, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
-    for ax in list(axes.flat)[len(panels):]:
-        ax.axis("off")
-    fig.legend(loc="upper center", ncol=len(flows), fontsize=8, title="flow (bar: median over seeds; dot: one seed; ×: non-finite)",
-               title_fontsize=8, bbox_to_anchor=(0.5, 1.0))
-    fig.tight_layout(rect=(0, 0, 1, 0.93 if rows > 1 else 0.86))
+    drawn = [f for f in flows if any(r["flow"] == f and r["status"] == "done" for r in final)]
+    _legend(fig, drawn, rows, "flow (marker: IQM over seeds, bar: 95% bootstrap interval; grey dot: one seed; ×: non-finite)")
+    save_figure(fig, path)
+
+
+def plot_pairs(path, pairs: list, flows: list, poles: list) -> None:
+    """Per panel: the seed-paired log-ratio log(loss flow / loss none) per pole count and flow, its mean over seeds
+    with the 95% interval; below 0 the flow ends lower than none."""
+    panels = _panels(pairs)
+    if not panels:
+        return
+    fig, axes, rows = _grid(len(panels))
+    others = [f for f in flows if f != "none"]
+    width = 0.8 / max(1, len(others))
+    for ax, (part, setting, obs, title) in zip(axes.flat, panels):
+        sel = {(r["poles"], r["flow"]): r for r in pairs if (r["part"], r["setting"], r["obs"]) == (part, setting, obs)}
+        for j, flow in enumerate(others):
+            for i, n in enumerate(poles):
+                r = sel.get((n, flow))
+                if not r or r["log_ratio"] is None:
+                    continue
+                x = i + (j - (len(others) - 1) / 2) * width
+                ax.errorbar([x], [r["log_ratio"]], yerr=[[r["log_ratio"] - r["log_ratio_low"]], [r["log_ratio_high"] - r["log_ratio"]]],
+                            fmt="o", ms=4.5, color=flow_color(flow), elinewidth=1.6, capsize=2.5)
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        ax.set_xticks(range(len(poles)), [f"{n} pole{'s' if n > 1 else ''}" for n in poles])
+        ax.set_ylabel("log(loss flow / loss none), same seed")
+        ax.set_title(title, fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    drawn = [f for f in others if any(r["flow"] == f and r["log_ratio"] is not None for r in pairs)]
+    _legend(fig, drawn, rows, "flow (mean over seeds of the paired log-ratio, 95% bootstrap interval; < 0: lower than none)")
+    save_figure(fig, path)
+
+
+def plot_profiles(path, profiles: list, flows: list) -> None:
+    """Per panel: performance profiles over the pole counts, the fraction of runs whose final test loss is below τ,
+    with 95% bands (rliable's plot_utils)."""
+    panels = _panels(profiles)
+    if not panels:
+        return
+    fig, axes, rows = _grid(len(panels), height=3.2)
+    from rliable import plot_utils
+
+    for ax, (part, setting, obs, title) in zip(axes.flat, panels):
+        sel = [r for r in profiles if (r["part"], r["setting"], r["obs"]) == (part, setting, obs)]
+        present = [f for f in flows if any(r["flow"] == f for r in sel)]
+        curves, bands = {}, {}
+        for flow in present:
+            rows_f = [r for r in sel if r["flow"] == flow]
+            curves[flow] = np.array([r["fraction"] for r in rows_f])
+            bands[flow] = np.array([[r["low"] for r in rows_f], [r["high"] for r in rows_f]])
+        taus = np.array([r["tau"] for r in sel if r["flow"] == present[0]])
+        plot_utils.plot_performance_profiles(curves, taus, bands, ax=ax, colors={f: flow_color(f) for f in present},
+                                             xlabel="final test loss τ", ylabel="fraction of runs below τ",
+                                             labelsize="small", ticklabelsize="small", linewidth=1.4)
+        ax.set_xscale("log")
+        n_seeds = sel[0]["seeds"]
+        ax.set_title(f"{title} (poles {sel[0]['poles']}, {n_seeds} seeds each)", fontsize=9)
+    drawn = [f for f in flows if any(r["flow"] == f for r in profiles)]
+    _legend(fig, drawn, rows, "flow (runs of every pole count pooled; band: 95% bootstrap interval)", marker=None)
     save_figure(fig, path)
 
 
 def plot_curves(path, curves: list, flows: list, poles: list, observations: list) -> None:
-    """Test loss against epoch, main part: a panel per observation and pole count, median over seeds and min–max band."""
+    """Test loss against epoch, main part: a panel per observation and pole count, median over seeds and
+    interquartile band."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -267,7 +484,7 @@ def plot_curves(path, curves: list, flows: list, poles: list, observations: list
                     continue
                 y = np.asarray([[v[e] for e in epochs] for v in by_seed.values()], dtype=float)
                 ax.plot(epochs, np.median(y, 0), color=flow_color(flow), label=flow, linewidth=1.2)
-                ax.fill_between(epochs, y.min(0), y.max(0), color=flow_color(flow), alpha=0.12)
+                ax.fill_between(epochs, np.percentile(y, 25, 0), np.percentile(y, 75, 0), color=flow_color(flow), alpha=0.12)
             ax.set_yscale("log")
             ax.set_title(f"{n} pole{'s' if n > 1 else ''}, {obs} observation", fontsize=9)
             ax.grid(alpha=0.3)
@@ -275,25 +492,43 @@ def plot_curves(path, curves: list, flows: list, poles: list, observations: list
                 ax.set_ylabel("test loss, 1 − mean cos θ")
             if a == len(observations) - 1:
                 ax.set_xlabel("epoch (32 updates)")
-    axes[0, 0].legend(fontsize=7, title="flow (median, min–max over seeds)", title_fontsize=7)
+    axes[0, 0].legend(fontsize=7, title="flow (median, interquartile band over seeds)", title_fontsize=7)
+    fig.suptitle("main part: the published setting", fontsize=10)
     fig.tight_layout()
     save_figure(fig, path)
 
 
-FILES = ["final.csv", "table.csv", "pairs.csv", "curves.csv", "cartpole-study.png", "cartpole-study-curves.png"]
+TABLE_FILES = {"final.csv": "final", "table.csv": "table", "pairs.csv": "pairs", "improvement.csv": "improvement",
+               "profiles.csv": "profiles", "curves.csv": "curves"}
+FILES = [*TABLE_FILES, "summary.md", "cartpole-study.png", "cartpole-study-pairs.png", "cartpole-study-profiles.png",
+         "cartpole-study-curves.png"]
 
 
 def main(argv=None) -> None:
     args = parse(argv)
     started = time.perf_counter()
     all_runs = runs(args)
+    earlier = read_settings(args.out)
+    adopted = adopt_runs(args.out, all_runs) if earlier is None or earlier.get("script") == SCRIPT else {}
+    if adopted:
+        print(f"reusing {len(adopted)} finished runs of this folder's earlier layout under the names used now "
+              f"(e.g. {next(iter(adopted))} -> {next(iter(adopted.values()))}; the list: renamed.json)", flush=True)
     out, records, report = sweep_runs(args, SCRIPT, all_runs, "cartpole study")
-    final, table, pairs, curves = tables(all_runs, records)
-    write_tables(out, {"final.csv": final, "table.csv": table, "pairs.csv": pairs, "curves.csv": curves})
-    plot_bars(out / "cartpole-study.png", final, list(args.flows), list(args.poles))
-    plot_curves(out / "cartpole-study-curves.png", curves, list(args.flows), list(args.poles), list(args.observations))
-    finish_sweep_figure(out, SCRIPT, args, started=started, runs=all_runs, records=records, report=report, files=FILES,
-                        task="cartpole, preset literature (published dynamics, initial states and loss)")
+    data = tables(all_runs, records, args)
+    write_tables(out, {name: data[key] for name, key in TABLE_FILES.items()})
+    from gradstop._io import atomic_write
+
+    atomic_write(out / "summary.md", (summary_text(data, args, len(records), len(all_runs)) + "\n").encode())
+    flows, poles = list(args.flows), list(args.poles)
+    plot_cells(out / "cartpole-study.png", data["final"], data["table"], flows, poles)
+    plot_pairs(out / "cartpole-study-pairs.png", data["pairs"], flows, poles)
+    plot_profiles(out / "cartpole-study-profiles.png", data["profiles"], flows)
+    plot_curves(out / "cartpole-study-curves.png", data["curves"], flows, poles, list(args.observations))
+    files = [f for f in FILES if (out / f).exists()]
+    finish_sweep_figure(out, SCRIPT, args, started=started, runs=all_runs, records=records, report=report, files=files,
+                        variant_seeds=list(range(args.variant_seeds)),
+                        task="cartpole, preset literature (published dynamics, initial states and loss), output layer "
+                             "zeroed as the published runs execute")
 
 
 if __name__ == "__main__":

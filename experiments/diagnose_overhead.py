@@ -23,11 +23,11 @@ import jax
 import numpy as np
 
 import gradstop as gs
-from gradstop.benchmark import problem
-from gradstop.diagnose import diagnose, parse_flows
+from gradstop.bench.problem import problem
+from gradstop.health.diagnose import diagnose, parse_flows
 from gradstop.gradients import components_of
 from gradstop.jax.diagnose import traced_sweep
-from gradstop.results import check_absent, run_folder, write_csv
+from gradstop.study.results import check_absent, run_folder, write_csv
 
 
 def main(argv=None) -> None:

@@ -29,8 +29,8 @@ import time
 import numpy as np
 
 import gradstop as gs
-from gradstop.results import check_absent, run_folder, unique_path, write_csv
-from gradstop.benchmark import problem
+from gradstop.study.results import check_absent, run_folder, unique_path, write_csv
+from gradstop.bench.problem import problem
 
 FLOWS = ["none", "input", "combined", "none+input"]
 

@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 import tyro
 
-from gradstop.figures import claim_folder, run_script, write_settings
-from gradstop.results import save_figure, write_csv
+from gradstop.study.figures import claim_folder, run_script, write_settings
+from gradstop.study.results import save_figure, write_csv
 from gradstop.trainers.files import atomic_write_json
 
 SCRIPT = "model_free"
@@ -155,7 +155,7 @@ def run_brax(args: Args, method: str, seed: int) -> list[dict]:
 # -- gradstop ---------------------------------------------------------------------------------------
 def gradstop_runs(args: Args):
     from experiments import training_curves as tc
-    from gradstop.sweep import Run
+    from gradstop.study.sweep import Run
 
     task = ("brax:" + args.env, {"pipeline": args.pipeline}, args.episode_length, None, 1e-3)
     runs = []
@@ -217,7 +217,7 @@ FILES = ["curves.csv", "final.csv", "model-free.png"]
 def main(argv=None) -> None:
     args = parse(argv)
     check_jax()
-    from gradstop.sweep import read_runs, run_sweep
+    from gradstop.study.sweep import read_runs, run_sweep
 
     started = time.perf_counter()
     out = claim_folder(args.out, SCRIPT, force=args.force, resumable=True)

@@ -33,9 +33,9 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import gradstop as gs  # noqa: E402
-from gradstop.precision import default_horizons  # noqa: E402
-from gradstop.figures import claim_folder, run_script, write_settings  # noqa: E402
-from gradstop.results import flow_color, run_folder, unique_path, write_csv  # noqa: E402
+from gradstop.health.precision import default_horizons  # noqa: E402
+from gradstop.study.figures import claim_folder, run_script, write_settings  # noqa: E402
+from gradstop.study.results import flow_color, run_folder, unique_path, write_csv  # noqa: E402
 if __package__ in (None, ""):  # run as a file (python experiments/<name>.py): the repository root holds `experiments`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from experiments.study import SIMS  # noqa: E402

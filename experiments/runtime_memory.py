@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import os
 import subprocess
 import sys
 import tempfile
@@ -33,9 +34,9 @@ from pathlib import Path
 import numpy as np
 import tyro
 
-from gradstop.figures import claim_folder, read_settings, run_script, write_settings
-from gradstop.report import load_cases, ratio_tables
-from gradstop.results import run_folder, save_figure, write_csv
+from gradstop.study.figures import claim_folder, read_settings, run_script, write_settings
+from gradstop.bench.report import load_cases, ratio_tables
+from gradstop.study.results import run_folder, save_figure, write_csv
 
 SCRIPT = "runtime_memory"
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,7 +71,10 @@ def run_benchmarks(path: Path, quick: bool) -> float:
     else:
         cmd += ["--flows", ",".join(FLOWS)]
     tick = time.perf_counter()
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    # a fresh pytest session: started from a pytest-xdist worker it would inherit the worker's variables and, taking
+    # itself for a worker, write no JSON
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"the benchmark suite failed ({' '.join(cmd)}):\n{done.stdout[-3000:]}\n{done.stderr[-2000:]}")
     return time.perf_counter() - tick

@@ -30,9 +30,9 @@ import time
 import numpy as np
 
 import gradstop as gs
-from gradstop.benchmark import problem
-from gradstop.cli import versions
-from gradstop.results import check_absent, run_folder, unique_path, write_csv, write_json
+from gradstop.bench.problem import problem
+from gradstop._io import versions
+from gradstop.study.results import check_absent, run_folder, unique_path, write_csv, write_json
 
 if __package__ in (None, ""):  # run as a file: python experiments/torch_speed.py
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))

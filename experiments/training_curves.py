@@ -39,9 +39,9 @@ import time
 import numpy as np
 import tyro
 
-from gradstop.figures import SweepOptions, finish_sweep_figure, run_script, sweep_runs, write_tables
-from gradstop.results import flow_color, save_figure
-from gradstop.sweep import Run
+from gradstop.study.figures import SweepOptions, finish_sweep_figure, run_script, sweep_runs, write_tables
+from gradstop.study.results import flow_color, save_figure
+from gradstop.study.sweep import Run
 from gradstop.trainers.config import ALGO_DEFAULTS, TrainConfig
 
 SCRIPT = "training_curves"

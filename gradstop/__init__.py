@@ -14,15 +14,19 @@ alone is enough.
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.util
+import sys
+import warnings
 
 from gradstop.flows import Flow, parse_flow
-from gradstop._checks import framework_of
+from gradstop._policy import copy_weights, get_weights
 from gradstop.rollout import IMPLS, Rollout, rollout
 from gradstop.training import History, bptt
 from gradstop.gradients import FlowGradients, gradients
-from gradstop.diagnose import Diagnosis, NonFinite, diagnose
-from gradstop.check import GradientCheck, check_gradients
-from gradstop.precision import Precision, precision
+from gradstop.health.diagnose import Diagnosis, NonFinite, diagnose
+from gradstop.health.check import GradientCheck, check_gradients
+from gradstop.health.precision import Precision, precision
 
 __all__ = ["Flow", "parse_flow", "Rollout", "rollout", "IMPLS", "gradients", "FlowGradients", "bptt", "History", "diagnose", "Diagnosis", "NonFinite", "check_gradients", "GradientCheck", "precision", "Precision", "copy_weights", "get_weights", "jax", "torch"]
 __version__ = "0.1.0"
@@ -31,24 +35,37 @@ __version__ = "0.1.0"
 def __getattr__(name):
     if name in ("jax", "torch"):
         return importlib.import_module(f"gradstop.{name}")
+    if f"gradstop.{name}" in _MOVED:  # gs.results, gs.sweep, ...: the moved module, with the finder's warning
+        return importlib.import_module(f"gradstop.{name}")
     raise AttributeError(f"module 'gradstop' has no attribute {name!r}")
 
 
-def get_weights(policy):
-    """A policy's weights as a list of NumPy arrays, whichever framework it lives in."""
-    return _backend_of(policy).get_weights(policy)
+# Modules that moved into packages: the old import paths keep working for one release, with a warning.
+# (gradstop.diagnose and gradstop.precision are the functions; their modules are gradstop.health.diagnose, .precision.)
+_MOVED = {"gradstop.check": "gradstop.health.check",
+          "gradstop.sweep": "gradstop.study.sweep", "gradstop.figures": "gradstop.study.figures",
+          "gradstop.results": "gradstop.study.results", "gradstop.benchmark": "gradstop.bench.problem",
+          "gradstop.report": "gradstop.bench.report", "gradstop.health_cli": "gradstop.cli.health",
+          "gradstop.sweep_cli": "gradstop.cli.sweep"}
 
 
-def copy_weights(src, dst):
-    """Copy ``src``'s weights into ``dst`` (either framework to either); returns the updated ``dst``.
+class _MovedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports an old module path as its new module (the same object), warning once where it is imported."""
 
-    A JAX policy is immutable, so the result must be used: ``dst = gs.copy_weights(src, dst)``.
-    """
-    return _backend_of(dst).set_weights(dst, get_weights(src))
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname in _MOVED:
+            return importlib.util.spec_from_loader(fullname, self)
+        return None
+
+    def create_module(self, spec):
+        new = _MOVED[spec.name]
+        warnings.warn(f"{spec.name} moved to {new}; import it from there (the old path goes in the next release)",
+                      DeprecationWarning, stacklevel=3)
+        return importlib.import_module(new)
+
+    def exec_module(self, module):
+        pass
 
 
-def _backend_of(policy):
-    found = framework_of(policy)
-    if found is None:
-        raise TypeError(f"cannot tell the framework of a {type(policy).__name__}: pass a gs.jax.mlp or gs.torch.mlp policy")
-    return importlib.import_module(f"gradstop.{found}")
+if not any(isinstance(f, _MovedFinder) for f in sys.meta_path):
+    sys.meta_path.append(_MovedFinder())

@@ -121,7 +121,7 @@ PROTOCOL_ATTRIBUTES = ("backend", "obs_dim", "action_dim")
 
 
 def check_protocol(sim, needs_reset: bool = True) -> None:
-    """The simulator protocol (DESIGN §3): name the first method or attribute a user's simulator lacks
+    """The simulator protocol (docs/simulators.md): name the first method or attribute a user's simulator lacks
     (``reset`` only if ``needs_reset``: a caller that passes its own x0 never draws initial states)."""
     for name in PROTOCOL_ATTRIBUTES + PROTOCOL_METHODS:
         if name == "reset" and not needs_reset:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
+
+from gradstop._checks import framework_of
 
 ACTIVATIONS = ("tanh", "relu", "elu")
 # Initial weight rules: PyTorch's nn.Linear default (W and b uniform ±1/√fan_in), and Keras' Dense default
@@ -62,3 +66,23 @@ def initial_policy_weights(config, sim) -> list[np.ndarray]:
     if config.policy == "gaussian":
         weights.append(np.full(sim.action_dim, np.log(config.init_std)))
     return weights
+
+
+def get_weights(policy):
+    """A policy's weights as a list of NumPy arrays, whichever framework it lives in."""
+    return _backend_of(policy).get_weights(policy)
+
+
+def copy_weights(src, dst):
+    """Copy ``src``'s weights into ``dst`` (either framework to either); returns the updated ``dst``.
+
+    A JAX policy is immutable, so the result must be used: ``dst = gs.copy_weights(src, dst)``.
+    """
+    return _backend_of(dst).set_weights(dst, get_weights(src))
+
+
+def _backend_of(policy):
+    found = framework_of(policy)
+    if found is None:
+        raise TypeError(f"cannot tell the framework of a {type(policy).__name__}: pass a gs.jax.mlp or gs.torch.mlp policy")
+    return importlib.import_module(f"gradstop.{found}")

@@ -37,7 +37,7 @@ def bptt(policy, sim, *, stop: FlowLike = "none", horizon: int, iters: int, lr: 
 
     Args:
       policy: a policy of the sim's framework (``gs.jax.mlp`` / ``gs.torch.mlp``).
-      sim: a simulator from ``sims.make``.
+      sim: a simulator: ``sims.make(...)``, or any object with the protocol (docs/simulators.md).
       stop: the gradient flow (see ``gradstop.flows``).
       horizon: rollout length H.
       iters: number of updates.
@@ -58,7 +58,7 @@ def bptt(policy, sim, *, stop: FlowLike = "none", horizon: int, iters: int, lr: 
 
         policy, hist = gs.bptt(policy, sim, stop="input", horizon=100, iters=200, lr=3e-3)
     """
-    from gradstop import get_weights
+    from gradstop._policy import get_weights
     from gradstop.trainers import TrainConfig, train
 
     check_framework(policy, sim)
@@ -67,7 +67,7 @@ def bptt(policy, sim, *, stop: FlowLike = "none", horizon: int, iters: int, lr: 
     if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
         raise ValueError(f"iters must be an integer ≥ 1, got {iters!r}")
     dtype = str(get_weights(policy)[0].dtype)
-    config = TrainConfig(dtype=dtype if dtype in ("float32", "float64") else "float32", sim=sim.name, backend=sim.backend, flow=parse_flow(stop).name, impl=impl, horizon=horizon,
+    config = TrainConfig(dtype=dtype if dtype in ("float32", "float64") else "float32", sim=getattr(sim, "name", type(sim).__name__), backend=sim.backend, flow=parse_flow(stop).name, impl=impl, horizon=horizon,
                          data="fresh", batch=batch, updates_per_epoch=1, epochs=iters, eval_every=iters, lr=lr,
                          clip_norm=clip_norm, seed=key, test_size=1, **options)
     result = train(config, policy=policy, sim=sim, progress=progress)

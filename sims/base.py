@@ -4,13 +4,15 @@ A simulator is small and pure::
 
     sim.step(x, a) -> x'          x: (B, state_dim), a: (B, action_dim)
     sim.obs(x) -> o               o: (B, obs_dim)
-    sim.cost(x_next, a) -> c      c: (B,), the running cost of one step
+    sim.cost(x_next, a) -> c      c: (B,), the running cost of one step, read at x_{t+1}
     sim.terminal_cost(x_H) -> c   c: (B,), zero unless the task defines one
-    sim.reset(key, batch) -> x0   initial states, uniform in [init_low, init_high]
+    sim.reset(key, batch) -> x0   initial states, uniform in init_bounds()
     sim.success(x_H) -> s         s: (B,) in [0, 1], the task's success measure (None: no measure)
 
 Physics is written once against ``self.xp`` (``jax.numpy`` or ``torch``), so the JAX and torch
 twins of a model are one class with ``backend`` set, and hold identical physics by construction.
+The whole protocol, the rules for ``xp`` and a complete example of your own simulator:
+docs/simulators.md.
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ from sims import _ops
 class Sim:
     """Base class of the flat-state simulators (point mass, cartpole, neural).
 
-    Subclasses set ``name``, implement ``state_dim``/``obs_dim``/``action_dim``, ``step``, ``obs``,
-    ``cost``, ``init_bounds`` and optionally ``terminal_cost``. Instances are immutable and hash
-    by identity, so JAX can close over them in jitted code.
+    Subclasses (``@dataclasses.dataclass(frozen=True, eq=False)``, their parameters as fields) set ``name``,
+    give ``state_dim``/``action_dim`` (and ``obs_dim`` if it differs from ``state_dim``), and implement
+    ``step``, ``cost``, ``init_bounds`` and optionally ``obs``, ``terminal_cost`` and ``success``
+    (docs/simulators.md). Instances are immutable and hash by identity, so JAX can close over them in
+    jitted code.
     """
 
     backend: str = "jax"
@@ -55,7 +59,7 @@ class Sim:
     # -- the protocol ---------------------------------------------------------------------------
     @property
     def state_dim(self) -> int:
-        raise NotImplementedError
+        raise self._missing("state_dim", "the length of a state vector (a class attribute or property)")
 
     @property
     def obs_dim(self) -> int:
@@ -63,16 +67,16 @@ class Sim:
 
     @property
     def action_dim(self) -> int:
-        raise NotImplementedError
+        raise self._missing("action_dim", "the length of an action vector (a class attribute or property)")
 
     def step(self, x, a):
-        raise NotImplementedError
+        raise self._missing("step(x, a)", "the next state, (B, state_dim)")
 
     def obs(self, x):
         return x
 
     def cost(self, x_next, a):
-        raise NotImplementedError
+        raise self._missing("cost(x_next, a)", "the running cost of a step, (B,), read at the state after it")
 
     def terminal_cost(self, x):
         return x[..., 0] * 0.0
@@ -83,7 +87,12 @@ class Sim:
 
     def init_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-dimension bounds (low, high) of the uniform initial-state distribution."""
-        raise NotImplementedError
+        raise self._missing("init_bounds()", "(low, high) NumPy arrays of length state_dim; reset() and the "
+                            "trainers draw initial states uniformly between them")
+
+    def _missing(self, what: str, returns: str) -> NotImplementedError:
+        return NotImplementedError(f"{type(self).__name__} does not implement {what}: define it in the class, "
+                                   f"returning {returns} (docs/simulators.md lists the protocol)")
 
     def reset(self, key=None, batch: int = 1, dtype=None):
         """Sample ``batch`` initial states uniformly in ``init_bounds()``.

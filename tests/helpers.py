@@ -149,3 +149,42 @@ class Faulty(__import__("sims.base", fromlist=["Sim"]).Sim):
         import torch
 
         return torch.as_tensor(x, dtype=dtype or torch.float64)
+
+
+@__import__("dataclasses").dataclass(frozen=True, eq=False)
+class Pendulum(__import__("sims.base", fromlist=["Sim"]).Sim):
+    """A torque-driven pendulum to swing up: state (θ, θ̇), θ = 0 upright; it starts hanging (θ ≈ π).
+
+    The example of docs/simulators.md (kept identical): a user's own simulator, built by
+    ``sims.make("tests.helpers:Pendulum", backend=...)`` in JAX, torch or NumPy.
+    """
+
+    gravity: float = 9.81
+    length: float = 1.0
+    max_torque: float = 5.0   # torque = max_torque · tanh(a), unit mass
+    effort: float = 0.01
+    dt: float = 0.05
+
+    name = "pendulum"
+    state_dim, obs_dim, action_dim = 2, 3, 1
+
+    def step(self, x, a):
+        xp = self.xp
+        theta, omega = x[..., 0], x[..., 1]
+        torque = self.max_torque * xp.tanh(a[..., 0])
+        omega = omega + self.dt * (self.gravity / self.length * xp.sin(theta) + torque / self.length**2)
+        return xp.stack([theta + self.dt * omega, omega], -1)   # semi-implicit Euler
+
+    def obs(self, x):
+        xp = self.xp
+        return xp.stack([xp.cos(x[..., 0]), xp.sin(x[..., 0]), x[..., 1]], -1)
+
+    def cost(self, x_next, a):   # read at the state after the step
+        return 1.0 - self.xp.cos(x_next[..., 0]) + self.effort * a[..., 0] ** 2
+
+    def success(self, x):        # upright within about 25°
+        xp = self.xp
+        return xp.where(xp.cos(x[..., 0]) > 0.9, xp.ones_like(x[..., 0]), xp.zeros_like(x[..., 0]))
+
+    def init_bounds(self):
+        return np.array([np.pi - 0.3, -0.5]), np.array([np.pi + 0.3, 0.5])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import subprocess
 from pathlib import Path
@@ -49,29 +50,79 @@ def test_gradient_norms_quick(tmp_path):
 
 def test_cartpole_study_quick_writes_its_tables_and_resumes(tmp_path):
     from experiments import cartpole_study
+    from gradstop.study import stats
 
     out = tmp_path / "c"
     cartpole_study.main(["--quick", "--out", str(out)])
-    assert {"final.csv", "table.csv", "pairs.csv", "curves.csv", "cartpole-study.png", "cartpole-study-curves.png",
+    assert {"final.csv", "table.csv", "pairs.csv", "improvement.csv", "profiles.csv", "curves.csv", "summary.md",
+            "cartpole-study.png", "cartpole-study-pairs.png", "cartpole-study-profiles.png", "cartpole-study-curves.png",
             "settings.json", "sweep.json", "runs", "summary.csv"} <= {p.name for p in out.iterdir()}
     final = read(out / "final.csv")
     assert set(final[0]) == {"part", "setting", "obs", "poles", "flow", "seed", "status", "final_test_loss", "best_test_loss",
                              "final_test_success", "train_seconds"}
-    assert len(final) == 12 and {r["setting"] for r in final} == {"none", "value", "norm"}  # main + both clippings
+    assert len(final) == 12 and {r["setting"] for r in final} == {"published", "value", "norm"}  # main + both clippings
     assert all(r["status"] == "done" and 0 <= float(r["final_test_loss"]) <= 2 for r in final)
     table = read(out / "table.csv")
-    assert len(table) == 6 and all(r["done"] == "2" and float(r["min"]) <= float(r["mean"]) <= float(r["max"]) for r in table)
-    assert {r["flow"] for r in read(out / "pairs.csv")} == {"combined"}
+    assert len(table) == 6 and all(r["done"] == "2" for r in table)
+    assert all(float(r["min"]) <= float(r["iqm_low"]) <= float(r["iqm"]) <= float(r["iqm_high"]) <= float(r["max"]) for r in table)
+    # the written tables are the stats module's numbers for final.csv's losses
+    args = cartpole_study.parse(["--quick"])
+    losses = {}
+    for r in final:
+        losses.setdefault((r["part"], r["setting"], r["flow"]), {})[int(r["seed"])] = float(r["final_test_loss"])
+    for row in table:
+        cell = cartpole_study._label(row["part"], row["setting"], "raw", 1, row["flow"])
+        est = stats.summarize(losses[(row["part"], row["setting"], row["flow"])], cell=cell, reps=args.bootstrap_reps)
+        assert [float(row[k]) for k in ("iqm", "iqm_low", "iqm_high", "median")] == \
+            pytest.approx([est["iqm"].value, est["iqm"].low, est["iqm"].high, est["median"].value], rel=1e-12)
+    pairs = read(out / "pairs.csv")
+    assert {r["flow"] for r in pairs} == {"combined"} and len(pairs) == 3
+    for row in pairs:
+        ours, base = losses[(row["part"], row["setting"], "combined")], losses[(row["part"], row["setting"], "none")]
+        ratio = stats.paired_log_ratio(ours, base, cell=cartpole_study._label(row["part"], row["setting"], "raw", 1, "combined"),
+                                       reps=args.bootstrap_reps, floor=cartpole_study.LOSS_FLOOR)
+        assert [float(row[k]) for k in ("log_ratio", "log_ratio_low", "log_ratio_high")] == \
+            pytest.approx([ratio.value, ratio.low, ratio.high], rel=1e-12)
+        assert row["verdict"] == stats.verdict(ratio) and row["seeds"] == "2"
+    assert len(read(out / "improvement.csv")) == 3
+    summary = (out / "summary.md").read_text()
+    assert summary.count("over 2 paired seeds") == 3
     curves = read(out / "curves.csv")
     assert len(curves) == 12 * 3 and {r["epoch"] for r in curves} == {"0", "1", "2"}  # untrained + every epoch
-    cfg = json.loads((out / "runs" / "part=main,setting=none,obs=raw,poles=1,flow=none,seed=0" / "config.json").read_text())
+    cfg = json.loads((out / "runs" / "part=main,obs=raw,poles=1,flow=none,seed=0" / "config.json").read_text())
     assert (cfg["preset"], cfg["sim_params"], cfg["shuffle"], cfg["weight_init"], cfg["adam_eps"], cfg["zero_last"]) == \
-        ("literature", {"poles": 1, "observation": "raw"}, False, "glorot", 1e-7, False)
+        ("literature", {"poles": 1, "observation": "raw"}, False, "glorot", 1e-7, True)  # the published run zeroes it
     settings = json.loads((out / "settings.json").read_text())
     assert settings["complete"] and settings["finished"] == settings["runs"] == 12 and settings["seeds"] == [0, 1]
     before = (out / "final.csv").read_text()
     cartpole_study.main(["--quick", "--out", str(out)])  # every run finished: nothing retrains, the tables are the same
     assert (out / "final.csv").read_text() == before
+    with pytest.raises(ValueError, match="part 'zero-last' is retired: the published code zeroes the output layer"):
+        cartpole_study.parse(["--parts", "zero-last"])
+
+
+def test_cartpole_study_reuses_the_runs_of_its_earlier_layout(tmp_path, capsys):
+    """A folder of the earlier layout: its zero-last run is a main-part run now, renamed and not retrained; a run
+    whose config the study no longer has keeps its name."""
+    from experiments import cartpole_study
+    from gradstop.study.sweep import Run, run_sweep
+
+    args = cartpole_study.parse(["--quick", "--parts", "main"])
+    out = tmp_path / "c"
+    old_name = "part=zero-last,setting=zero-last,obs=raw,poles=1,flow=none,seed=0"
+    kept = "part=clipping,setting=value,obs=raw,poles=1,flow=none,seed=0"  # glorot output layer and clipping: no match
+    run_sweep([Run(old_name, cartpole_study.config(args, 1, "none", 0)),
+               Run(kept, cartpole_study.config(args, 1, "none", 0, zero_last=False, clip_value=1.0))], out, progress=False)
+    trained = json.loads((out / "runs" / old_name / "summary.json").read_text())
+    cartpole_study.main(["--quick", "--parts", "main", "--out", str(out)])
+    assert "reusing 1 finished runs" in capsys.readouterr().out
+    new = out / "runs" / "part=main,obs=raw,poles=1,flow=none,seed=0"
+    assert not (out / "runs" / old_name).exists() and (out / "runs" / kept).exists()
+    assert json.loads((new / "summary.json").read_text()) == trained  # the same run, not retrained
+    assert json.loads((out / "renamed.json").read_text()) == {old_name: new.name}
+    manifest = json.loads((out / "sweep.json").read_text())["runs"]
+    assert old_name not in manifest and new.name in manifest and kept in manifest
+    assert [r for r in read(out / "summary.csv") if r["name"] == new.name][0]["status"] == "done"
 
 
 def test_training_curves_quick_writes_curves_for_both_algorithms(tmp_path):
@@ -175,7 +226,7 @@ def test_gradstop_figures_feeds_model_free_the_training_curves_flows(tmp_path):
     """The gallery's model-free figure takes its flows from the gallery's training curves; the record names the flows,
     not the table's path, so a fresh clone finds the committed figure current."""
     from experiments import FIGURES, model_free
-    from gradstop.figures import args_record
+    from gradstop.study.figures import args_record
 
     fig = FIGURES["model-free"]
     assert fig.inputs(tmp_path) == []  # no training curves yet: the script's default flows
@@ -192,10 +243,24 @@ def test_gradstop_figures_feeds_model_free_the_training_curves_flows(tmp_path):
 
 def test_the_committed_gallery_is_current():
     """docs/gallery holds every figure at its full setting, with every file its settings.json lists, so that
-    `gradstop figures --out docs/gallery` in a fresh clone redraws nothing."""
+    `gradstop figures --out docs/gallery` in a fresh clone redraws nothing. A sweep-backed figure drawn at its
+    current settings from part of its runs (settings.json: complete false) is not current, but not stale either:
+    it is reported as a skip naming it, until its sweep has finished."""
     from experiments import FIGURES
-    from gradstop.figures import figure_argv
+    from gradstop.study.figures import args_record, figure_argv, read_settings
 
     root = Path(__file__).resolve().parents[1] / "docs" / "gallery"
-    stale = [name for name, fig in FIGURES.items() if not figure_argv(fig, root, name)[1]]
+    stale, partial = [], []
+    for name, fig in FIGURES.items():
+        argv, current = figure_argv(fig, root, name)
+        if current:
+            continue
+        s = read_settings(root / name) or {}
+        args = importlib.import_module(f"experiments.{fig.module}").parse(argv)
+        if fig.sweep and s.get("script") == fig.module and s.get("args") == args_record(args) and not s.get("complete"):
+            partial.append(f"{name} ({s.get('finished')} of {s.get('runs')} runs)")
+        else:
+            stale.append(name)
     assert not stale, f"figures in docs/gallery not current (a file missing, or settings changed): {stale}"
+    if partial:
+        pytest.skip(f"sweep-backed figures in docs/gallery drawn from part of their runs, to be finished: {partial}")

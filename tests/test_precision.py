@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import gradstop as gs
-from gradstop.diagnose import parse_flows
+from gradstop.health.diagnose import parse_flows
 from gradstop.jax.precision import gradients_by_horizon
-from gradstop.precision import Precision, default_horizons
+from gradstop.health.precision import Precision, default_horizons
 from helpers import flat, load
 
 

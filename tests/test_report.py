@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gradstop.report import load_cases, ratio_tables, write_report
+from gradstop.bench.report import load_cases, ratio_tables, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 

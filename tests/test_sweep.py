@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from gradstop import cli
-from gradstop.sweep import Run, connect_ray, grid, load_spec, run_status, run_sweep
+from gradstop.study.sweep import Run, connect_ray, grid, load_spec, run_status, run_sweep
 from gradstop.trainers import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -192,11 +192,21 @@ def test_a_ray_address_that_does_not_answer_is_refused_within_seconds(tmp_path, 
         connect_ray("head-node:notaport")
 
 
-def test_a_tiny_grid_runs_on_a_local_ray_instance(tmp_path):
+def test_a_tiny_grid_runs_on_a_local_ray_instance(tmp_path, monkeypatch):
     pytest.importorskip("ray")
-    runs = tiny_runs()
+    from gradstop.study import sweep
+
+    results, record = {}, sweep._record
+    monkeypatch.setattr(sweep, "_record", lambda root, run, result: (results.__setitem__(run.name, result), record(root, run, result))[1])
+    runs = tiny_runs() + grid({**TINY, "backend": "torch"}, {"seed": [0]}, names={"seed": "torch_seed"})
     report = run_sweep(runs, tmp_path / "s", ray="local", cpus=2, progress=False)
-    assert report.counts()["done"] == 4
+    assert report.counts()["done"] == 5
+    # runs side by side get one intra-op thread each: XLA's flags in the worker's environment before JAX loads, torch's set
+    assert all("--xla_cpu_multi_thread_eigen=false" in r["threads"]["xla_flags"] for r in results.values()), results
+    assert results["torch_seed=0"]["threads"]["torch"] == 1
+    assert sweep.one_thread_env()["OMP_NUM_THREADS"] == "1"
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")  # the user's own flags are kept
+    assert sweep.one_thread_env()["XLA_FLAGS"].startswith("--xla_dump_to=/tmp/x --xla_cpu_multi_thread_eigen=false")
     import ray
 
     assert not ray.is_initialized()  # the sweep shut down the instance it started

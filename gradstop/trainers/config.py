@@ -21,6 +21,7 @@ from typing import Any
 from gradstop._checks import IMPLS, MEMORY_POLICIES, check_horizon
 from gradstop._policy import ACTIVATIONS, WEIGHT_INITS
 from gradstop.flows import parse_flow
+from sims import BUILTINS
 
 __all__ = ["TrainConfig", "ALGOS", "ALGO_DEFAULTS", "OPTIMIZERS", "SCHEDULES", "DATA_MODES", "NONFINITE", "DTYPES", "POLICIES", "RUN_ONLY"]
 
@@ -59,7 +60,9 @@ class TrainConfig:
 
     algo: str = _f("bptt", f"training algorithm: {' | '.join(ALGOS)}")
     # -- the task ---------------------------------------------------------------------------------
-    sim: str = _f("cartpole", "simulator name (sims.names())")
+    sim: str = _f("cartpole", f"simulator: a built-in ({', '.join(BUILTINS)}), brax:<env>, a name given to "
+                  "sims.register, or your own as package.module:Class, importable from the current directory "
+                  "(docs/simulators.md)")
     backend: str = _f("jax", "framework: jax or torch")
     preset: str | None = _f(None, "simulator preset (e.g. cartpole's 'literature')")
     sim_params: dict = _f({}, "simulator parameters, e.g. {'poles': 2} (CLI: --param poles=2, repeatable)")
@@ -98,8 +101,8 @@ class TrainConfig:
     adam_eps: float = _f(1e-8, "adam/adamw: ε added to √v (optax's and torch's default 1e-8; Keras uses 1e-7)")
     weight_decay: float = _f(0.01, "adamw: decoupled weight decay (multiplied by the learning rate)")
     momentum: float = _f(0.0, "sgd: momentum (0: plain SGD)")
-    clip_value: float | None = _f(None, "clip each gradient component to ±this (applied first; default off)")
-    clip_norm: float | None = _f(None, "clip the gradient's global L2 norm to this (default off)")
+    clip_value: float | None = _f(None, "clip each gradient component to ±this (applied before clip_norm)")
+    clip_norm: float | None = _f(None, "clip the gradient's global L2 norm to this")
     # -- SHAC (algo='shac'; Xu et al., ICLR 2022) ------------------------------------------------
     window: int = _f(32, "shac: the actor's short horizon h (batch = parallel environments; horizon = episode length)")
     gamma: float = _f(0.99, "shac: discount γ")
@@ -127,6 +130,9 @@ class TrainConfig:
         object.__setattr__(self, "hidden", tuple(self.hidden))
         object.__setattr__(self, "critic_hidden", tuple(self.critic_hidden))
         object.__setattr__(self, "sim_params", dict(self.sim_params))
+        if not isinstance(self.sim, str) or not self.sim:
+            raise ValueError(f"sim must be a simulator's name, got {self.sim!r}: a built-in (sims.names()), brax:<env>, a "
+                             "name given to sims.register, or 'package.module:Class'")
         _choice("algo", self.algo, ALGOS)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("schedule", self.schedule, SCHEDULES)

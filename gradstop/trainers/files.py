@@ -19,50 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from gradstop.results import jsonable
+from gradstop._io import atomic_write, atomic_write_json, empty_but_unfinished_writes, is_unfinished_write
 
 __all__ = ["atomic_write", "atomic_write_json", "MetricsLog"]
-
-
-def atomic_write(path: Path | str, data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically (temporary file, fsync, rename, fsync of the folder)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def is_unfinished_write(path: Path) -> bool:
-    """Whether ``path`` is the temporary file of an :func:`atomic_write` killed before its rename (never user data)."""
-    return path.is_file() and path.name.startswith(".") and ".tmp-" in path.name
-
-
-def empty_but_unfinished_writes(folder: Path) -> bool:
-    """Whether ``folder`` holds nothing but :func:`is_unfinished_write` files, which are then removed: what a process
-    killed between creating a results folder and renaming its first file into it leaves. False: it holds other
-    things, and nothing is removed."""
-    entries = list(folder.iterdir())
-    if not all(is_unfinished_write(p) for p in entries):
-        return False
-    for p in entries:
-        p.unlink()
-    return True
-
-
-def atomic_write_json(path: Path | str, data) -> None:
-    atomic_write(path, (json.dumps(data, indent=2, default=jsonable) + "\n").encode())
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _cell(value) -> str:

@@ -35,12 +35,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from gradstop._checks import check_protocol
 from gradstop.trainers.config import TrainConfig
 from gradstop.trainers.data import Data
 from gradstop.trainers.files import MetricsLog, atomic_write, atomic_write_json, empty_but_unfinished_writes
 
 __all__ = ["train", "RunResult", "NonFiniteError", "UPDATE_COLUMNS", "EVAL_COLUMNS", "make_sim", "program_for", "check_task",
-           "CHECKPOINT_FILES", "summarise"]
+           "CHECKPOINT_FILES", "summarise", "check_rebuilds"]
 
 METRICS = ["loss", "grad_norm", "grad_norm_clipped", "cos_input_none", "lr", "finite", "critic_loss"]  # per update, from a program
 UPDATE_COLUMNS = ["epoch", "update", *METRICS, "seconds", "steps_per_second"]
@@ -75,9 +76,43 @@ class RunResult(NamedTuple):
 
 
 def make_sim(config: TrainConfig):
+    """The config's simulator: ``sims.make(config.sim, ...)`` (a built-in or registered name, ``brax:<env>``,
+    or ``"package.module:Class"``)."""
     from sims import make
 
     return make(config.sim, backend=config.backend, preset=config.preset, **config.sim_params)
+
+
+def check_rebuilds(config: TrainConfig, sim) -> None:
+    """Refuse ``sim`` for a run with a results folder unless ``make_sim(config)`` builds the same simulator (a
+    resumed run rebuilds it from config.json): built by ``sims.make`` with the config's arguments, or of the
+    same class with the same ``describe()``."""
+    import sims
+
+    made = sims.origin(sim)
+    if made == {"name": config.sim, "backend": config.backend, "preset": config.preset, "params": config.sim_params}:
+        return
+    kind = type(sim).__name__
+    fix = (f"set TrainConfig(sim=...) to the name you gave sims.register, or to '{type(sim).__module__}:{kind}', with its "
+           "parameters in sim_params — or run in memory (out=None)")
+    try:
+        rebuilt = make_sim(config)
+    except (ValueError, TypeError, ImportError) as err:
+        raise ValueError(f"a run with a results folder rebuilds its simulator from the config when it resumes, but the "
+                         f"config's sim {config.sim!r} does not build: {err}; {fix}") from None
+    if type(rebuilt) is type(sim) and hasattr(sim, "describe"):
+        same = json.dumps(rebuilt.describe(), sort_keys=True, default=repr) == json.dumps(sim.describe(), sort_keys=True, default=repr)
+        if same:
+            return
+        raise ValueError(f"sim= is {sim!r}, but the config builds {rebuilt!r} (sim {config.sim!r}, preset {config.preset!r}, "
+                         f"sim_params {config.sim_params}), and a resumed run would rebuild that: put the simulator's "
+                         "parameters in the config's sim_params (and preset)")
+    if type(rebuilt) is type(sim):  # no describe() to compare
+        raise ValueError(f"sim= is a {kind} without describe(), so it cannot be compared with the one the config builds; "
+                         f"build it with sims.make({config.sim!r}, ...) and the config's backend, preset and sim_params, "
+                         "or pass no sim= (the run builds its own)")
+    raise ValueError(f"sim= is a {kind}, but the config's sim {config.sim!r} builds a {type(rebuilt).__name__}; a run with a "
+                     f"results folder rebuilds its simulator from the config when it resumes: {fix}")
 
 
 def check_task(sim, seed: int = 0) -> None:
@@ -132,7 +167,8 @@ def train(config: TrainConfig, out: Path | str | None = None, *, policy=None, si
       config: the run's settings.
       out: results folder; None runs in memory (no files, no checkpoints).
       policy: start from this policy instead of the config's freshly initialised MLP (in-memory runs).
-      sim: use this simulator instead of building the config's (in-memory runs).
+      sim: use this simulator instead of building the config's; with ``out`` only one the config rebuilds
+        (``sims.make(config.sim, ...)`` of a registered name or ``"module:Class"``), since a resumed run rebuilds it.
       progress: show a progress bar with the loss and environment steps per second.
       tensorboard: also log scalars to this TensorBoard folder (needs ``tensorboardX``).
 
@@ -141,10 +177,13 @@ def train(config: TrainConfig, out: Path | str | None = None, *, policy=None, si
         checkpoint stays in ``out``).
       ValueError: ``out`` holds another run or something else; a checkpoint does not fit.
     """
-    if out is not None and (policy is not None or sim is not None):
+    if out is not None and policy is not None:
         raise ValueError("a run with a results folder is built from its config alone (resume needs that); "
-                         "pass policy= and sim= only to in-memory runs (out=None)")
+                         "pass policy= only to in-memory runs (out=None)")
+    if out is not None and sim is not None:
+        check_rebuilds(config, sim)
     sim = make_sim(config) if sim is None else sim
+    check_protocol(sim, needs_reset=False)  # the trainers draw initial states from init_bounds (gradstop.trainers.data)
     check_task(sim, config.seed)
     data = Data.from_config(sim, config)
     program = program_for(config, sim, policy)
@@ -321,7 +360,7 @@ def _npz_bytes(arrays) -> bytes:
 
 
 def _plot(path: Path, config, loss, evals) -> None:
-    from gradstop.results import plot_lines
+    from gradstop._plot import plot_lines
 
     lines = {"train (per update)": (np.arange(1, loss.size + 1), loss)}
     if evals:

@@ -24,7 +24,7 @@ import numpy as np
 import optax
 
 from gradstop import _policy
-from gradstop.diagnose import diagnose, explain
+from gradstop.health.diagnose import diagnose, explain
 from gradstop.flows import parse_flow
 from gradstop.gradients import gradients
 from gradstop.jax.policy import get_weights, mlp, set_weights

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from gradstop import _policy
-from gradstop.diagnose import diagnose, explain
+from gradstop.health.diagnose import diagnose, explain
 from gradstop.flows import parse_flow
 from gradstop.gradients import gradients
 from gradstop.rollout import rollout
@@ -43,7 +43,7 @@ def evaluate(config, sim, policy, x0) -> dict[str, float]:
     """The policy over ``horizon`` steps from ``x0`` (flow-independent): test loss and mean success (NaN if none)."""
     dtype = next(policy.parameters()).dtype
     out = rollout(policy, sim, stop="none", horizon=config.horizon, x0=torch.as_tensor(x0, dtype=dtype))
-    success = sim.success(out.states[-1])
+    success = sim.success(out.states[-1]) if hasattr(sim, "success") else None
     reward = sim.reward(out.states[1:]).sum(0).mean() if hasattr(sim, "reward") else float("nan")
     return {"test_loss": float(out.loss), "test_success": float(success.mean()) if success is not None else float("nan"),
             "test_reward": float(reward)}

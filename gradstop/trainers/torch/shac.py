@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from gradstop import _policy
-from gradstop.diagnose import diagnose, explain
+from gradstop.health.diagnose import diagnose, explain
 from gradstop.gradients import gradients
 from gradstop.rollout import rollout
 from gradstop.torch.policy import mlp, set_weights

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gradstop.results import run_folder, unique_path, write_csv
+from gradstop.study.results import run_folder, unique_path, write_csv
 
 __all__ = ["load_cases", "ratio_tables", "plot_vs_horizon", "write_report"]
 

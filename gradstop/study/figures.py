@@ -23,11 +23,12 @@ import sys
 import time
 from pathlib import Path
 
-from gradstop.results import jsonable, write_csv
-from gradstop.trainers.files import atomic_write_json, empty_but_unfinished_writes
+from gradstop.study.results import jsonable, write_csv
+from gradstop._io import atomic_write_json, empty_but_unfinished_writes
 
 __all__ = ["args_record", "is_current", "write_settings", "claim_folder", "run_figures", "run_script",
-           "SweepOptions", "SCHEDULING_ARGS", "sweep_runs", "write_tables", "finish_sweep_figure", "figure_argv"]
+           "SweepOptions", "SCHEDULING_ARGS", "sweep_runs", "adopt_runs", "write_tables", "finish_sweep_figure",
+           "figure_argv"]
 
 # Arguments that decide where and how a figure runs, not what it computes (``from_json``: redraw from the data of an
 # earlier run, which settings.json then names as its source; ``flows_from``: the table a script read its flows from,
@@ -96,7 +97,7 @@ def claim_folder(folder: Path | str, script: str, *, force: bool = False, resuma
 def write_settings(folder: Path | str, script: str, args, *, seconds: float, complete: bool, files: list[str],
                    backend: str = "jax", **extra) -> None:
     """``settings.json``, written last (atomically): what a later call reads to decide the figure is current."""
-    from gradstop.cli import versions
+    from gradstop._io import versions
 
     atomic_write_json(Path(folder) / "settings.json", {
         "script": script, "args": args_record(args), "complete": bool(complete), "files": list(files),
@@ -106,7 +107,7 @@ def write_settings(folder: Path | str, script: str, args, *, seconds: float, com
 def sweep_runs(args, script: str, runs: list, what: str) -> tuple[Path, dict, object]:
     """A sweep-backed figure's training: claim ``args.out``, train the runs not finished yet (none with
     ``args.plot_only``) and read every finished one. Returns (folder, records, report or None)."""
-    from gradstop.sweep import read_runs, run_sweep
+    from gradstop.study.sweep import read_runs, run_sweep
 
     out = claim_folder(args.out, script, force=args.force, resumable=True)
     report = None
@@ -115,6 +116,75 @@ def sweep_runs(args, script: str, runs: list, what: str) -> tuple[Path, dict, ob
         report = run_sweep(runs, out, ray=args.ray, cpus=args.ray_cpus)
         print(report.describe(), flush=True)
     return out, read_runs(out, runs), report
+
+
+def adopt_runs(root: Path | str, runs: list) -> dict:
+    """Give runs that an earlier layout of a figure named otherwise the names ``runs`` use now, so they are reused.
+
+    A run of ``root``'s sweep whose name none of ``runs`` holds, and whose config has the identity of one of
+    ``runs`` (``TrainConfig.identity``: every field that changes its numbers) that has no run yet, is renamed to
+    that run's name: its folder, its failure record and its entry in ``sweep.json``. Each old name goes to at most
+    one new run (the first in sorted order), nothing is copied or deleted, and every rename is added to
+    ``root/renamed.json``. Returns {old name: new name} (empty where ``root`` holds no sweep or nothing matches).
+    """
+    from gradstop.study.sweep import _lock
+    from gradstop.trainers.config import TrainConfig
+
+    root = Path(root)
+    manifest = root / "sweep.json"
+    if not manifest.exists():
+        return {}
+    with _lock(root):
+        data = json.loads(manifest.read_text())
+        stored = data.get("runs", {})
+        wanted = {r.name for r in runs}
+        earlier: dict = {}  # identity -> an old name holding a run folder or a failure record
+        for name in sorted(stored):
+            if name in wanted or not ((root / "runs" / name).is_dir() or (root / "failures" / f"{name}.json").exists()):
+                continue
+            key = json.dumps(TrainConfig.from_dict(stored[name], source=f"{manifest} (run {name})").identity(),
+                             sort_keys=True, default=str)
+            earlier.setdefault(key, name)
+        renames = {}
+        for r in runs:
+            if r.name in stored or (root / "runs" / r.name).exists():
+                continue
+            old = earlier.pop(json.dumps(r.config.identity(), sort_keys=True, default=str), None)
+            if old is not None:
+                renames[old] = r.name
+        if not renames:
+            return {}
+        for old, new in renames.items():  # folders first: an interruption leaves a stale manifest entry, no lost run
+            if (root / "runs" / old).is_dir():
+                (root / "runs" / old).rename(root / "runs" / new)
+            record = root / "failures" / f"{old}.json"
+            if record.exists():
+                failure = json.loads(record.read_text())
+                atomic_write_json(root / "failures" / f"{new}.json", {**failure, "name": new})
+                record.unlink()
+        for old, new in renames.items():
+            stored[new] = stored.pop(old)
+        atomic_write_json(manifest, {**data, "runs": stored})
+        _rename_in_summary(root / "summary.csv", renames)
+        log = root / "renamed.json"
+        before = json.loads(log.read_text()) if log.exists() else {}
+        atomic_write_json(log, {**before, **renames})
+    return renames
+
+
+def _rename_in_summary(path: Path, renames: dict) -> None:
+    """The sweep's summary.csv (its last call's runs) under the new names."""
+    import csv
+    import io
+
+    if not path.exists():
+        return
+    rows = list(csv.reader(io.StringIO(path.read_text())))
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows([rows[0]] + [[renames.get(r[0], r[0]), *r[1:]] for r in rows[1:] if r])
+    from gradstop._io import atomic_write
+
+    atomic_write(path, buf.getvalue().encode())
 
 
 def write_tables(out: Path, tables: dict) -> None:
@@ -153,7 +223,7 @@ def run_script(main, argv=None) -> None:
 def _experiments():
     """The ``experiments`` package of gradstop's own repository (beside the ``gradstop`` folder of an editable
     install), never another package of that name in the working folder."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     if not (root / "experiments" / "__init__.py").exists():
         raise ImportError("gradstop figures runs the scripts in the repository's experiments/ folder, which this install "
                           f"lacks ({root}): clone the repository and pip install -e . there")

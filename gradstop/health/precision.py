@@ -18,7 +18,7 @@ import importlib
 import numpy as np
 
 from gradstop._checks import check_framework, check_horizon, check_protocol
-from gradstop.diagnose import parse_flows
+from gradstop.health.diagnose import parse_flows
 
 __all__ = ["precision", "Precision", "default_horizons", "THRESHOLDS"]
 

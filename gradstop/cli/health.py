@@ -27,48 +27,93 @@ from pathlib import Path
 
 import numpy as np
 
-from gradstop.results import flow_color, run_folder, unique_path, write_csv, write_json
+from gradstop.study.results import flow_color, run_folder, unique_path, write_csv, write_json
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
+DIAGNOSE_EPILOG = """\
+writes into a new folder (--out): diagnose.png (adjoint norms |λ_t|, step sign
+agreement, float32 drift), trace.csv, pairs.csv, precision.csv, summary.json.
+
+examples:
+  # where the 3-pole swing-up's gradient grows, for three flows
+  gradstop diagnose --sim cartpole --preset literature --param poles=3 \\
+      --flows none,input,combined --horizon 150
+
+  # the policy a gradstop train run learned (its --hidden must match)
+  gradstop diagnose --sim cartpole --hidden 64,64 --weights results/cp/none/policy.npz"""
+
+CHECK_EPILOG = """\
+writes into a new folder (--out): check.csv, check.png (errors against their
+tolerances), summary.json; prints the table. Exit status 1 if a check failed.
+
+examples:
+  gradstop check --sim cartpole --param poles=3 --backend torch
+  gradstop check --sim mypackage.mymodule:MySim --flows none,input --horizon 4"""
+
+
 def add_parsers(sub) -> None:
     """Add the ``diagnose`` and ``check`` subcommands to the ``gradstop`` parser."""
-    d = sub.add_parser("diagnose", help="per-step adjoint traces, float32 drift and the origin of any NaN, as figure and CSV")
-    _common(d)
-    d.add_argument("--flows", "--flow", dest="flows", default="none,input,combined", help="comma-separated flows (default: none,input,combined)")
-    d.add_argument("--horizon", type=int, default=150, help="H (default: 150)")
-    d.add_argument("--batch", type=int, default=8, help="initial states, drawn by sim.reset from --seed (default: 8)")
-    d.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="the trace's dtype (default: float32)")
-    d.add_argument("--memory", choices=("residuals", "recompute"), default="residuals", help="the fused sweep's memory policy")
-    d.add_argument("--weights", metavar="NPZ", help="the policy's weights: policy.npz of a gradstop train run (--hidden must match)")
-    d.add_argument("--no-contributions", dest="contributions", action="store_false",
+    raw = argparse.RawDescriptionHelpFormatter
+    d = sub.add_parser("diagnose", help="per-step adjoint traces, float32 drift and the origin of any NaN, as figure and CSV",
+                       description="Trace a rollout's gradient step by step for several flows: adjoint norms, how\n"
+                       "the flows' per-step contributions agree, where a NaN starts, float32 against float64.",
+                       epilog=DIAGNOSE_EPILOG, formatter_class=raw)
+    problem = d.add_argument_group("simulator and policy")
+    _common(problem)
+    problem.add_argument("--weights", metavar="NPZ", help="the policy's weights: policy.npz of a gradstop train run "
+                           "(--hidden must match; default: fresh weights from --seed)")
+    t = d.add_argument_group("the trace")
+    t.add_argument("--flows", "--flow", dest="flows", default="none,input,combined", metavar="FLOWS",
+                   help="comma-separated flows (default: none,input,combined)")
+    t.add_argument("--horizon", type=int, default=150, metavar="H", help="rollout length (default: 150)")
+    t.add_argument("--batch", type=int, default=8, metavar="N", help="initial states, drawn by sim.reset from --seed (default: 8)")
+    t.add_argument("--dtype", choices=("float32", "float64"), default="float32", metavar="float32|float64",
+                   help="the trace's dtype (default: float32)")
+    t.add_argument("--memory", choices=("residuals", "recompute"), default="residuals", metavar="residuals|recompute",
+                   help="the fused sweep's memory policy (default: residuals)")
+    t.add_argument("--no-contributions", dest="contributions", action="store_false",
                    help="skip the per-step comparison of ∇θ contributions (faster at small batch)")
-    d.add_argument("--no-precision", dest="precision", action="store_false", help="skip the float32-vs-float64 sweep over horizons")
-    c = sub.add_parser("check", help="hold a simulator's derivatives to finite differences and every flow's native gradient to fused")
-    _common(c)
-    c.add_argument("--flows", "--flow", dest="flows", default="none,input,state,all,decay:0.9,truncate:4,combined,directional",
-                   help="flows compared native against fused (default: all bases, a decay and a truncation)")
-    c.add_argument("--horizon", type=int, default=8, help="the short rollout's H (default: 8)")
-    c.add_argument("--batch", type=int, default=4, help="states per check (default: 4)")
-    c.add_argument("--warmup", type=int, default=3, help="policy steps from sim.reset before the blocks are checked (default: 3)")
-    c.add_argument("--directions", type=int, default=4, help="random directions per block (default: 4)")
-    c.add_argument("--rtol", type=float, default=1e-5, help="a block's relative tolerance (default: 1e-5)")
+    t.add_argument("--no-precision", dest="precision", action="store_false", help="skip the float32-vs-float64 sweep over horizons")
+    _output(d)
+    c = sub.add_parser("check", help="hold a simulator's derivatives to finite differences and every flow's native gradient to fused",
+                       description="Check a simulator's derivatives against finite differences (in float64), and\n"
+                       "every flow's native gradient against the fused implementation's.",
+                       epilog=CHECK_EPILOG, formatter_class=raw)
+    _common(c.add_argument_group("simulator and policy"))
+    k = c.add_argument_group("the checks")
+    k.add_argument("--flows", "--flow", dest="flows", default="none,input,state,all,decay:0.9,truncate:4,combined,directional",
+                   metavar="FLOWS", help="flows compared native against fused (default: all bases, a decay and a truncation)")
+    k.add_argument("--horizon", type=int, default=8, metavar="H", help="the short rollout's length (default: 8)")
+    k.add_argument("--batch", type=int, default=4, metavar="N", help="states per check (default: 4)")
+    k.add_argument("--warmup", type=int, default=3, metavar="N", help="policy steps from sim.reset before the blocks are checked (default: 3)")
+    k.add_argument("--directions", type=int, default=4, metavar="N", help="random directions per block (default: 4)")
+    k.add_argument("--rtol", type=float, default=1e-5, metavar="X", help="a block's relative tolerance (default: 1e-5)")
+    _output(c)
+
+
+def _output(p: argparse.ArgumentParser) -> None:
+    p.add_argument_group("output").add_argument(
+        "--out", metavar="DIR", help="a new results folder (default: results/<command>-<sim>-<time>)")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--sim", required=True, help="a simulator name (sims.names()) or brax:<env>")
-    p.add_argument("--preset", help="a named parameter set, e.g. cartpole's 'literature'")
-    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a simulator parameter, e.g. poles=3")
-    p.add_argument("--backend", choices=("jax", "torch"), default="jax", help="framework (default: jax)")
-    p.add_argument("--hidden", default="64,64", help="the MLP policy's hidden widths (default: 64,64)")
-    p.add_argument("--seed", type=int, default=0, help="policy weights and initial states (default: 0)")
-    p.add_argument("--out", help="a new results folder (default: results/<command>-<sim>-<time>)")
+    from sims import BUILTINS
+
+    p.add_argument("--sim", required=True, help=f"a built-in simulator ({', '.join(BUILTINS)}), brax:<env>, a name given to "
+                   "sims.register, or your own as package.module:Class, importable from the current directory")
+    p.add_argument("--preset", metavar="NAME", help="a named parameter set, e.g. cartpole's 'literature'")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a simulator parameter, repeatable: "
+                   "--param poles=3 --param task=balance")
+    p.add_argument("--backend", choices=("jax", "torch"), default="jax", metavar="jax|torch", help="framework (default: jax)")
+    p.add_argument("--hidden", default="64,64", metavar="W,W,…", help="the MLP policy's hidden widths (default: 64,64)")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="policy weights and initial states (default: 0)")
 
 
 def _setup(ns: argparse.Namespace, dtype: str):
     """(sim, policy, x0, sim label) from the flags; enables JAX's 64-bit mode first (float64 references need it)."""
-    from gradstop.cli import parse_sim_params
+    from gradstop.cli.train import parse_sim_params
 
     if ns.backend == "jax":
         import jax
@@ -99,12 +144,16 @@ def _setup(ns: argparse.Namespace, dtype: str):
         shapes = [tuple(np.shape(w)) for w in gs.get_weights(policy)]
         if [w.shape for w in weights] != shapes:
             raise ValueError(f"--weights {path} holds arrays of shapes {[w.shape for w in weights]}, but an MLP with "
-                             f"--hidden {ns.hidden} for {sim.name} has {shapes}: pass the --hidden the run was trained with "
+                             f"--hidden {ns.hidden} for {ns.sim} has {shapes}: pass the --hidden the run was trained with "
                              "(weights of a --policy gaussian run, which end with log σ, are not read here yet)")
         policy = _set(policy, weights, ns.backend)
     x0 = sim.reset(ns.seed, getattr(ns, "batch", 1), dtype=_dtype(ns.backend, dtype))
     label = ns.sim + (f" ({ns.preset})" if ns.preset else "") + "".join(f", {k}={v}" for k, v in params.items())
     return sim, policy, x0, label
+
+
+def _describe(sim) -> dict:
+    return sim.describe() if hasattr(sim, "describe") else {"name": getattr(sim, "name", type(sim).__name__)}
 
 
 def _set(policy, weights, backend):
@@ -134,7 +183,7 @@ def _check_sizes(ns: argparse.Namespace) -> None:
 
 def _prepare(ns: argparse.Namespace, command: str) -> tuple[list[str], Path]:
     """(the flows' names, a results folder that does not exist yet), checked before anything is built."""
-    from gradstop.diagnose import parse_flows
+    from gradstop.health.diagnose import parse_flows
 
     flows = [f.name for f in parse_flows(ns.flows)]
     _check_sizes(ns)
@@ -147,7 +196,7 @@ def _prepare(ns: argparse.Namespace, command: str) -> tuple[list[str], Path]:
 def diagnose(ns: argparse.Namespace) -> int:
     """Run ``gradstop diagnose``; returns the exit code."""
     import gradstop as gs
-    from gradstop.cli import versions
+    from gradstop._io import versions
 
     flows, out = _prepare(ns, "diagnose")
     sim, policy, x0, label = _setup(ns, ns.dtype)
@@ -159,7 +208,7 @@ def diagnose(ns: argparse.Namespace) -> int:
     if p is not None:
         print(p.summary())
     summary = {
-        "command": "diagnose", "sim": label, "sim_describe": sim.describe(), "backend": ns.backend, "dtype": ns.dtype,
+        "command": "diagnose", "sim": label, "sim_describe": _describe(sim), "backend": ns.backend, "dtype": ns.dtype,
         "flows": flows, "horizon": ns.horizon, "batch": ns.batch, "seed": ns.seed, "hidden": ns.hidden,
         "weights": ns.weights, "memory": ns.memory, "versions": versions(ns.backend), "diagnose_seconds": seconds,
         "loss": d.loss, "gradient_norms": d.norms, "cosine": {f"{a} | {b}": v for (a, b), v in d.cosine.items()},
@@ -239,7 +288,7 @@ def plot_diagnosis(path, d, p=None, *, title: str) -> None:
 def check(ns: argparse.Namespace) -> int:
     """Run ``gradstop check``; returns the exit code (1 if a check failed)."""
     import gradstop as gs
-    from gradstop.cli import versions
+    from gradstop._io import versions
 
     flows, out = _prepare(ns, "check")
     sim, policy, _, label = _setup(ns, "float64")
@@ -250,7 +299,7 @@ def check(ns: argparse.Namespace) -> int:
         write_csv(folder / "check.csv", ["check", "error", "tolerance", "passed", "detail"],
                   [[r["check"], r["error"], r["tolerance"], r["passed"], r["detail"]] for r in report.rows])
         _plot_check(folder / "check.png", report, title=f"gradient check: {label} ({ns.backend})")
-        write_json(folder / "summary.json", {"command": "check", "sim": label, "sim_describe": sim.describe(),
+        write_json(folder / "summary.json", {"command": "check", "sim": label, "sim_describe": _describe(sim),
                                              "backend": ns.backend, "flows": flows, "horizon": ns.horizon, "batch": ns.batch,
                                              "seed": ns.seed, "warmup": ns.warmup, "directions": ns.directions,
                                              "rtol": ns.rtol, "passed": report.passed,

@@ -25,7 +25,7 @@ import importlib
 import numpy as np
 
 from gradstop._checks import check_framework, check_horizon, check_protocol
-from gradstop.diagnose import parse_flows
+from gradstop.health.diagnose import parse_flows
 
 __all__ = ["check_gradients", "GradientCheck", "BLOCKS", "DEFAULT_FLOWS"]
 

@@ -40,7 +40,7 @@ import traceback
 from pathlib import Path
 
 from gradstop.trainers.config import TrainConfig
-from gradstop.trainers.files import atomic_write, atomic_write_json, empty_but_unfinished_writes
+from gradstop._io import atomic_write, atomic_write_json, empty_but_unfinished_writes
 
 __all__ = ["Run", "Outcome", "SweepReport", "grid", "load_spec", "run_sweep", "connect_ray", "run_status", "read_runs", "check_runs",
            "SweepError"]
@@ -222,6 +222,21 @@ def check_runs(runs: list[Run]) -> None:
         checked.add(key)
 
 
+def _check_importable(runs: list[Run]) -> None:
+    """Ray workers are other processes: a simulator registered in this one (``sims.register``) is unknown there."""
+    import sims
+
+    for r in runs:
+        if r.config.sim in sims.names() and r.config.sim not in sims.BUILTINS:
+            factory = sims._REGISTRY[r.config.sim]
+            module, qualname = getattr(factory, "__module__", "__main__"), getattr(factory, "__qualname__", "MySim")
+            where = (f"sim={module + ':' + qualname!r}" if module != "__main__" else
+                     f"move {qualname} into a module file (e.g. mysims.py) and use sim='mysims:{qualname}'")
+            raise ValueError(f"sweep run {r.name}: simulator {r.config.sim!r} was registered in this process "
+                             f"(sims.register), and Ray workers do not see it: name it by where it lives, {where} "
+                             "(importable from the current directory or PYTHONPATH on every node)")
+
+
 # -- the folder -----------------------------------------------------------------------------------
 def _claim(root: Path, runs: list[Run]) -> None:
     """Record the runs in ``root/sweep.json`` (creating ``root``), refusing a name configured differently before."""
@@ -243,7 +258,7 @@ def _claim(root: Path, runs: list[Run]) -> None:
         raise ValueError(f"{root} exists and is not a gradstop sweep (no sweep.json): choose another --out")
     root.mkdir(parents=True, exist_ok=True)
     merged = {**stored, **{r.name: r.config.to_dict() for r in runs}}
-    from gradstop.cli import versions
+    from gradstop._io import versions
 
     atomic_write_json(manifest, {"runs": merged, "versions": versions(runs[0].config.backend) if runs else {}})
 
@@ -262,9 +277,14 @@ def run_status(root: Path | str, run: Run) -> str | None:
 
 
 # -- one run (in this process or in a Ray worker) -------------------------------------------------
-def execute(name: str, config: dict, root: str) -> dict:
-    """Train one run into ``root/runs/name``; never raises: returns ``{status, seconds, summary | error}``."""
+def execute(name: str, config: dict, root: str, path: str | None = None) -> dict:
+    """Train one run into ``root/runs/name``; never raises: returns ``{status, seconds, summary | error}``.
+
+    ``path``: a folder to put first on ``sys.path`` (the driver's current directory, so that a ``"module:Class"``
+    simulator imports in a Ray worker as it does where the sweep was started)."""
     tick = time.perf_counter()
+    if path and os.path.isdir(path) and path not in sys.path:
+        sys.path.insert(0, path)
     root_path = Path(root)
     if not (root_path / "sweep.json").exists():
         return dict(status="failed", seconds=0.0, error=f"the sweep folder {root} is not visible on {socket.gethostname()}: "
@@ -417,6 +437,8 @@ def run_sweep(runs: list[Run], root: Path | str, *, ray: str | None = None, cpus
         raise ValueError("the sweep has no runs")
     root = Path(root)
     check_runs(runs)
+    if ray is not None:
+        _check_importable(runs)
     started = connect_ray(ray, cpus=cpus) if ray is not None else False  # a bad address fails before any file is written
     try:
         return _sweep(runs, root, ray, cpus_per_run, retry_nonfinite, progress)
@@ -492,12 +514,38 @@ def _run_pending(runs, root, ray, cpus_per_run, retry_nonfinite, progress) -> Sw
     return report
 
 
+ONE_THREAD_XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
+
+def one_thread_env() -> dict:
+    """The environment of a Ray worker, where several runs share the machine: one intra-op thread per run. XLA reads
+    its flags when JAX is imported, so they go into the worker's environment before it starts (after any XLA_FLAGS
+    of the driver's); OpenMP's and MKL's thread counts likewise."""
+    flags = " ".join(f for f in (os.environ.get("XLA_FLAGS", ""), ONE_THREAD_XLA_FLAGS) if f)
+    return {"XLA_FLAGS": flags, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _execute_one_thread(name: str, config: dict, root: str, *rest) -> dict:
+    """:func:`execute` in a Ray worker with one intra-op thread: torch is told here (XLA by ``one_thread_env``);
+    the result says what the worker ran with (``threads``)."""
+    torch_threads = None
+    if config.get("backend") == "torch":
+        import torch
+
+        torch.set_num_threads(1)
+        torch_threads = torch.get_num_threads()
+    result = execute(name, config, root, *rest)
+    result["threads"] = dict(xla_flags=os.environ.get("XLA_FLAGS"), torch=torch_threads)
+    return result
+
+
 def _run_on_ray(pending, root, cpus_per_run, finished) -> None:
     """One Ray task per run (connected by :func:`connect_ray`); each outcome as it arrives."""
     import ray
 
-    task = ray.remote(execute).options(num_cpus=cpus_per_run, max_retries=0)
-    futures = {task.remote(r.name, r.config.to_dict(), str(root.resolve())): r for r in pending}
+    task = ray.remote(_execute_one_thread).options(num_cpus=cpus_per_run, max_retries=0,
+                                                   runtime_env={"env_vars": one_thread_env()})
+    futures = {task.remote(r.name, r.config.to_dict(), str(root.resolve()), os.getcwd()): r for r in pending}
     try:
         while futures:
             done, _ = ray.wait(list(futures), num_returns=1)

@@ -1,0 +1,11 @@
+"""Gradient health: where a gradient goes wrong (:func:`diagnose`), whether it is right (:func:`check_gradients`,
+against float64 finite differences) and whether float32 is still enough at a horizon (:func:`precision`).
+
+Each is also ``gs.<name>``; the backends' halves live in ``gradstop.jax`` and ``gradstop.torch``.
+"""
+
+from gradstop.health.check import GradientCheck, check_gradients
+from gradstop.health.diagnose import Diagnosis, NonFinite, diagnose
+from gradstop.health.precision import Precision, precision
+
+__all__ = ["diagnose", "Diagnosis", "NonFinite", "check_gradients", "GradientCheck", "precision", "Precision"]
