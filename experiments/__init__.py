@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Callable
 
@@ -39,24 +38,21 @@ def best_flows_of_training_curves(root: Path) -> list[str]:
 
 
 def peer_python() -> Path:
-    """The venv with jax 0.9.2 that Brax's own training agents need, built on first use (what ``make peer-venv``
-    does: ``.venv-peer`` beside the main venv, the ``peer`` extra, torch pinned by constraints.txt)."""
+    """The venv with jax 0.9.2 that Brax's own training agents need, built on first use by the Makefile's own recipe
+    (``make peer-venv``: ``.venv-peer`` beside the main venv, the ``peer`` extra, torch pinned by constraints.txt)."""
     repo = Path(__file__).resolve().parents[1]
-    venv = repo / ".venv-peer"
-    python, stamp = venv / "bin" / "python", venv / ".installed-stamp"
-    if python.exists() and stamp.exists():
+    python = repo / ".venv-peer" / "bin" / "python"
+    if python.exists() and (repo / ".venv-peer" / ".installed-stamp").exists():
         return python
-    base = shutil.which("python3") or sys.executable
-    print(f"building {venv} for Brax's agents (jax 0.9.2; once, about two minutes) ...", flush=True)
-    steps = [[base, "-m", "venv", str(venv)],
-             [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-c",
-              str(repo / "constraints.txt"), "-e", f"{repo}[peer]"]]
-    for step in steps:
-        done = subprocess.run(step, cwd=repo)
-        if done.returncode != 0:
-            raise RuntimeError(f"building {venv} failed ({' '.join(step[:4])} ... exited {done.returncode}): "
-                               "check that PyPI is reachable, then run `make peer-venv` to see the whole error")
-    stamp.touch()
+    make = shutil.which("make")
+    if make is None:
+        raise RuntimeError("the model-free figure needs .venv-peer (jax 0.9.2 for Brax's agents), which `make peer-venv` "
+                           "builds, and this machine has no make: install make, or build the venv as the Makefile does")
+    print(f"building {python.parents[1]} for Brax's agents (jax 0.9.2; once, about two minutes) ...", flush=True)
+    done = subprocess.run([make, "-C", str(repo), "peer-venv"])
+    if done.returncode != 0:
+        raise RuntimeError(f"`make peer-venv` exited {done.returncode}: check that PyPI is reachable, then run it "
+                           "again to see the whole error")
     return python
 
 
