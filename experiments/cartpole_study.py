@@ -167,7 +167,7 @@ def run_name(part: str, setting: str, obs: str, poles: int, flow: str, seed: int
 
 
 def runs(args: Args) -> list[Run]:
-    """Every run of the chosen parts."""
+    """Every run of the chosen parts, part by part, and within a part seed 0 of every cell first, then seed 1, …"""
     published = [f for f in args.flows if f in PUBLISHED_FLOWS]
     variant = args.variant_seeds
     grids = {  # part -> [(setting, observations, flows, seeds, changes)]
@@ -178,12 +178,14 @@ def runs(args: Args) -> list[Run]:
         "shuffled": [("shuffled", ("raw",), published, variant, dict(shuffle=True))],
     }
     out = []
-    for part in args.parts:
-        for setting, observations, flows, seeds, changes in grids[part]:
-            for obs in observations:
-                for poles in args.poles:
-                    for flow in flows:
-                        for seed in range(seeds):
+    for part in args.parts:  # seed-major within a part: a sweep stopped part-way leaves every cell with the same seeds
+        for seed in range(max(g[3] for g in grids[part])):
+            for setting, observations, flows, seeds, changes in grids[part]:
+                if seed >= seeds:
+                    continue
+                for obs in observations:
+                    for poles in args.poles:
+                        for flow in flows:
                             out.append(Run(run_name(part, setting, obs, poles, flow, seed),
                                            config(args, poles, flow, seed, obs, **changes)))
     return out
@@ -239,6 +241,9 @@ def tables(all_runs: list[Run], records: dict, args: Args) -> dict:
         for e in (rec or {}).get("evals", []):
             curves.append(dict(part=d["part"], setting=d["setting"], obs=d["obs"], poles=d["poles"], flow=r.config.flow,
                                seed=d["seed"], epoch=e["epoch"], test_loss=e["test_loss"], test_success=e["test_success"]))
+    flow_order = {f: i for i, f in enumerate(args.flows)}
+    final.sort(key=lambda r: (PARTS.index(r["part"]), r["setting"], r["obs"], r["poles"], flow_order.get(r["flow"], 99),
+                              r["seed"]))
     groups: dict = {}
     for row in final:
         groups.setdefault((row["part"], row["setting"], row["obs"], row["poles"], row["flow"]), []).append(row)

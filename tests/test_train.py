@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+
 import re
 
 import dataclasses
@@ -200,13 +202,18 @@ def test_a_non_finite_vjp_is_located_in_the_stop_message(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_skip_mode_skips_non_finite_updates_counts_them_and_keeps_the_weights_finite(backend, fragile):
-    cfg = TrainConfig(backend=backend, flow="input", on_nonfinite="skip", **fragile)
-    result = train(cfg)
-    finite = column(result, "finite")
-    assert result.summary["skipped_updates"] == int((finite == 0).sum()) > 0
-    assert all(np.isfinite(w).all() for w in gs.get_weights(result.policy))
-    assert len(result.updates) == 100  # the run went on to its end
+def test_skip_mode_skips_non_finite_updates_counts_them_and_stops_once_a_whole_epoch_is_skipped(backend, fragile,
+                                                                                                 tmp_path):
+    cfg = TrainConfig(backend=backend, flow="input", on_nonfinite="skip", checkpoint_every=1, **fragile)
+    with pytest.raises(NonFiniteError, match=r"every update of epoch \d+ \(5\) was non-finite and skipped") as info:
+        train(cfg, out=tmp_path / "run")
+    rows = list(csv.DictReader(open(tmp_path / "run" / "updates.csv")))
+    finite = np.asarray([int(r["finite"]) for r in rows])
+    assert len(rows) == 5 * info.value.epoch and finite[-5:].sum() == 0  # logged up to the dead epoch
+    assert 0 < finite.sum() < len(rows) and finite[:5].all()  # finite updates first, then skipped ones
+    weights = np.load(tmp_path / "run" / "checkpoint.npz") if backend == "jax" else None
+    if weights is not None:
+        assert all(np.isfinite(weights[k]).all() for k in weights.files if k.startswith("leaf_"))
 
 
 # -- the one-call front door -----------------------------------------------------------------------

@@ -63,6 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, FileExistsError, ImportError, ConnectionError) as err:
         print(f"gradstop {ns.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as err:  # a results folder that cannot be written: read-only, full, under a file
+        text = err.strerror or str(err)
+        if err.filename and str(err.filename) not in text:
+            text = f"{text}: {err.filename}"
+        print(f"gradstop {ns.command}: error: {text}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         resumable = ns.command in ("train", "sweep", "figures")
         again = "; run the same command again to resume from the last checkpoint" if resumable else ""

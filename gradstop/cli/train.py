@@ -229,9 +229,10 @@ def configs_from(ns: argparse.Namespace) -> list[TrainConfig]:
     for name in ("hidden", "critic_hidden"):
         if name in given:
             try:
-                given[name] = tuple(int(h) for h in given[name].split(",") if h.strip())
+                given[name] = tuple(int(h) for h in given[name].split(",")) if given[name].strip() else ()
             except ValueError:
-                raise ValueError(f"--{name.replace('_', '-')} takes comma-separated integers, got {given[name]!r}") from None
+                raise ValueError(f"--{name.replace('_', '-')} takes comma-separated integers without gaps (e.g. 64,64), "
+                                 f"got {given[name]!r}") from None
     flows = [s.strip() for s in given.pop("flow", base.get("flow", TrainConfig.flow)).split(",") if s.strip()]
     if not flows:
         raise ValueError(f"--flow names no flow; {VALID_FORMS}")
@@ -249,11 +250,11 @@ def train(ns: argparse.Namespace) -> int:
     from gradstop.trainers.run import NonFiniteError, make_sim, train as run_one
 
     configs = configs_from(ns)
-    if ns.print_config:
-        print(json.dumps(configs[0].to_dict() if len(configs) == 1 else [c.to_dict() for c in configs], indent=2))
-        return EXIT_OK
     first = configs[0]
-    sim = make_sim(first)  # checks the sim, backend and parameters before anything is written
+    sim = make_sim(first)  # checks the sim, backend and parameters before anything is written or printed
+    if ns.print_config:
+        print(json.dumps(first.to_dict() if len(configs) == 1 else [c.to_dict() for c in configs], indent=2))
+        return EXIT_OK
     if first.backend == "jax" and first.dtype == "float64":
         import jax
 
@@ -273,6 +274,8 @@ def train(ns: argparse.Namespace) -> int:
         if not ns.quiet:
             s = result.summary
             test = f", test {s['final_test_loss']:.4g}" if s["final_test_loss"] is not None else ""
+            if s.get("skipped_updates"):
+                test += f", {s['skipped_updates']} of {s['updates']} updates skipped as non-finite"
             print(f"{config.flow:>24}: loss {s['first_loss']:.4g} -> {s['final_loss']:.4g}{test} "
                   f"({s['seconds']:.1f} s + {s['compile_seconds']:.1f} s compile, {s['steps_per_second']:.3g} steps/s)")
     if failed:
@@ -288,8 +291,16 @@ def _claim(out: Path, configs: list[TrainConfig]) -> None:
     """Create ``out`` for these runs, or check that it holds them (then they resume)."""
     record = {"command": "gradstop train", "runs": [c.to_dict() for c in configs], "versions": versions(configs[0].backend)}
     sweep = out / "sweep.json"
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"the results folder {out} is a file, not a folder: choose another --out")
     if sweep.exists():
-        stored = json.loads(sweep.read_text())
+        try:
+            stored = json.loads(sweep.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{sweep} is not valid JSON ({err}): restore it, or choose another --out") from None
+        if not isinstance(stored, dict) or stored.get("command") != "gradstop train" or not isinstance(stored.get("runs"), list):
+            raise ValueError(f"{out} is the folder of a gradstop sweep, not of gradstop train runs: resume it with "
+                             "gradstop sweep, or give train another --out")
         theirs = [TrainConfig.from_dict(r, source=str(sweep)) for r in stored["runs"]]
         if [c.flow for c in theirs] != [c.flow for c in configs]:
             raise ValueError(f"{out} holds runs of flows {[c.flow for c in theirs]}, not {[c.flow for c in configs]}: "
@@ -300,9 +311,36 @@ def _claim(out: Path, configs: list[TrainConfig]) -> None:
                              f"or resume them with their own settings (--config {out / configs[0].flow_slug / 'config.json'})")
         return
     if out.exists() and any(out.iterdir()):
-        raise ValueError(f"results folder {out} already exists and holds no gradstop train runs: choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+        if (out / "config.json").exists():
+            raise ValueError(f"{out} is the folder of one run (config.json); gradstop train writes each flow into a "
+                             f"subfolder of --out: give the parent, or another --out")
+        _check_runs_without_record(out, configs)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OSError(err.errno, f"cannot create the results folder {out}: {err.strerror or err}") from None
     atomic_write_json(sweep, record)
+
+
+def _check_runs_without_record(out: Path, configs: list[TrainConfig]) -> None:
+    """``out`` holds things but no sweep.json: accept it (the record is written anew) only if each of its entries is
+    the run folder of one of ``configs`` with the same config."""
+    mine = {c.flow_slug: c for c in configs}
+    strangers = []
+    for entry in sorted(out.iterdir()):
+        config_file = entry / "config.json"
+        if entry.name.startswith(".") or entry.name in ("summary.csv", "loss.png"):
+            continue
+        try:
+            theirs = TrainConfig.from_dict(json.loads(config_file.read_text()), source=str(config_file))
+        except (OSError, ValueError, UnicodeDecodeError):
+            strangers.append(entry.name)
+            continue
+        if entry.name not in mine or mine[entry.name].differences(theirs):
+            strangers.append(entry.name)
+    if strangers:
+        raise ValueError(f"results folder {out} already exists and holds things that are not these runs "
+                         f"({', '.join(strangers[:3])}{' …' if len(strangers) > 3 else ''}): choose another --out")
 
 
 def _compare(out: Path, configs: list[TrainConfig]) -> None:

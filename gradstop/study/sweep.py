@@ -26,7 +26,6 @@ so). An address that does not answer is refused within seconds.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import itertools
 import json
@@ -37,10 +36,11 @@ import subprocess
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 
 from gradstop.trainers.config import TrainConfig
-from gradstop._io import atomic_write, atomic_write_json, empty_but_unfinished_writes
+from gradstop._io import atomic_write, atomic_write_json, empty_but_unfinished_writes, hold_lock, is_unfinished_write, read_json
 
 __all__ = ["Run", "Outcome", "SweepReport", "grid", "load_spec", "run_sweep", "connect_ray", "run_status", "read_runs", "check_runs",
            "SweepError"]
@@ -242,11 +242,18 @@ def _claim(root: Path, runs: list[Run]) -> None:
     """Record the runs in ``root/sweep.json`` (creating ``root``), refusing a name configured differently before."""
     manifest = root / "sweep.json"
     stored = {}
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"the sweep folder {root} is a file, not a folder: choose another --out")
     if manifest.exists():
         try:
-            stored = json.loads(manifest.read_text())["runs"]
-        except (json.JSONDecodeError, KeyError, TypeError):
+            data = json.loads(manifest.read_text())
+            stored = data["runs"]
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
             raise ValueError(f"{manifest} is not a gradstop sweep manifest: choose another --out") from None
+        if isinstance(data, dict) and data.get("command") == "gradstop train":
+            raise ValueError(f"{root} holds the runs of a gradstop train command, not a sweep: give the sweep another --out")
+        if not isinstance(stored, dict):
+            raise ValueError(f"{manifest} is not a gradstop sweep manifest: choose another --out")
         for r in runs:
             if r.name in stored:
                 old = TrainConfig.from_dict(stored[r.name], source=f"{manifest} (run {r.name})")
@@ -255,7 +262,11 @@ def _claim(root: Path, runs: list[Run]) -> None:
                     raise ValueError(f"{root} holds run {r.name} with another config ({'; '.join(diffs)}): a sweep "
                                      "never overwrites a run; choose another --out")
     elif root.exists() and not empty_but_unfinished_writes(root):
-        raise ValueError(f"{root} exists and is not a gradstop sweep (no sweep.json): choose another --out")
+        if (root / "config.json").exists():
+            raise ValueError(f"{root} holds a single training run (config.json), not a sweep: give the sweep another --out")
+        if not (root / "runs").is_dir():
+            raise ValueError(f"{root} exists and is not a gradstop sweep (no sweep.json): choose another --out")
+        _check_orphans(root, runs)  # a sweep whose manifest was lost: its runs are checked, then it is rewritten
     root.mkdir(parents=True, exist_ok=True)
     merged = {**stored, **{r.name: r.config.to_dict() for r in runs}}
     from gradstop._io import versions
@@ -263,16 +274,41 @@ def _claim(root: Path, runs: list[Run]) -> None:
     atomic_write_json(manifest, {"runs": merged, "versions": versions(runs[0].config.backend) if runs else {}})
 
 
+def _check_orphans(root: Path, runs: list[Run]) -> None:
+    """``root`` holds run folders but no sweep.json: accept it only if every run folder is one of ``runs`` with the
+    same config (then the manifest is written anew); refuse it, naming the strangers, otherwise."""
+    by_name = {r.name: r for r in runs}
+    strangers = []
+    for folder in sorted(p for p in (root / "runs").iterdir() if not is_unfinished_write(p)):
+        run, config_file = by_name.get(folder.name), folder / "config.json"
+        if run is None or not config_file.exists():
+            strangers.append(folder.name)
+            continue
+        try:
+            stored = TrainConfig.from_dict(json.loads(config_file.read_text()), source=str(config_file))
+        except (ValueError, UnicodeDecodeError):
+            strangers.append(folder.name)
+            continue
+        if run.config.differences(stored):
+            strangers.append(folder.name)
+    if strangers:
+        shown = ", ".join(strangers[:3]) + (f" and {len(strangers) - 3} more" if len(strangers) > 3 else "")
+        raise ValueError(f"{root / 'sweep.json'} is missing and {root / 'runs'} holds runs this sweep does not name or "
+                         f"configures otherwise ({shown}): restore sweep.json, or choose another --out")
+    warnings.warn(f"{root / 'sweep.json'} was missing; every run in {root / 'runs'} is one of this sweep's with the same "
+                  "config, so it is written anew and they are reused", RuntimeWarning, stacklevel=4)
+
+
 def run_status(root: Path | str, run: Run) -> str | None:
     """``done`` (summary.json of this config), ``nonfinite`` (recorded so), ``failed`` (recorded), or None (to run)."""
     root = Path(root)
     folder, record = root / "runs" / run.name, root / "failures" / f"{run.name}.json"
     if (folder / "summary.json").exists() and (folder / "config.json").exists():
-        stored = TrainConfig.from_dict(json.loads((folder / "config.json").read_text()), source=str(folder / "config.json"))
+        stored = TrainConfig.from_dict(read_json(folder / "config.json"), source=str(folder / "config.json"))
         if not run.config.differences(stored):
             return "done"
     if record.exists():
-        return json.loads(record.read_text()).get("status", "failed")
+        return read_json(record).get("status", "failed")
     return None
 
 
@@ -455,29 +491,10 @@ def _sweep(runs, root, ray, cpus_per_run, retry_nonfinite, progress) -> SweepRep
         return _run_pending(runs, root, ray, cpus_per_run, retry_nonfinite, progress)
 
 
-@contextlib.contextmanager
 def _lock(root: Path):
     """Hold ``root/.sweep.lock`` for the sweep: a second sweep process on the same folder would train the same runs
-    into the same folders, so it is refused (the lock goes with the process, even on SIGKILL)."""
-    import fcntl
-
-    handle = open(root / ".sweep.lock", "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "another process"
-        handle.close()
-        raise ValueError(f"another gradstop sweep ({holder}) is running in {root}: wait for it to finish, or choose "
-                         "another --out") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
-    handle.flush()
-    try:
-        yield
-    finally:
-        handle.close()
+    into the same folders, so it is refused."""
+    return hold_lock(root / ".sweep.lock", "another gradstop sweep")
 
 
 def _run_pending(runs, root, ray, cpus_per_run, retry_nonfinite, progress) -> SweepReport:
@@ -486,10 +503,10 @@ def _run_pending(runs, root, ray, cpus_per_run, retry_nonfinite, progress) -> Sw
     for r in runs:
         status = run_status(root, r)
         if status == "done":
-            summary = json.loads((root / "runs" / r.name / "summary.json").read_text())
+            summary = read_json(root / "runs" / r.name / "summary.json")
             outcomes[r.name] = Outcome(r.name, "skipped", summary=summary)
         elif status == "nonfinite" and not retry_nonfinite:
-            error = json.loads((root / "failures" / f"{r.name}.json").read_text()).get("error")
+            error = read_json(root / "failures" / f"{r.name}.json").get("error")
             outcomes[r.name] = Outcome(r.name, "nonfinite", error=error)
         else:
             pending.append(r)
@@ -609,6 +626,6 @@ def read_runs(root: Path | str, runs: list[Run]) -> dict:
             continue
         folder = root / "runs" / r.name
         evals = MetricsLog(folder / "eval.csv", EVAL_COLUMNS).read() if (folder / "eval.csv").exists() else []
-        summary = json.loads((folder / "summary.json").read_text()) if status == "done" else None
+        summary = read_json(folder / "summary.json") if status == "done" else None
         out[r.name] = {"config": r.config, "summary": summary, "evals": evals, "status": status}
     return out

@@ -16,7 +16,10 @@ import dataclasses
 import hashlib
 import json
 import math
+import numbers
 from typing import Any
+
+import numpy as np
 
 from gradstop._checks import IMPLS, MEMORY_POLICIES, check_horizon
 from gradstop._policy import ACTIVATIONS, WEIGHT_INITS
@@ -127,6 +130,7 @@ class TrainConfig:
     on_nonfinite: str = _f("stop", "a non-finite loss or gradient: 'stop' the run, or 'skip' the update and count it")
 
     def __post_init__(self):
+        _check_types(self)
         object.__setattr__(self, "hidden", tuple(self.hidden))
         object.__setattr__(self, "critic_hidden", tuple(self.critic_hidden))
         object.__setattr__(self, "sim_params", dict(self.sim_params))
@@ -259,6 +263,40 @@ class TrainConfig:
     def digest(self) -> str:
         """A short hash of the identity fields (names default results folders)."""
         return hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:8]
+
+
+_EXAMPLES = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string",
+             "tuple": "a list of integers, e.g. [64, 64]", "dict": "an object of simulator parameters, e.g. {\"poles\": 2}"}
+
+
+def _type_ok(kind: str, value: Any) -> bool:
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "int":
+        return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+    if kind == "float":
+        return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+    if kind == "str":
+        return isinstance(value, str)
+    if kind == "tuple":
+        return isinstance(value, (list, tuple)) and all(_type_ok("int", v) for v in value)
+    if kind == "dict":
+        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
+    raise AssertionError(f"TrainConfig field type {kind!r} has no check")
+
+
+def _check_types(config) -> None:
+    """Every field against its declared type, before anything reads it: a config file's ``"zero_last": "no"`` would
+    otherwise be truthy, and ``"hidden": "64,64"`` a sequence of characters."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        kinds = [k.strip() for k in str(f.type).split("|")]
+        if value is None and "None" in kinds:
+            continue
+        kind = kinds[0]
+        if not _type_ok(kind, value):
+            optional = " or null" if "None" in kinds else ""
+            raise ValueError(f"{f.name} must be {_EXAMPLES[kind]}{optional}, got {value!r} ({type(value).__name__})")
 
 
 def _choice(name: str, value: Any, valid: tuple) -> None:

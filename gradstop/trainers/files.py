@@ -70,9 +70,21 @@ class MetricsLog:
             os.fsync(f.fileno())
 
     def read(self) -> list[dict]:
-        """The rows, with numbers parsed (ints where the text is an integer, floats otherwise)."""
+        """The rows, with numbers parsed (ints where the text is an integer, floats otherwise); a ValueError naming
+        the file and line where a row is cut short or the header is not this log's."""
         with open(self.path, newline="") as f:
-            return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(f)]
+            reader = csv.DictReader(f)
+            if reader.fieldnames is not None and list(reader.fieldnames) != self.header:
+                raise ValueError(f"{self.path} is not this run's log: its header is {','.join(reader.fieldnames)}, "
+                                 f"expected {','.join(self.header)}")
+            rows = []
+            for row in reader:
+                if None in row or any(v is None for v in row.values()):
+                    raise ValueError(f"{self.path}, line {reader.line_num}: the row is cut short or has extra cells "
+                                     "(the file was truncated or edited); restore it, or delete the run's summary.json "
+                                     "and checkpoint to retrain it")
+                rows.append({k: _number(v) for k, v in row.items()})
+            return rows
 
 
 def _number(text: str):

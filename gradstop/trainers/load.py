@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gradstop._io import read_json
 from gradstop.trainers.config import TrainConfig
 from gradstop.trainers.run import make_sim
 
@@ -35,10 +36,7 @@ def read_config(run_dir: Path | str) -> TrainConfig:
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise ValueError(f"{run_dir} holds no config.json, so it is not a gradstop train run folder ({EXAMPLE})")
-    try:
-        return TrainConfig.from_dict(json.loads(path.read_text()), source=str(path))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON ({err}): the run folder is damaged; retrain it") from None
+    return TrainConfig.from_dict(read_json(path, "the run folder is damaged; retrain it"), source=str(path))
 
 
 def _finished(folder: Path) -> bool:

@@ -30,6 +30,7 @@ import importlib
 import io
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -38,6 +39,7 @@ import numpy as np
 from gradstop._checks import check_protocol
 from gradstop.trainers.config import TrainConfig
 from gradstop.trainers.data import Data
+from gradstop._io import hold_lock, read_json
 from gradstop.trainers.files import MetricsLog, atomic_write, atomic_write_json, empty_but_unfinished_writes
 
 __all__ = ["train", "RunResult", "NonFiniteError", "UPDATE_COLUMNS", "EVAL_COLUMNS", "make_sim", "program_for", "check_task",
@@ -47,6 +49,7 @@ METRICS = ["loss", "grad_norm", "grad_norm_clipped", "cos_input_none", "lr", "fi
 UPDATE_COLUMNS = ["epoch", "update", *METRICS, "seconds", "steps_per_second"]
 EVAL_COLUMNS = ["epoch", "update", "test_loss", "test_success", "test_reward", "seconds"]
 CHECKPOINT_FILES = {"jax": "checkpoint.npz", "torch": "checkpoint.pt"}
+LOCK_FILE = ".train.lock"  # held while a process trains into the folder
 
 
 class NonFiniteError(RuntimeError):
@@ -192,34 +195,87 @@ def train(config: TrainConfig, out: Path | str | None = None, *, policy=None, si
         return _loop(config, program, data, updates, evals, None, progress, tensorboard)
 
     folder = Path(out)
-    if _prepare(folder, config):
-        summary = json.loads((folder / "summary.json").read_text())
-        program.load_weights(list(np.load(folder / "policy.npz").values()))
-        return RunResult(program.policy, MetricsLog(folder / "updates.csv", UPDATE_COLUMNS).read(),
-                         MetricsLog(folder / "eval.csv", EVAL_COLUMNS).read(), summary, folder)
-    updates, evals = MetricsLog(folder / "updates.csv", UPDATE_COLUMNS), MetricsLog(folder / "eval.csv", EVAL_COLUMNS)
-    return _loop(config, program, data, updates, evals, folder, progress, tensorboard)
+    _prepare(folder, config)
+    with hold_lock(folder / LOCK_FILE, "another gradstop run"):  # two processes would write every row twice
+        if (folder / "summary.json").exists():
+            return _complete(folder, program)
+        _check_logs_kept(folder, config)
+        updates, evals = MetricsLog(folder / "updates.csv", UPDATE_COLUMNS), MetricsLog(folder / "eval.csv", EVAL_COLUMNS)
+        return _loop(config, program, data, updates, evals, folder, progress, tensorboard)
+
+
+def _check_logs_kept(folder: Path, config: TrainConfig) -> None:
+    """Before a resume re-creates a missing log: a checkpoint records rows of both logs, so a lost one is refused."""
+    checkpoint = folder / CHECKPOINT_FILES[config.backend]
+    for name in ("updates.csv", "eval.csv"):
+        if checkpoint.exists() and not (folder / name).exists():
+            raise ValueError(f"{folder / name} is missing, but the checkpoint {checkpoint.name} records its rows up to "
+                             f"its epoch, so resuming would lose them: restore it, or delete {checkpoint} to restart the "
+                             "run from scratch")
+
+
+def _complete(folder: Path, program) -> RunResult:
+    """A finished run's records, read back (its weights loaded into ``program``)."""
+    summary = _read_json(folder / "summary.json")
+    path = folder / "policy.npz"
+    try:
+        with np.load(path) as z:
+            weights = [z[k] for k in z.files]
+    except (OSError, ValueError, EOFError) as err:
+        raise ValueError(f"{path} is unreadable ({_short(err)}); delete {folder / 'summary.json'} and run the same "
+                         "command again to rewrite it from the last checkpoint") from None
+    program.load_weights(weights)
+    return RunResult(program.policy, _read_log(folder / "updates.csv", UPDATE_COLUMNS),
+                     _read_log(folder / "eval.csv", EVAL_COLUMNS), summary, folder)
 
 
 def _prepare(folder: Path, config: TrainConfig) -> bool:
     """Create ``folder`` for ``config`` or check that it holds this run; True if the run is complete."""
     config_file = folder / "config.json"
-    if folder.exists() and not config_file.exists():
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"the results folder {folder} is a file, not a folder: choose another --out")
+    if folder.is_dir() and not config_file.exists():
+        if (folder / "sweep.json").exists() or (folder / "runs").is_dir():
+            raise ValueError(f"{folder} is a sweep's folder (its runs are in {folder / 'runs'}/<name>): resume the sweep "
+                             "with gradstop sweep, or give train another --out")
         if not empty_but_unfinished_writes(folder):
             raise ValueError(f"{folder} exists and is not a gradstop run (no config.json): choose another --out")
     if config_file.exists():
-        stored = TrainConfig.from_dict(json.loads(config_file.read_text()), source=str(config_file))
+        stored = TrainConfig.from_dict(_read_json(config_file), source=str(config_file))
         diffs = config.differences(stored)
         if diffs:
             raise ValueError(f"{folder} holds a run with a different config ({'; '.join(diffs)}): resume it with its "
                              f"own settings (gradstop train --config {config_file}) or choose another --out")
         return (folder / "summary.json").exists()
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OSError(err.errno, f"cannot create the results folder {folder}: {err.strerror or err}") from None
     atomic_write_json(config_file, config.to_dict())
     return False
 
 
-def _resume(folder: Path | None, program, updates, evals) -> dict:
+def _short(err: Exception) -> str:
+    """The first line of ``err``, without NumPy's advice to unpickle an unreadable file (harmful for a checkpoint)."""
+    lines = str(err).strip().splitlines()
+    text = "not a NumPy .npz archive" if "pickle" in str(err) else (lines[0] if lines else "")
+    return f"{type(err).__name__}: {text}"[:200]
+
+
+def _read_json(path: Path):
+    """A run's JSON file, or a ValueError naming it."""
+    return read_json(path, f"restore it, or move the folder {path.parent} away and run again to start over")
+
+
+def _read_log(path: Path, header: list[str]) -> list[dict]:
+    """A finished run's metrics log (not re-created when it is missing)."""
+    if not path.exists():
+        raise ValueError(f"{path} is missing: the finished run's log was deleted or moved; restore it (the run's other "
+                         f"files cannot rebuild it), or move the folder {path.parent} away and run again to start over")
+    return MetricsLog(path, header).read()
+
+
+def _resume(folder: Path | None, config: TrainConfig, program, updates, evals) -> dict:
     """Load the folder's checkpoint into ``program`` and cut the logs back to it; the checkpoint's meta."""
     fresh = {"epoch": 0, "seconds": 0.0, "skipped": 0, "compile_seconds": 0.0}
     if folder is None:
@@ -229,22 +285,43 @@ def _resume(folder: Path | None, program, updates, evals) -> dict:
         raise ValueError(f"{folder} holds a {next(iter(other))} checkpoint ({next(iter(other.values()))}), but this run is "
                          f"{program.framework}: resume it with --backend {next(iter(other))} or choose another --out")
     path = folder / CHECKPOINT_FILES[program.framework]
-    if not path.exists():  # killed before the first checkpoint: start over
+    if not path.exists():  # killed before the first checkpoint (or the checkpoint deleted): start over
         updates.clear()
         evals.clear()
         return fresh
     raw = path.read_bytes()
-    meta = program.read_meta(raw)
+    restart = f"delete {path} to restart the run from scratch (its logs are cut back to match)"
+    try:
+        meta = program.read_meta(raw)
+    except Exception as err:  # noqa: BLE001 -- whatever the bytes are, the message is the same
+        raise ValueError(f"the checkpoint {path} is unreadable ({_short(err)}): it was cut short or overwritten; "
+                         f"{restart}") from None
+    if not isinstance(meta, dict) or not {"framework", "epoch", "updates_bytes", "eval_bytes"} <= set(meta):
+        raise ValueError(f"the checkpoint {path} holds no gradstop run state; {restart}")
     if meta.get("framework") != program.framework:
         raise ValueError(f"{path} was written by {meta.get('framework')}, this run is {program.framework}")
-    program.load_state(raw)
+    digest = meta.get("digest")
+    if digest is not None and digest != config.digest():
+        raise ValueError(f"the checkpoint {path} belongs to another run (config digest {digest}, this run's is "
+                         f"{config.digest()}): it was copied from another folder; put it back, or {restart}")
+    try:
+        program.load_state(raw)
+    except ValueError:
+        raise
+    except Exception as err:  # noqa: BLE001
+        raise ValueError(f"the checkpoint {path} is unreadable ({_short(err)}); {restart}") from None
+    for log, key in ((updates, "updates_bytes"), (evals, "eval_bytes")):
+        if log.size() < meta[key]:
+            raise ValueError(f"{log.path} holds {log.size()} bytes but the checkpoint {path.name} was written when it held "
+                             f"{meta[key]}: the log was deleted or cut, so resuming would lose its rows; restore it, or "
+                             f"{restart}")
     updates.truncate(meta["updates_bytes"])
     evals.truncate(meta["eval_bytes"])
     return meta
 
 
 def _loop(config, program, data, updates, evals, folder, progress, tensorboard) -> RunResult:
-    meta = _resume(folder, program, updates, evals)
+    meta = _resume(folder, config, program, updates, evals)
     start, clock, skipped = meta["epoch"], meta["seconds"], meta["skipped"]
     steps = data.updates
     flow = config.flow
@@ -275,6 +352,11 @@ def _loop(config, program, data, updates, evals, folder, progress, tensorboard) 
                                      epoch=epoch + 1, flow=flow)
             skipped += len(bad)
             updates.append(rows)
+            if bad and len(bad) == n:
+                raise NonFiniteError(f"every update of epoch {epoch + 1} ({n}) was non-finite and skipped "
+                                     f"({skipped} of {(epoch + 1) * steps} so far), flow {flow}: the run has "
+                                     "stopped training. Lower the learning rate, clip the gradient (--clip-norm), or "
+                                     "shorten the horizon", update=rows[-1]["update"], epoch=epoch + 1, flow=flow)
             last = epoch + 1 == config.epochs
             ev = None
             if (epoch + 1) % config.eval_every == 0 or last:
@@ -297,7 +379,19 @@ def _loop(config, program, data, updates, evals, folder, progress, tensorboard) 
             bar.close()
         if writer is not None:
             writer.close()
-    return summarise(config, program, updates.read(), evals.read(), folder, skipped, compile_seconds)
+    result = summarise(config, program, updates.read(), evals.read(), folder, skipped, compile_seconds)
+    _warn_skipped(config, skipped, result.summary["updates"])
+    return result
+
+
+SKIPPED_WARNING = 0.05  # warn when more than this share of a run's updates were skipped as non-finite
+
+
+def _warn_skipped(config, skipped: int, total: int) -> None:
+    if total and skipped / total > SKIPPED_WARNING:
+        warnings.warn(f"{skipped} of {total} updates ({100 * skipped / total:.0f}%) of flow {config.flow} were non-finite "
+                      "and skipped (--on-nonfinite skip): its numbers come from the remaining updates; lower the learning "
+                      "rate or clip the gradient (--clip-norm)", RuntimeWarning, stacklevel=3)
 
 
 def _locate(program, data, epoch: int, index: int) -> str | None:
