@@ -184,3 +184,14 @@ def test_a_non_finite_actor_update_is_located_in_its_window(backend):
         train(cfg, sim=sim)
     assert ("flow input: in the actor's window, λ first NaN at step 3 of 4 (VJP through the simulator), batch element 0"
             in str(info.value)), str(info.value)
+
+
+def test_a_shac_config_built_in_python_takes_shacs_published_defaults():
+    cfg = TrainConfig(algo="shac", sim="cartpole")
+    assert cfg == TrainConfig.for_algo("shac", sim="cartpole")
+    assert {k: getattr(cfg, k) for k in ALGO_DEFAULTS["shac"]} == {k: (tuple(v) if isinstance(v, (list, tuple)) else v)
+                                                                for k, v in ALGO_DEFAULTS["shac"].items()}
+    assert TrainConfig(algo="shac", lr=3e-3).lr == 3e-3  # a field given wins
+    assert TrainConfig().lr == 1e-3 and TrainConfig().horizon == 100  # BPTT's own
+    with pytest.raises(TypeError, match="takes its fields by name"):
+        TrainConfig("shac")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 import math
 import numbers
@@ -59,7 +60,8 @@ def _f(default, help: str, **kw):
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Every setting of one training run (one flow, one seed)."""
+    """Every setting of one training run (one flow, one seed). Fields not given take the algorithm's published
+    defaults (``ALGO_DEFAULTS``: ``TrainConfig(algo="shac")`` is SHAC's published configuration, not BPTT's)."""
 
     algo: str = _f("bptt", f"training algorithm: {' | '.join(ALGOS)}")
     # -- the task ---------------------------------------------------------------------------------
@@ -297,6 +299,22 @@ def _check_types(config) -> None:
         if not _type_ok(kind, value):
             optional = " or null" if "None" in kinds else ""
             raise ValueError(f"{f.name} must be {_EXAMPLES[kind]}{optional}, got {value!r} ({type(value).__name__})")
+
+
+_DATACLASS_INIT = TrainConfig.__init__
+
+
+def _init(self, *args, **fields) -> None:
+    """The dataclass's ``__init__`` with the algorithm's published defaults under the fields given: a field not
+    given takes ``ALGO_DEFAULTS[algo]``'s value where it has one (SHAC's learning rates, betas, clipping, batch,
+    window, network, horizon), else the dataclass default (BPTT's)."""
+    if args:
+        raise TypeError("TrainConfig takes its fields by name, e.g. TrainConfig(sim='cartpole', flow='input')")
+    _DATACLASS_INIT(self, **{**ALGO_DEFAULTS.get(fields.get("algo", "bptt"), {}), **fields})
+
+
+_init.__signature__ = inspect.signature(_DATACLASS_INIT)
+TrainConfig.__init__ = _init
 
 
 def _choice(name: str, value: Any, valid: tuple) -> None:
