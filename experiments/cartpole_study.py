@@ -1,6 +1,6 @@
 """The multi-pole cartpole study: final test loss per gradient flow for 1–4 poles, in the published setting.
 
-    python -m experiments.cartpole_study [--quick] [--parts main glorot clipping shuffled] [--seeds 10]
+    python -m experiments.cartpole_study [--quick] [--parts main glorot clipping shuffled tuning tuned] [--seeds 10]
                                          [--variant-seeds 5] [--poles 1 2 3 4] [--observations raw sincos]
                                          [--out DIR] [--ray local|auto|HOST:PORT] [--plot-only]
 
@@ -29,10 +29,17 @@ fidelity table), every detail an option below:
 Flows: the published none (F), input (P), combined (C), all (S), and ours: directional,
 decay:0.9, truncate:10. Parts (a grid each; ``--parts`` picks):
 
-    main        the published setting: every flow × observation (raw, sincos) × poles, no clipping
+    main        the published setting: every flow × observation (raw, sincos) × poles, no clipping (the
+                published script also runs every cell clipped by value and by norm: the clipping part)
     glorot      the same grid with the output layer left at its Glorot draw (not zeroed)
     clipping    the published flows × clip by value / by norm, raw observation
     shuffled    the published flows, training set reshuffled every epoch, raw observation
+    tuning      per flow, every lr of --lrs (and γ of --gammas for decay, K of --ks for truncate) at
+                --tune-poles on --tune-seeds (disjoint from the reporting seeds), each run with a
+                validation set; per flow the setting with the lowest mean log final validation loss
+                is chosen (tuning.csv, tuned.csv) — the test set is never looked at
+    tuned       the main part's grid on the reporting seeds, each flow at its tuned setting (runs the
+                tuning part first; its finished runs are reused)
 
 Statistics (``gradstop.study.stats``, rliable): per cell (part, observation, poles, flow) the IQM and
 median of the final test loss and of the success (share of poles within 12° of upright at the end),
@@ -73,18 +80,20 @@ from gradstop.trainers.config import TrainConfig
 
 SCRIPT = "cartpole_study"
 PUBLISHED_FLOWS = ("none", "input", "combined", "all")
-PARTS = ("main", "glorot", "clipping", "shuffled")
+PARTS = ("main", "glorot", "clipping", "shuffled", "tuning", "tuned")
+DEFAULT_PARTS = ("main", "glorot", "clipping", "shuffled")
 RETIRED_PARTS = {"zero-last": "the published code zeroes the output layer in every run, so those runs are the main part "
                               "now (--parts main); the Glorot output layer is --parts glorot"}
-SETTING = {"main": "published", "glorot": "glorot", "shuffled": "shuffled"}  # clipping: value or norm
+SETTING = {"main": "published", "glorot": "glorot", "shuffled": "shuffled", "tuning": "tuning",
+           "tuned": "tuned"}  # clipping: value or norm
 LOSS_FLOOR = 2.0**-24  # float32 resolution of 1 − mean cos θ near 0: a final loss of 0 means "below this"
 TAUS = np.logspace(-7, math.log10(2.0), 50)  # performance-profile thresholds on the final test loss (0 … 2)
 
 
 @dataclasses.dataclass
 class Args(SweepOptions):
-    parts: tuple[str, ...] = PARTS
-    """which grids to run: main, glorot, clipping, shuffled (see the module docstring)"""
+    parts: tuple[str, ...] = DEFAULT_PARTS
+    """which grids to run: main, glorot, clipping, shuffled, tuning, tuned (see the module docstring)"""
     poles: tuple[int, ...] = (1, 2, 3, 4)
     """pole counts N"""
     flows: tuple[str, ...] = ("none", "input", "combined", "all", "directional", "decay:0.9", "truncate:10")
@@ -113,6 +122,18 @@ class Args(SweepOptions):
     """Adam's learning rate"""
     adam_eps: float = 1e-7
     """Adam's ε (Keras' default)"""
+    tune_seeds: tuple[int, ...] = (100, 101, 102)
+    """seeds of the tuning part (disjoint from the reporting seeds 0 … seeds−1)"""
+    tune_poles: tuple[int, ...] = (2, 4)
+    """pole counts the tuning part runs at"""
+    tune_observations: tuple[str, ...] = ("raw",)
+    """observations the tuning part runs with (the tuned settings serve both)"""
+    lrs: tuple[float, ...] = (3e-4, 1e-3, 3e-3)
+    """learning rates the tuning part tries for every flow"""
+    gammas: tuple[float, ...] = (0.8, 0.9, 0.95, 0.98)
+    """γ the tuning part tries for decay"""
+    ks: tuple[int, ...] = (10, 25, 50)
+    """K the tuning part tries for truncate"""
     clip: float = 1.0
     """the clipping part's bound (the published cnum): ±clip per component, or global norm clip"""
     impl: str = "fused"
@@ -138,9 +159,15 @@ def parse(argv=None) -> Args:
     if unknown:
         raise ValueError(f"unknown part(s) {unknown}; choose from {PARTS}")
     if args.quick:
-        args = dataclasses.replace(args, parts=tuple(p for p in args.parts if p in ("main", "clipping")), poles=(1,),
-                                   flows=("none", "combined"), observations=("raw",), seeds=2, variant_seeds=2, epochs=2,
-                                   train_size=16, test_size=16, eval_every=1, bootstrap_reps=min(args.bootstrap_reps, 200))
+        args = dataclasses.replace(args, parts=tuple(p for p in args.parts if p in ("main", "clipping", "tuning", "tuned")),
+                                   poles=(1,), flows=("none", "combined"), observations=("raw",), seeds=2, variant_seeds=2,
+                                   epochs=2, train_size=16, test_size=16, eval_every=1, tune_poles=(1,), tune_seeds=(100, 101),
+                                   lrs=(1e-3, 3e-3), bootstrap_reps=min(args.bootstrap_reps, 200))
+    overlap = sorted(set(args.tune_seeds) & set(range(max(args.seeds, args.variant_seeds))))
+    if overlap and {"tuning", "tuned"} & set(args.parts):
+        raise ValueError(f"the tuning seeds {list(args.tune_seeds)} overlap the reporting seeds 0…"
+                         f"{max(args.seeds, args.variant_seeds) - 1} in {overlap}: a setting chosen on the seeds it is "
+                         "reported on is tuned to them; pick --tune-seeds outside them (e.g. 100 101 102)")
     for name in ("seeds", "variant_seeds", "bootstrap_reps"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be ≥ 1, got {getattr(args, name)}")
@@ -157,6 +184,70 @@ def config(args: Args, poles: int, flow: str, seed: int, observation: str = "raw
                 hidden=args.hidden, activation="tanh", zero_last=True, weight_init=args.weight_init, optimizer="adam",
                 lr=args.lr, adam_eps=args.adam_eps, seed=seed, dtype="float32", checkpoint_every=50)
     return TrainConfig(**{**base, **changes})
+
+
+def flow_candidates(args: Args, flow: str) -> list[str]:
+    """The settings of ``flow`` the tuning part tries besides the learning rate: decay's γ, truncate's K."""
+    family = flow.split(":")[0]
+    if family == "decay":
+        return [f"decay:{g:g}" for g in args.gammas]
+    if family == "truncate":
+        return [f"truncate:{k}" for k in args.ks]
+    return [flow]
+
+
+def tuning_runs(args: Args) -> list[Run]:
+    """The tuning part: every flow's candidates × learning rates × tuning poles and observations × tuning seeds, with
+    a validation set (the choice never looks at the test set)."""
+    out = []
+    for seed in args.tune_seeds:
+        for obs in args.tune_observations:
+            for poles in args.tune_poles:
+                for flow in args.flows:
+                    for candidate in flow_candidates(args, flow):
+                        for lr in args.lrs:
+                            name = (f"part=tuning,obs={obs},poles={poles},flow={flow.replace(':', '_')},"
+                                    f"candidate={candidate.replace(':', '_')},lr={lr:g},seed={seed}")
+                            out.append(Run(name, config(args, poles, candidate, seed, obs, lr=lr, validation=True)))
+    return out
+
+
+def choose_tuned(args: Args, runs: list[Run], records: dict) -> dict:
+    """Per flow, the (flow setting, lr) with the lowest mean log final validation loss over the tuning runs (poles,
+    observations and seeds pooled); {flow: {"flow", "lr", "score", "runs"}} and one row per candidate. A flow whose
+    tuning runs are not all finished is an error naming it and the fix."""
+    table, chosen = [], {}
+    for flow in args.flows:
+        mine = [r for r in runs if describe(r)["flow_label"] == flow]
+        done = [r for r in mine if r.name in records and (records[r.name]["summary"] or {}).get("final_val_loss") is not None]
+        if len(done) < len(mine):
+            raise ValueError(f"the tuned setting of flow {flow} is missing: {len(done)} of its {len(mine)} tuning runs "
+                             "have finished; run --parts tuning first (it resumes), then --parts tuned")
+        best = None
+        for candidate in flow_candidates(args, flow):
+            for lr in args.lrs:
+                vals = [records[r.name]["summary"]["final_val_loss"] for r in done
+                        if r.config.flow == candidate and r.config.lr == lr]
+                score = float(np.mean(np.log(np.maximum(vals, LOSS_FLOOR))))
+                table.append(dict(flow=flow, candidate=candidate, lr=lr, runs=len(vals), mean_log_val_loss=score,
+                                  geometric_mean_val_loss=math.exp(score)))
+                if best is None or score < best["score"]:
+                    best = dict(flow=candidate, lr=lr, score=score, runs=len(vals))
+        chosen[flow] = best
+    return {"chosen": chosen, "table": table}
+
+
+def tuned_runs(args: Args, chosen: dict) -> list[Run]:
+    """The tuned part: the main part's grid on the reporting seeds, each flow at its tuned setting and lr."""
+    out = []
+    for seed in range(args.seeds):
+        for obs in args.observations:
+            for poles in args.poles:
+                for flow in args.flows:
+                    c = chosen[flow]
+                    out.append(Run(run_name("tuned", "tuned", obs, poles, flow, seed),
+                                   config(args, poles, c["flow"], seed, obs, lr=c["lr"])))
+    return out
 
 
 def run_name(part: str, setting: str, obs: str, poles: int, flow: str, seed: int) -> str:
@@ -178,7 +269,7 @@ def runs(args: Args) -> list[Run]:
         "shuffled": [("shuffled", ("raw",), published, variant, dict(shuffle=True))],
     }
     out = []
-    for part in args.parts:  # seed-major within a part: a sweep stopped part-way leaves every cell with the same seeds
+    for part in [p for p in args.parts if p in grids]:  # seed-major within a part: a sweep stopped part-way leaves every cell with the same seeds
         for seed in range(max(g[3] for g in grids[part])):
             for setting, observations, flows, seeds, changes in grids[part]:
                 if seed >= seeds:
@@ -192,10 +283,11 @@ def runs(args: Args) -> list[Run]:
 
 
 def describe(run: Run) -> dict:
-    """The grid coordinates of a run, read back from its name: part, setting, obs, poles, seed."""
+    """The grid coordinates of a run, read back from its name: part, setting, obs, poles, seed, and flow_label (the
+    flow as the grid names it: in the tuned part the flow whose tuned setting the run uses)."""
     d = dict(kv.split("=", 1) for kv in run.name.split(","))
     return dict(part=d["part"], setting=d.get("clip", SETTING.get(d["part"])), obs=d["obs"], poles=int(d["poles"]),
-                seed=int(d["seed"]))
+                seed=int(d["seed"]), flow_label=d["flow"].replace("_", ":"))
 
 
 # -- the tables ------------------------------------------------------------------------------------
@@ -204,7 +296,9 @@ PANELS = [("main", "published", "raw", "published setting, raw observation"),
           ("glorot", "glorot", "raw", "output layer not zeroed (Glorot), raw"),
           ("glorot", "glorot", "sincos", "output layer not zeroed (Glorot), sin/cos"),
           ("clipping", "value", "raw", "raw, clip by value ±1"), ("clipping", "norm", "raw", "raw, clip by global norm 1"),
-          ("shuffled", "shuffled", "raw", "raw, reshuffled every epoch")]
+          ("shuffled", "shuffled", "raw", "raw, reshuffled every epoch"),
+          ("tuned", "tuned", "raw", "each flow at its tuned lr (γ, K), raw"),
+          ("tuned", "tuned", "sincos", "each flow at its tuned lr (γ, K), sin/cos")]
 TITLES = {p[:3]: p[3] for p in PANELS}
 
 
@@ -232,17 +326,19 @@ def tables(all_runs: list[Run], records: dict, args: Args) -> dict:
     final, curves = [], []
     for r in all_runs:
         d, rec = describe(r), records.get(r.name)
+        if d["part"] == "tuning":
+            continue  # its runs choose the tuned part's settings (tuning.csv), they are not reported
         s = (rec or {}).get("summary") or {}
         status = rec["status"] if rec else "pending"
-        final.append(dict(part=d["part"], setting=d["setting"], obs=d["obs"], poles=d["poles"], flow=r.config.flow,
-                          seed=d["seed"], status=status, final_test_loss=s.get("final_test_loss"),
-                          best_test_loss=s.get("best_test_loss"), final_test_success=s.get("final_test_success"),
+        final.append(dict(part=d["part"], setting=d["setting"], obs=d["obs"], poles=d["poles"], flow=d["flow_label"],
+                          flow_run=r.config.flow, lr=r.config.lr, seed=d["seed"], status=status, final_test_loss=s.get("final_test_loss"),
+                          best_test_loss_selected_on_test=s.get("best_test_loss"), final_test_success=s.get("final_test_success"),
                           train_seconds=s.get("seconds")))
         for e in (rec or {}).get("evals", []):
-            curves.append(dict(part=d["part"], setting=d["setting"], obs=d["obs"], poles=d["poles"], flow=r.config.flow,
+            curves.append(dict(part=d["part"], setting=d["setting"], obs=d["obs"], poles=d["poles"], flow=d["flow_label"],
                                seed=d["seed"], epoch=e["epoch"], test_loss=e["test_loss"], test_success=e["test_success"]))
     flow_order = {f: i for i, f in enumerate(args.flows)}
-    final.sort(key=lambda r: (PARTS.index(r["part"]), r["setting"], r["obs"], r["poles"], flow_order.get(r["flow"], 99),
+    final.sort(key=lambda r: (PARTS.index(r["part"]), str(r["setting"]), r["obs"], r["poles"], flow_order.get(r["flow"], 99),
                               r["seed"]))
     groups: dict = {}
     for row in final:
@@ -467,6 +563,8 @@ def plot_profiles(path, profiles: list, flows: list) -> None:
 def plot_curves(path, curves: list, flows: list, poles: list, observations: list) -> None:
     """Test loss against epoch, main part: a panel per observation and pole count, median over seeds and
     interquartile band."""
+    if not any(c["part"] == "main" for c in curves):
+        return
     import matplotlib
 
     matplotlib.use("Agg")
@@ -512,13 +610,27 @@ FILES = [*TABLE_FILES, "summary.md", "cartpole-study.png", "cartpole-study-pairs
 def main(argv=None) -> None:
     args = parse(argv)
     started = time.perf_counter()
-    all_runs = runs(args)
+    all_runs = runs(args) + (tuning_runs(args) if "tuning" in args.parts else [])
     earlier = read_settings(args.out)
     adopted = adopt_runs(args.out, all_runs) if earlier is None or earlier.get("script") == SCRIPT else {}
     if adopted:
         print(f"reusing {len(adopted)} finished runs of this folder's earlier layout under the names used now "
               f"(e.g. {next(iter(adopted))} -> {next(iter(adopted.values()))}; the list: renamed.json)", flush=True)
+    tuning = None
+    if "tuned" in args.parts:  # the tuning part first: the tuned part's configs come from its choice
+        tune = tuning_runs(args)
+        _, tune_records, _ = sweep_runs(args, SCRIPT, tune, "cartpole study, tuning part")
+        tuning = choose_tuned(args, tune, tune_records)
+        all_runs = [r for r in all_runs if describe(r)["part"] != "tuning"] + tune + tuned_runs(args, tuning["chosen"])
     out, records, report = sweep_runs(args, SCRIPT, all_runs, "cartpole study")
+    if tuning is None and "tuning" in args.parts:
+        tune = [r for r in all_runs if describe(r)["part"] == "tuning"]
+        if all(r.name in records for r in tune):
+            tuning = choose_tuned(args, tune, records)
+    if tuning is not None:
+        write_tables(out, {"tuning.csv": tuning["table"],
+                           "tuned.csv": [dict(flow=f, tuned_flow=c["flow"], lr=c["lr"], mean_log_val_loss=c["score"], runs=c["runs"])
+                                         for f, c in tuning["chosen"].items()]})
     data = tables(all_runs, records, args)
     write_tables(out, {name: data[key] for name, key in TABLE_FILES.items()})
     from gradstop._io import atomic_write

@@ -129,7 +129,7 @@ def tables(all_runs, records):
         s = (rec or {}).get("summary") or {}
         final.append(dict(task=d["task"], algo=d["algo"], flow=r.config.flow, seed=int(d["seed"]),
                           status=rec["status"] if rec else "pending", final_test_loss=s.get("final_test_loss"),
-                          best_test_loss=s.get("best_test_loss"), final_test_reward=s.get("final_test_reward"),
+                          best_test_loss_selected_on_test=s.get("best_test_loss"), final_test_reward=s.get("final_test_reward"),
                           train_seconds=s.get("seconds"), compile_seconds=s.get("compile_seconds")))
         for e in (rec or {}).get("evals", []):
             curves.append(dict(task=d["task"], algo=d["algo"], flow=r.config.flow, seed=int(d["seed"]), update=e["update"],

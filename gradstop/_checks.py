@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import numbers
+
 
 def check_horizon(horizon) -> None:
     if isinstance(horizon, bool) or not isinstance(horizon, int):
@@ -93,6 +96,37 @@ def check_x0_shape(shape, sim) -> None:
             f"x0 must have shape (batch, {sim.state_dim}) for {sim.name}, got {tuple(shape)}; "
             f"use sim.reset(key, batch) for valid initial states (a single state: x0[None])"
         )
+    check_x0_size(shape[0])
+
+
+def check_x0_size(size: int) -> None:
+    """A rollout needs at least one initial state: the mean over an empty batch is NaN."""
+    if size == 0:
+        raise ValueError("x0 holds 0 states, and the loss of an empty batch is NaN: pass at least one initial state "
+                         "(shape (B, ...) with B ≥ 1), or key= and batch= to sample them")
+
+
+def check_batch(batch, x0_size: int | None) -> int:
+    """The batch size: ``batch`` (default 1) when states are sampled; with an x0 of ``x0_size`` states, x0's own,
+    and ``batch`` may only repeat it."""
+    if x0_size is None:
+        return 1 if batch is None else batch
+    if batch is not None and batch != x0_size:
+        raise ValueError(f"batch={batch!r} but x0 holds {x0_size} states: x0 sets the batch, so drop batch= "
+                         f"or pass x0 with {batch} states")
+    return x0_size
+
+
+def check_key(key, what: str = "key", optional: bool = False) -> None:
+    """A JAX PRNG key argument: an int seed or a ``jax.random`` key (checked here without importing JAX). With
+    ``optional``, None passes too (a simulator's ``reset`` then says whether it needs a key)."""
+    if key is None and optional:
+        return
+    is_seed = isinstance(key, numbers.Integral) and not isinstance(key, bool)
+    dtype = str(getattr(key, "dtype", ""))
+    if not (is_seed or dtype.startswith("key<") or (dtype == "uint32" and getattr(key, "shape", ())[-1:] == (2,))):
+        raise TypeError(f"{what} must be an int seed or a jax.random key (jax.random.key(0)), got "
+                        f"{type(key).__name__} {key!r}")
 
 
 def check_x0_dtype(x0_dtype, policy_dtype, is_floating: bool) -> None:
@@ -111,8 +145,11 @@ def check_pytree_x0(x0, example, structure, leaves) -> None:
         raise ValueError("x0 does not have the structure of this sim's states: pass a state from sim.reset(key, batch) "
                          "or a rollout's states (sliced at one time step)")
     sizes = {getattr(v, "shape", (None,))[:1] for v in leaves(x0)}
-    if len(sizes) != 1 or not all(sizes.pop()):
+    size = sizes.pop() if len(sizes) == 1 else (None,)
+    if None in size:
         raise ValueError("x0's leaves must share one leading batch axis (B, ...), as sim.reset(key, B) returns")
+    if size:
+        check_x0_size(size[0])
 
 
 # What a rollout calls on a simulator; ``sims.base.Sim`` provides all of them (terminal_cost as zero).
@@ -138,3 +175,81 @@ def check_protocol(sim, needs_reset: bool = True) -> None:
     if not getattr(sim, "pytree_state", False) and getattr(sim, "state_dim", None) is None:
         raise TypeError(f"{type(sim).__name__} does not follow the simulator protocol: it has no attribute 'state_dim' "
                         "(the length of a flat state vector)")
+
+
+class OutOfMemory(MemoryError):
+    """A rollout's arrays do not fit in memory; the message estimates what its reverse sweep keeps, and the fixes."""
+
+
+def residual_bytes(horizon: int, batch: int, state: int, action: int, itemsize: int) -> int:
+    """What a reverse sweep keeps at the least, whatever the memory policy: every step's state and action,
+    horizon × batch × (state + action) values of ``itemsize`` bytes (``memory='residuals'`` keeps each step's
+    intermediate values of the simulator and the policy on top)."""
+    return horizon * batch * (state + action) * itemsize
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """The frameworks' allocation failures: JAX's RESOURCE_EXHAUSTED, torch.OutOfMemoryError, torch's CPU allocator."""
+    if isinstance(err, OutOfMemory):
+        return False
+    text = str(err)
+    return (isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError"
+            or (isinstance(err, RuntimeError) and any(s in text for s in ("RESOURCE_EXHAUSTED", "can't allocate memory",
+                                                                          "not enough memory", "out of memory"))))
+
+
+def kept(impl: str, memory: str, compile: bool = False) -> str:
+    """What a rollout keeps for its reverse sweep: 'recompute' (states and actions only) or 'residuals'."""
+    return "recompute" if compile or (impl == "fused" and memory == "recompute") else "residuals"
+
+
+def out_of_memory(horizon: int, batch: int, state: int, action: int, itemsize: int, memory: str) -> OutOfMemory:
+    need = residual_bytes(horizon, batch, state, action, itemsize)
+    estimate = (f"its reverse sweep keeps at least {_size(need)}: horizon {horizon} × batch {batch} × "
+                f"(state {state} + action {action} values) × {itemsize} bytes, for the states and actions alone")
+    if memory == "recompute":
+        return OutOfMemory(f"out of memory in a rollout: {estimate}; use a smaller batch or a shorter horizon")
+    return OutOfMemory(f"out of memory in a rollout: {estimate}, and memory='residuals' keeps each step's "
+                       "intermediate values on top; use impl='fused', memory='recompute' (CLI: --impl fused --memory "
+                       "recompute), which keeps only those, a smaller batch or a shorter horizon")
+
+
+def _size(n: int) -> str:
+    """``n`` bytes in the largest binary unit that keeps the number ≥ 1."""
+    for power, unit in ((4, "TiB"), (3, "GiB"), (2, "MiB"), (1, "KiB")):
+        if n >= 1024 ** power:
+            return f"{n / 1024 ** power:.3g} {unit}"
+    return f"{n} B"
+
+
+def not_traceable(err: BaseException, sim) -> TypeError:
+    """NumPy called on a traced JAX array, inside one of ``sim``'s methods (named when the traceback shows it)."""
+    method = next((tb.tb_frame.f_code.co_name for tb in reversed(list(_frames(err.__traceback__)))
+                   if tb.tb_frame.f_locals.get("self") is sim), None)
+    where = f"{type(sim).__name__}.{method}" if method else f"a method of {type(sim).__name__} (step, obs or cost)"
+    return TypeError(f"{where} is not traceable by JAX: it turns a traced array into a NumPy array (a NumPy function "
+                     "such as np.sin applied to a state or an action); compute with the array namespace the simulator "
+                     "is given, self.xp (jax.numpy), instead of numpy")
+
+
+def _frames(tb):
+    while tb is not None:
+        yield tb
+        tb = tb.tb_next
+
+
+@contextlib.contextmanager
+def explained(sim, horizon: int, footprint=None, memory: str = "residuals"):
+    """Re-raise the framework's out-of-memory and tracing errors raised inside as gradstop's own.
+
+    ``footprint()`` returns (batch, state values, action values, bytes per value), for the memory estimate; it is
+    called only on an out-of-memory error.
+    """
+    try:
+        yield
+    except Exception as err:
+        if footprint is not None and is_out_of_memory(err):
+            raise out_of_memory(horizon, *footprint(), memory) from err
+        if type(err).__name__ == "TracerArrayConversionError":
+            raise not_traceable(err, sim) from err
+        raise

@@ -148,11 +148,11 @@ def parse_flow(flow: FlowLike) -> Flow:
         part = part.strip()
         name, sep, arg = part.partition(":")
         if name in BASES and not sep:
-            _set_once(fields, "base", name, flow)
+            _set_once(fields, "base", name, flow, part)
         elif name == "decay" and sep:
-            _set_once(fields, "decay", _number(arg, "decay γ", float, flow), flow)
+            _set_once(fields, "decay", _number(arg, "decay γ", float, flow), flow, part)
         elif name == "truncate" and sep:
-            _set_once(fields, "truncate", _number(arg, "truncate K", int, flow), flow)
+            _set_once(fields, "truncate", _number(arg, "truncate K", int, flow), flow, part)
         elif name in ("decay", "truncate"):
             raise ValueError(f"{name!r} in flow {flow!r} needs a parameter ({name}:…); {VALID_FORMS}")
         else:
@@ -160,11 +160,17 @@ def parse_flow(flow: FlowLike) -> Flow:
     return Flow(**fields)
 
 
-def _set_once(fields: dict, key: str, value: Any, flow: str) -> None:
+def _set_once(fields: dict, key: str, value: Any, flow: str, part: str) -> None:
     if key in fields:
-        what = "two bases" if key == "base" else f"{key} twice"
-        hint = " ('all' already stops both edges)" if key == "base" else ""
-        raise ValueError(f"flow {flow!r} gives {what}{hint}; {VALID_FORMS}")
+        if fields[key] == value:
+            raise ValueError(f"flow {flow!r} repeats {part!r}: write each part once; {VALID_FORMS}")
+        if key != "base":
+            what = f"{key} twice"
+        elif {fields[key], value} == {"input", "state"}:
+            what = "two bases ('all' already stops both edges)"
+        else:
+            what = f"two bases, {fields[key]!r} and {value!r}: choose one"
+        raise ValueError(f"flow {flow!r} gives {what}; {VALID_FORMS}")
     fields[key] = value
 
 

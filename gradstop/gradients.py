@@ -41,7 +41,7 @@ class FlowGradients(NamedTuple):
     rollout: Any = None
 
 
-def gradients(policy, sim, *, flows, horizon: int, x0=None, key=None, batch: int = 1, impl: str = "fused",
+def gradients(policy, sim, *, flows, horizon: int, x0=None, key=None, batch: int | None = None, impl: str = "fused",
               memory: str = "residuals", compile: bool = False) -> FlowGradients:
     """The gradients of several flows, their norms and pairwise cosines.
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import importlib
 from typing import Any, NamedTuple
 
-from gradstop._checks import IMPLS, MEMORY_POLICIES, check_compile, check_framework, check_horizon, check_impl
+from gradstop._checks import IMPLS, MEMORY_POLICIES, OutOfMemory, check_compile, check_framework, check_horizon, check_impl
 from gradstop.flows import FlowLike, parse_flow
 
-__all__ = ["Rollout", "rollout", "IMPLS", "MEMORY_POLICIES"]
+__all__ = ["Rollout", "rollout", "IMPLS", "MEMORY_POLICIES", "OutOfMemory"]
 
 
 class Rollout(NamedTuple):
@@ -35,7 +35,7 @@ class Rollout(NamedTuple):
     loss: Any
 
 
-def rollout(policy, sim, *, stop: FlowLike = "none", horizon: int, x0=None, key=None, batch: int = 1,
+def rollout(policy, sim, *, stop: FlowLike = "none", horizon: int, x0=None, key=None, batch: int | None = None,
             impl: str = "native", memory: str = "residuals", compile: bool = False) -> Rollout:
     """Roll ``policy`` out in ``sim`` for ``horizon`` steps; the loss's gradient is the flow ``stop``.
 
@@ -49,7 +49,8 @@ def rollout(policy, sim, *, stop: FlowLike = "none", horizon: int, x0=None, key=
       horizon: number of steps H ≥ 1.
       x0: initial states (B, state_dim), same dtype as the policy; if None, sampled with ``key``.
       key: JAX: PRNG key or int seed; torch: int seed or ``torch.Generator`` (None: global RNG).
-      batch: number of initial states to sample when ``x0`` is None.
+      batch: number of initial states to sample when ``x0`` is None (default 1); with ``x0``, omit it (or give
+        x0's own batch size).
       impl: 'native' (the framework's autodiff with stop_gradient/detach on the cut edges) or
         'fused' (one forward and one reverse sweep of per-step VJPs, see ``gradstop.gradients``).
       memory: for ``impl='fused'``: 'residuals' keeps each step's VJP residuals (fastest),
@@ -57,6 +58,10 @@ def rollout(policy, sim, *, stop: FlowLike = "none", horizon: int, x0=None, key=
       compile: PyTorch only: the fast path (``gradstop.torch.compiled``). The forward and reverse
         sweeps run as two ``torch.compile``d loops (one compile for every H ≥ 2, about 10–30 s
         the first time); ``memory`` is then always 'recompute'. Same gradients as eager.
+
+    Raises:
+      OutOfMemory: (a ``MemoryError``) the framework ran out of memory; the message estimates what the reverse
+        sweep keeps and names the fixes (``impl='fused', memory='recompute'``, a smaller batch or horizon).
 
     Returns:
       A :class:`Rollout`. For the combining flows (``combined``, ``directional``), and for every

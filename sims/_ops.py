@@ -25,8 +25,12 @@ def _jax_ops():
     def key_of(key):
         if key is None:
             raise ValueError("JAX sims need a PRNG key to sample initial states: pass key=jax.random.key(0) or an int seed")
-        if isinstance(key, int):
-            return jax.random.key(key)
+        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+            return jax.random.key(int(key))
+        dtype = getattr(key, "dtype", None)
+        if dtype is None or not (jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) or dtype == jnp.uint32):
+            raise TypeError(f"key must be an int seed or a jax.random key (jax.random.key(0)), got "
+                            f"{type(key).__name__} {key!r}")
         return key
 
     def uniform(key, shape, dtype):

@@ -18,6 +18,7 @@ docs/simulators.md.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import ClassVar
 
 import numpy as np
@@ -43,8 +44,7 @@ class Sim:
 
     def __post_init__(self):
         _ops.ops(self.backend)  # validates the backend and imports its framework once
-        if not (isinstance(self.dt, (int, float)) and self.dt > 0):
-            raise ValueError(f"{self.name}: dt must be a positive number, got {self.dt!r}")
+        positive(self, dt=self.dt)
 
     # -- the framework --------------------------------------------------------------------------
     @property
@@ -121,14 +121,24 @@ class Sim:
 
 
 def positive(sim: Sim, **values) -> None:
-    """Raise a ValueError naming the parameter if any of ``values`` is not a positive number."""
+    """Raise a ValueError naming the parameter if any of ``values`` is not a finite number > 0."""
     for key, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise ValueError(f"{sim.name}: {key} must be a positive number, got {value!r}")
+        if not (_finite(value) and value > 0):
+            raise ValueError(f"{sim.name}: {key} must be a positive number (finite, > 0), got {value!r}{_default(sim, key)}")
 
 
 def non_negative(sim: Sim, **values) -> None:
-    """Raise a ValueError naming the parameter if any of ``values`` is negative or not a number."""
+    """Raise a ValueError naming the parameter if any of ``values`` is not a finite number ≥ 0."""
     for key, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-            raise ValueError(f"{sim.name}: {key} must be a number ≥ 0, got {value!r}")
+        if not (_finite(value) and value >= 0):
+            raise ValueError(f"{sim.name}: {key} must be a number ≥ 0 (and finite), got {value!r}{_default(sim, key)}")
+
+
+def _finite(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _default(sim: Sim, key: str) -> str:
+    """'; its default is …' for a parameter with a default, for the message of a refused value."""
+    default = next((f.default for f in dataclasses.fields(sim) if f.name == key), None)
+    return f"; pass a value such as its default, {key}={default!r}" if _finite(default) else ""

@@ -3,7 +3,7 @@
 State x = (x_cart, θ_1..θ_N, ẋ_cart, θ̇_1..θ̇_N) ∈ R^{2(N+1)}; θ = 0 is upright, θ = π hangs
 down. Action a ∈ R^1, the horizontal force F = force_scale·a on the cart. The poles couple to
 the cart only (no pole-pole terms), as in the published model (Schnell & Thuerey, ICLR 2024;
-equations in shared/data/README.md)::
+their code, tum-pbs/StableBPTT, CartPole/Simulations/01/cartpole_simulator.py)::
 
     A_i  = (F + m·l·sin θ_i·θ̇_i²) / M
     θ̈_i  = (g·sin θ_i − cos θ_i·A_i) / (l·(4/3 − m·cos²θ_i / M))
@@ -158,7 +158,7 @@ class CartPole(Sim):
 
     def init_bounds(self):
         n = self.poles
-        if self.task == "swingup" and self.init == "published":  # the published task's generator (shared/data/README.md)
+        if self.task == "swingup" and self.init == "published":  # StableBPTT: CartPole/Simulations/01/multi_cartpole_data.py
             lo = [-1.0] + [math.pi - math.pi / 6] * n + [-1.0] + [-1.0] * n
         elif self.task == "swingup":  # the reference trajectories' range
             lo = [-0.5] + [math.pi - math.pi / 6] * n + [0.0] + [-0.5] * n

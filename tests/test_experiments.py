@@ -58,8 +58,8 @@ def test_cartpole_study_quick_writes_its_tables_and_resumes(tmp_path):
             "cartpole-study.png", "cartpole-study-pairs.png", "cartpole-study-profiles.png", "cartpole-study-curves.png",
             "settings.json", "sweep.json", "runs", "summary.csv"} <= {p.name for p in out.iterdir()}
     final = read(out / "final.csv")
-    assert set(final[0]) == {"part", "setting", "obs", "poles", "flow", "seed", "status", "final_test_loss", "best_test_loss",
-                             "final_test_success", "train_seconds"}
+    assert set(final[0]) == {"part", "setting", "obs", "poles", "flow", "flow_run", "lr", "seed", "status", "final_test_loss",
+                             "best_test_loss_selected_on_test", "final_test_success", "train_seconds"}
     assert len(final) == 12 and {r["setting"] for r in final} == {"published", "value", "norm"}  # main + both clippings
     assert all(r["status"] == "done" and 0 <= float(r["final_test_loss"]) <= 2 for r in final)
     table = read(out / "table.csv")
@@ -123,6 +123,28 @@ def test_cartpole_study_reuses_the_runs_of_its_earlier_layout(tmp_path, capsys):
     manifest = json.loads((out / "sweep.json").read_text())["runs"]
     assert old_name not in manifest and new.name in manifest and kept in manifest
     assert [r for r in read(out / "summary.csv") if r["name"] == new.name][0]["status"] == "done"
+
+
+def test_cartpole_study_tunes_each_flow_on_validation_losses_of_its_own_seeds(tmp_path):
+    cartpole_study = importlib.import_module("experiments.cartpole_study")
+    out = tmp_path / "t"
+    args = ["--quick", "--parts", "tuning", "tuned", "--out", str(out)]
+    with pytest.raises(ValueError, match="the tuned setting of flow none is missing: 0 of its 4 tuning runs have finished"):
+        cartpole_study.main([*args, "--plot-only"])  # nothing tuned yet
+    cartpole_study.main(args)
+    tuning, tuned = read(out / "tuning.csv"), read(out / "tuned.csv")
+    assert len(tuning) == 4 and all(r["runs"] == "2" for r in tuning)  # 2 flows × 2 lrs, 2 tuning seeds each
+    for flow in ("none", "combined"):  # the choice is the candidate with the lowest mean log validation loss
+        best = min((r for r in tuning if r["flow"] == flow), key=lambda r: float(r["mean_log_val_loss"]))
+        chosen = next(r for r in tuned if r["flow"] == flow)
+        assert (chosen["tuned_flow"], chosen["lr"]) == (best["candidate"], best["lr"])
+    final = read(out / "final.csv")  # the reporting seeds ran at the tuned settings; tuning runs are not reported
+    assert {r["part"] for r in final} == {"tuned"} and {r["seed"] for r in final} == {"0", "1"}
+    assert all(r["lr"] == next(t["lr"] for t in tuned if t["flow"] == r["flow"]) for r in final)
+    summaries = [json.loads(p.read_text()) for p in (out / "runs").glob("part=tuning,*/summary.json")]
+    assert len(summaries) == 8 and all(s["final_val_loss"] is not None for s in summaries)
+    with pytest.raises(ValueError, match=r"the tuning seeds \[1, 100\] overlap the reporting seeds 0…9 in \[1\]"):
+        cartpole_study.parse(["--parts", "tuned", "--tune-seeds", "1", "100"])
 
 
 def test_training_curves_quick_writes_curves_for_both_algorithms(tmp_path):

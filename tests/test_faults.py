@@ -333,3 +333,18 @@ def test_a_train_folder_whose_record_was_deleted_resumes_when_its_runs_match(tmp
     capsys.readouterr()
     assert main(["train", *TINY_ARGS, "--lr", "0.01", "--out", str(folder)]) == 2
     assert "holds things that are not these runs (none)" in capsys.readouterr().err
+
+
+def test_out_of_memory_in_a_training_run_is_one_message_with_the_estimate_and_the_fixes(tmp_path, monkeypatch, capsys):
+    import jax
+
+    from gradstop.trainers.jax import bptt
+
+    def exhausted(self, data, epoch):
+        raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 2949120000 bytes.")
+
+    monkeypatch.setattr(bptt.BPTT, "run_epoch", exhausted)
+    assert main(["train", *TINY_ARGS, "--batch", "4096", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "out of memory in a rollout: its reverse sweep keeps at least" in err, err
+    assert "horizon 4 × batch 4096" in err and "--memory recompute" in err and len(err.splitlines()) == 1, err

@@ -60,7 +60,7 @@ def test_diagnose_reads_trained_weights_and_refuses_a_wrong_architecture(tmp_pat
                             x0=sims.make("pointmass", backend="torch").reset(0, 2, dtype=__import__("torch").float32))
     assert float(trace[0]["lam_mean"]) == pytest.approx(reference.lam_mean["none"][0], rel=1e-6)  # the loaded weights were used
     assert cli.main(args + ["--hidden", "16", "--out", str(tmp_path / "b")]) == 2
-    assert "pass the --hidden the run was trained with" in capsys.readouterr().err
+    assert "holds an MLP with hidden widths 8, not --hidden 16: pass --hidden 8" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
 
 

@@ -255,6 +255,6 @@ def test_a_second_sweep_on_the_same_folder_is_refused_while_the_first_runs(tmp_p
     run_sweep(runs, tmp_path / "s", progress=False)
     with open(tmp_path / "s" / ".sweep.lock", "a+") as held:  # as a running sweep holds it
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        with pytest.raises(ValueError, match="is in use: another gradstop sweep .*pid"):
+        with pytest.raises(ValueError, match="is in use: another gradstop sweep"):
             run_sweep(runs, tmp_path / "s", progress=False)
     assert run_sweep(runs, tmp_path / "s", progress=False).counts()["skipped"] == 1  # released: it runs again

@@ -358,3 +358,28 @@ def test_gaussian_bptt_lowers_the_test_loss_and_a_jax_population_of_them_runs(ba
         np.testing.assert_allclose(column(member, "loss"), column(train(dataclasses.replace(small, seed=5)), "loss"), rtol=2e-5)
     with pytest.raises(ValueError, match="policy='gaussian' trains with algo='bptt'"):
         TrainConfig.for_algo("shac", policy="gaussian")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_validation_set_is_drawn_apart_from_the_test_set_and_chooses_the_best_evaluation(backend, tmp_path):
+    cfg = TrainConfig(sim="pointmass", backend=backend, horizon=8, epochs=4, updates_per_epoch=3, hidden=(8,), lr=0.05,
+                      test_size=16, validation=True, dtype="float64")
+    sim = sims.make("pointmass", backend=backend)
+    data = Data.from_config(sim, cfg)
+    assert data.validation.shape == data.test.shape and not np.allclose(data.validation, data.test)
+    np.testing.assert_array_equal(data.test, Data.from_config(sim, dataclasses.replace(cfg, validation=False)).test)
+    result = train(cfg, out=tmp_path / "run")
+    val = np.asarray([e["val_loss"] for e in result.evals])
+    test = np.asarray([e["test_loss"] for e in result.evals])
+    best = int(np.argmin(val))
+    s = result.summary
+    assert s["best_val_loss"] == val[best] and s["test_loss_at_best_val"] == test[best] and s["final_val_loss"] == val[-1]
+    assert s["best_val_epoch"] == result.evals[best]["epoch"] and s["best_test_loss"] == test.min()
+    header = (tmp_path / "run" / "eval.csv").read_text().splitlines()[0]
+    assert header.endswith("seconds,val_loss,val_success")
+    # the validation set is an addition: a run without it has the numbers it had before the option existed
+    plain = train(dataclasses.replace(cfg, validation=False))
+    assert [e["test_loss"] for e in plain.evals] == [e["test_loss"] for e in result.evals]
+    assert "best_val_loss" not in plain.summary
+    assert "validation" not in dataclasses.replace(cfg, validation=False).identity()  # earlier runs keep their hash
+    assert "validation" in cfg.identity()

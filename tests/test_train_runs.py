@@ -70,18 +70,26 @@ def test_a_run_killed_with_sigkill_resumes_to_exactly_the_uninterrupted_numbers(
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_resume_in_process_matches_and_a_complete_run_is_not_touched(backend, tmp_path):
+def test_resume_in_process_matches_and_a_complete_run_is_not_touched(backend, tmp_path, monkeypatch):
+    import importlib
+
     cfg = TrainConfig(sim="pointmass", backend=backend, horizon=8, epochs=4, updates_per_epoch=3, hidden=(8,), checkpoint_every=2)
     whole = train(cfg, out=tmp_path / "whole")
-    half = train(TrainConfig(**{**cfg.to_dict(), "epochs": 2}), out=tmp_path / "half")
-    assert half.summary["updates"] == 6
-    # a run cut after 2 epochs: take its checkpoint and metrics, as if killed right after them
+    # a run cut in its third epoch, after the checkpoint of epoch 2
+    program = importlib.import_module(f"gradstop.trainers.{backend}.bptt").BPTT
+    real = program.run_epoch
+
+    def cut_in_epoch_3(self, data, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return real(self, data, epoch)
+
+    monkeypatch.setattr(program, "run_epoch", cut_in_epoch_3)
     cut = tmp_path / "cut"
-    cut.mkdir()
-    for name in ("updates.csv", "eval.csv", "checkpoint.npz" if backend == "jax" else "checkpoint.pt"):
-        (cut / name).write_bytes((tmp_path / "half" / name).read_bytes())
-    (cut / "config.json").write_text(json.dumps(cfg.to_dict()))
-    # the half run's checkpoint says "epoch 2" with its own epochs=2 schedule clock: identical for a constant schedule
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out=cut)
+    monkeypatch.setattr(program, "run_epoch", real)
+    assert len(rows(cut / "updates.csv")) == 6 and not (cut / "summary.json").exists()
     with open(cut / "updates.csv", "ab") as f:
         f.write(b"3,7,0.5,0.1,0.1,na")  # a torn row of an update that was never checkpointed
     resumed = train(cfg, out=cut)

@@ -143,9 +143,7 @@ def _setup(ns: argparse.Namespace, dtype: str):
         weights = list(np.load(path).values())
         shapes = [tuple(np.shape(w)) for w in gs.get_weights(policy)]
         if [w.shape for w in weights] != shapes:
-            raise ValueError(f"--weights {path} holds arrays of shapes {[w.shape for w in weights]}, but an MLP with "
-                             f"--hidden {ns.hidden} for {ns.sim} has {shapes}: pass the --hidden the run was trained with "
-                             "(weights of a --policy gaussian run, which end with log σ, are not read here yet)")
+            _weights_mismatch(path, weights, shapes, sim, ns)
         policy = _set(policy, weights, ns.backend)
     x0 = sim.reset(ns.seed, getattr(ns, "batch", 1), dtype=_dtype(ns.backend, dtype))
     label = ns.sim + (f" ({ns.preset})" if ns.preset else "") + "".join(f", {k}={v}" for k, v in params.items())
@@ -154,6 +152,24 @@ def _setup(ns: argparse.Namespace, dtype: str):
 
 def _describe(sim) -> dict:
     return sim.describe() if hasattr(sim, "describe") else {"name": getattr(sim, "name", type(sim).__name__)}
+
+
+def _weights_mismatch(path, weights, shapes, sim, ns):
+    """Why ``weights`` (W: (out, in), b: (out,) per layer) do not fit the MLP of ``shapes``: another simulator's
+    observation or action size, or other hidden widths."""
+    kernels = [w for w in weights if np.ndim(w) == 2]
+    stored = [tuple(np.shape(w)) for w in weights]
+    if not kernels or len(weights) % 2:
+        raise ValueError(f"--weights {path} holds arrays of shapes {stored}, which are not an MLP's (weight, bias) pairs "
+                         "(weights of a --policy gaussian run, which end with log σ, are not read here yet)")
+    obs, act = kernels[0].shape[1], kernels[-1].shape[0]
+    if obs != sim.obs_dim or act != sim.action_dim:
+        raise ValueError(f"--weights {path} is a policy with observation size {obs} and action size {act}, but {ns.sim} "
+                         f"observes {sim.obs_dim} values and takes {sim.action_dim}: the weights were trained on another "
+                         "simulator (or other --param); give that run's --sim and --param")
+    widths = ",".join(str(k.shape[0]) for k in kernels[:-1])
+    raise ValueError(f"--weights {path} holds an MLP with hidden widths {widths or '(none)'}, not --hidden {ns.hidden}: "
+                     f"pass --hidden {widths}")
 
 
 def _set(policy, weights, backend):

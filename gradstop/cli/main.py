@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, FileExistsError, ImportError, ConnectionError) as err:
         print(f"gradstop {ns.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except MemoryError as err:  # gradstop's out-of-memory message: the estimate and the fixes
+        print(f"gradstop {ns.command}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
     except OSError as err:  # a results folder that cannot be written: read-only, full, under a file
         text = err.strerror or str(err)
         if err.filename and str(err.filename) not in text:

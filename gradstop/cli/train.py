@@ -54,7 +54,7 @@ GROUPS = {
             ("algo", "sim", "preset", "sim_params", "backend", "flow", "horizon", "epochs", "updates_per_epoch", "seed",
              "dtype", "impl", "memory", "compile")),
     "data": ("the initial states: a fresh stream or a fixed training set, and a test set",
-             ("data", "train_size", "test_size", "batch", "shuffle", "eval_every")),
+             ("data", "train_size", "test_size", "validation", "batch", "shuffle", "eval_every")),
     "policy": ("the MLP policy", ("hidden", "activation", "zero_last", "weight_init", "policy", "init_std")),
     "optimizer": ("the actor's optimizer (SHAC's critic shares its schedule, betas, clipping)",
                   ("optimizer", "lr", "schedule", "lr_final", "beta1", "beta2", "adam_eps", "weight_decay", "momentum",
@@ -348,12 +348,15 @@ def _compare(out: Path, configs: list[TrainConfig]) -> None:
     from gradstop._plot import plot_lines
 
     rows, lines = [], {}
-    columns = ["flow", "first_loss", "final_loss", "final_test_loss", "best_test_loss", "final_test_success",
-               "seconds", "compile_seconds", "steps_per_second", "skipped_updates"]
+    keys = {"best_test_loss_selected_on_test": "best_test_loss"}  # the column's name says what the number is
+    columns = ["flow", "first_loss", "final_loss", "final_test_loss", "best_test_loss_selected_on_test",
+               "final_test_success", "seconds", "compile_seconds", "steps_per_second", "skipped_updates"]
+    if configs[0].validation:
+        columns += ["best_val_loss", "best_val_epoch", "test_loss_at_best_val"]
     for c in configs:
         folder = out / c.flow_slug
         s = json.loads((folder / "summary.json").read_text())
-        rows.append([s[k] if k != "flow" else c.flow for k in columns])
+        rows.append([s.get(keys.get(k, k)) if k != "flow" else c.flow for k in columns])
         evals = np.genfromtxt(folder / "eval.csv", delimiter=",", names=True, ndmin=1)
         lines[c.flow] = (np.atleast_1d(evals["update"]), np.atleast_1d(evals["test_loss"]))
     text = ",".join(columns) + "\n" + "".join(",".join("" if v is None else str(v) for v in r) + "\n" for r in rows)

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import numbers
 
 import numpy as np
 
-from gradstop._checks import check_framework, check_horizon, check_protocol
+from gradstop._checks import check_framework, check_horizon, check_protocol, explained
 from gradstop.health.diagnose import parse_flows
 
 __all__ = ["check_gradients", "GradientCheck", "BLOCKS", "DEFAULT_FLOWS"]
@@ -123,7 +124,16 @@ def check_gradients(sim, policy=None, *, flows=DEFAULT_FLOWS, horizon: int = 8, 
         raise ValueError(f"warmup must be an integer ≥ 0, got {warmup!r}")
     if not (eps > 0 and rtol > 0):
         raise ValueError(f"eps and rtol must be positive, got eps={eps!r}, rtol={rtol!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise TypeError(f"seed must be an int ≥ 0 (it seeds the directions, actions and initial states), got "
+                        f"{type(seed).__name__} {seed!r}")
     parsed = parse_flows(flows)
+    with explained(sim, horizon):
+        return _check(sim, policy, parsed, horizon, batch, int(seed), warmup, directions, eps, rtol, action_scale)
+
+
+def _check(sim, policy, parsed, horizon, batch, seed, warmup, directions, eps, rtol, action_scale) -> GradientCheck:
+    """Parts 1 and 2 of :func:`check_gradients`, on checked arguments."""
     ops = importlib.import_module(f"gradstop.{sim.backend}.check").Ops(seed)
     ops.require_float64()
     if policy is None:

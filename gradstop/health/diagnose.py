@@ -149,6 +149,7 @@ class Diagnosis:
       step_cosine, step_agreement: (a, b) -> (H,) across components, for their step-t contributions (idem).
       nonfinite: the first non-finite value of the forward and of each component's reverse sweep.
       rollout: the forward rollout (cut from the graph).
+      dtype: the gradients' floating dtype ('float32', 'float64'), in which ``norms`` are computed.
     """
 
     flows: list[str]
@@ -169,6 +170,7 @@ class Diagnosis:
     step_agreement: dict
     nonfinite: list
     rollout: Any = None
+    dtype: str = "float64"
 
     @property
     def first_nonfinite(self) -> NonFinite | None:
@@ -205,7 +207,10 @@ class Diagnosis:
             t = int(np.nanargmax(np.where(np.isfinite(lam), lam, -np.inf))) if np.isfinite(lam).any() else 0
             lines.append(f"  {name:<24} max |λ_t| {lam[t]:.4g} at t = {t}; |λ_0| / |λ_H| = "
                          f"{_ratio(self.lam_mean[name][0], self.lam_mean[name][-1])}")
-        lines += [f"  non-finite: {n}" for n in self.nonfinite] or ["  all values finite"]
+        overflows = [name for name in self.flows if not np.isfinite(self.norms[name])]
+        finite = [f"  all values finite, but |∇θ| of {', '.join(overflows)} is not: {_norm_overflows(self.dtype)}"] \
+            if overflows else ["  all values finite"]
+        lines += [f"  non-finite: {n}" for n in self.nonfinite] or finite
         return "\n".join(lines)
 
 
@@ -213,10 +218,19 @@ def explain(diagnosis: Diagnosis, flow: str) -> str:
     """One line for a trainer's non-finite stop: where ``flow``'s update first went non-finite."""
     found = diagnosis.first_nonfinite
     if found is None:
+        norm = diagnosis.norms.get(flow)
+        if norm is not None and not np.isfinite(norm):
+            return f"every value of this update is finite; {_norm_overflows(diagnosis.dtype)}"
         return "the locator found every value of this update finite when it replayed it"
     if found.flow is None or found.flow == flow:
         return found.describe(with_flow=False)
     return f"in its {found.flow} component, {found.describe(with_flow=False)}"
+
+
+def _norm_overflows(dtype: str) -> str:
+    return (f"the norm itself overflows {dtype} (the sum of the squared gradient components exceeds its largest value, "
+            f"{float(np.finfo(dtype).max):.3g}): run in float64 (dtype='float64', --dtype float64) or clip the gradient "
+            "by value (clip_value=…, --clip-value)")
 
 
 def _ratio(a, b) -> str:
@@ -237,7 +251,7 @@ def parse_flows(flows) -> list[Flow]:
     return parsed
 
 
-def diagnose(policy, sim, *, flows=("none", "input"), horizon: int, x0=None, key=None, batch: int = 1,
+def diagnose(policy, sim, *, flows=("none", "input"), horizon: int, x0=None, key=None, batch: int | None = None,
              memory: str = "residuals", contributions: bool = True) -> Diagnosis:
     """Per-step adjoint traces, gradient comparisons and the origin of any non-finite value, from one fused sweep.
 
@@ -271,7 +285,8 @@ def diagnose(policy, sim, *, flows=("none", "input"), horizon: int, x0=None, key
                                                        contributions=contributions)
     flat_all = {f.name: _flat_of(f, flat) for f in parsed}
     names = [f.name for f in parsed]
-    norms = {n: float(np.linalg.norm(flat_all[n])) for n in names}
+    with np.errstate(over="ignore"):  # in the gradients' dtype, as a trainer computes it: it may overflow
+        norms = {n: float(np.sqrt(np.sum(np.square(flat_all[n])))) for n in names}
     pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
     cosine = {(a, b): _cos(flat_all[a], flat_all[b]) for a, b in pairs}
     agreement = {(a, b): float(np.mean(np.sign(flat_all[a]) == np.sign(flat_all[b]))) for a, b in pairs}
@@ -295,7 +310,7 @@ def diagnose(policy, sim, *, flows=("none", "input"), horizon: int, x0=None, key
         lam_mean={c: lam[:, i].mean(-1) for i, c in enumerate(comp)}, lam_max={c: lam[:, i].max(-1) for i, c in enumerate(comp)},
         mu_mean={c: mu[:, i].mean(-1) for i, c in enumerate(comp)}, mu_max={c: mu[:, i].max(-1) for i, c in enumerate(comp)},
         contribution=contribution, step_cosine=step_cos, step_agreement=step_agree,
-        nonfinite=locate(record, comp, horizon), rollout=rollout)
+        nonfinite=locate(record, comp, horizon), rollout=rollout, dtype=str(flat[comp[0]].dtype))
 
 
 def _flat_of(flow: Flow, flat: dict) -> np.ndarray:

@@ -72,7 +72,7 @@ class Precision:
 
 
 def precision(policy, sim, *, flows=("none", "input"), horizon: int | None = None, horizons=None, x0=None, key=None,
-              batch: int = 1) -> Precision:
+              batch: int | None = None) -> Precision:
     """float32 against float64 gradients of each flow, at every horizon.
 
     Args:

@@ -10,12 +10,15 @@ frameworks unchanged.
 
 from __future__ import annotations
 
+import numbers
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from gradstop import _policy
+from gradstop._checks import check_key
 
 __all__ = ["MLP", "mlp", "Gaussian", "gaussian", "get_weights", "set_weights"]
 
@@ -65,7 +68,8 @@ def mlp(key, obs_dim: int, action_dim: int, hidden=(64, 64), activation: str = "
         policy = gs.jax.mlp(jax.random.key(0), sim.obs_dim, sim.action_dim, hidden=(64, 64))
     """
     sizes = _policy.layer_sizes(obs_dim, action_dim, hidden, activation)
-    key = jax.random.key(key) if isinstance(key, int) else key
+    check_key(key)
+    key = jax.random.key(int(key)) if isinstance(key, numbers.Integral) else key
     dtype = jnp.zeros(()).dtype if dtype is None else dtype
     weights, biases = [], []
     for n_in, n_out in zip(sizes[:-1], sizes[1:]):

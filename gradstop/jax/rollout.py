@@ -33,35 +33,48 @@ def scale_gradient(tree, k: float):
     return jax.tree.map(lambda v: k * v + (1.0 - k) * jax.lax.stop_gradient(v) if eqx.is_inexact_array(v) else v, tree)
 
 
-def rollout(policy, sim, *, stop="none", horizon: int, x0=None, key=None, batch: int = 1, impl: str = "native",
+def rollout(policy, sim, *, stop="none", horizon: int, x0=None, key=None, batch: int | None = None, impl: str = "native",
             memory: str = "residuals") -> Rollout:
     """JAX twin of :func:`gradstop.rollout` (same arguments); jit-compatible."""
     flow = parse_flow(stop)
     front.check_horizon(horizon)
     front.check_impl(impl, memory)
     front.check_framework(policy, sim)
-    x0 = _initial_states(policy, sim, x0, key, batch)
-    if impl == "fused":
-        return _fused(policy, sim, flow, horizon, x0, memory)
-    if flow.combining:
-        return _combining(policy, sim, flow, horizon, x0)
-    return _single(policy, sim, flow, horizon, x0)
+    with front.explained(sim, horizon, lambda: _footprint(policy, sim, x0, batch), front.kept(impl, memory)):
+        x0 = _initial_states(policy, sim, x0, key, batch)
+        if impl == "fused":
+            return _fused(policy, sim, flow, horizon, x0, memory)
+        if flow.combining:
+            return _combining(policy, sim, flow, horizon, x0)
+        return _single(policy, sim, flow, horizon, x0)
 
 
 def _initial_states(policy, sim, x0, key, batch):
     """x0 as given (checked) or sampled with ``key``; also checks the policy's action size."""
     dtype = _param_dtype(policy)
     if x0 is None:
-        x0 = sim.reset(key, batch, dtype=dtype)
+        front.check_key(key, optional=True)
+        x0 = sim.reset(key, front.check_batch(batch, None), dtype=dtype)
     elif getattr(sim, "pytree_state", False):
         front.check_pytree_x0(x0, jax.eval_shape(lambda: sim.reset(0, 1)), jax.tree.structure, jax.tree.leaves)
+        front.check_batch(batch, jax.tree.leaves(x0)[0].shape[0])
     else:
         x0 = jnp.asarray(x0)
         front.check_x0_shape(x0.shape, sim)
         front.check_x0_dtype(x0.dtype, dtype, jnp.issubdtype(x0.dtype, jnp.floating))
+        front.check_batch(batch, x0.shape[0])
     action = jax.eval_shape(policy, jax.eval_shape(sim.obs, x0))
     front.check_action_shape(action.shape, sim)
     return x0
+
+
+def _footprint(policy, sim, x0, batch) -> tuple[int, int, int, int]:
+    """(batch, state values, action values, bytes per value) of a rollout, for the out-of-memory estimate."""
+    itemsize = jnp.dtype(_param_dtype(policy) or jnp.zeros(()).dtype).itemsize
+    if x0 is None:
+        return batch or 1, getattr(sim, "state_dim", 0), sim.action_dim, itemsize
+    leaves = jax.tree.leaves(x0)
+    return leaves[0].shape[0], sum(int(np.prod(v.shape[1:])) for v in leaves), sim.action_dim, itemsize
 
 
 def _single(policy, sim, flow: Flow, horizon: int, x0) -> Rollout:

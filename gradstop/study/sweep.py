@@ -617,7 +617,7 @@ def read_runs(root: Path | str, runs: list[Run]) -> dict:
     """The finished runs' records: name -> {"config", "summary", "evals"} (evals: eval.csv's rows as numbers);
     a run recorded non-finite has summary None and its evaluations so far."""
     from gradstop.trainers.files import MetricsLog
-    from gradstop.trainers.run import EVAL_COLUMNS
+    from gradstop.trainers.run import eval_columns
 
     root, out = Path(root), {}
     for r in runs:
@@ -625,7 +625,7 @@ def read_runs(root: Path | str, runs: list[Run]) -> dict:
         if status not in ("done", "nonfinite"):
             continue
         folder = root / "runs" / r.name
-        evals = MetricsLog(folder / "eval.csv", EVAL_COLUMNS).read() if (folder / "eval.csv").exists() else []
+        evals = MetricsLog(folder / "eval.csv", eval_columns(r.config)).read() if (folder / "eval.csv").exists() else []
         summary = read_json(folder / "summary.json") if status == "done" else None
         out[r.name] = {"config": r.config, "summary": summary, "evals": evals, "status": status}
     return out

@@ -1,4 +1,4 @@
-"""The array operations ``gradstop.check_gradients`` needs, in PyTorch (``torch.func.vjp``)."""
+"""The array operations ``gradstop.check_gradients`` needs, in PyTorch (``torch.autograd``)."""
 
 from __future__ import annotations
 
@@ -71,8 +71,24 @@ class Ops:
 
     @staticmethod
     def vjp(fn, arg):
-        out, pullback = torch.func.vjp(fn, arg)
-        return out, lambda u: pullback(u)[0]
+        """torch.autograd, not torch.func.vjp: a step written as a classic ``torch.autograd.Function`` (no
+        ``setup_context``) works under autograd but not under torch.func's transforms, and rollouts accept it."""
+        def leaf(v):
+            return v.detach().requires_grad_()
+
+        leaves = {k: leaf(v) for k, v in arg.items()} if isinstance(arg, dict) else leaf(arg)
+        inputs = _values(leaves)
+        with torch.enable_grad():
+            out = fn(leaves)
+
+        def pullback(u):
+            if not out.requires_grad:  # out does not depend on arg
+                grads = [torch.zeros_like(v) for v in inputs]
+            else:
+                grads = torch.autograd.grad(out, inputs, u, retain_graph=True, allow_unused=True, materialize_grads=True)
+            return dict(zip(leaves, grads)) if isinstance(leaves, dict) else grads[0]
+
+        return out.detach(), pullback
 
     @staticmethod
     def randn_like(tree, rng):

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import torch
 
+from gradstop import _checks as front
 from gradstop.gradients import assemble
 from gradstop.torch import fused
 from gradstop.torch.gradients import _tree_map
-from gradstop.torch.rollout import _initial_states
+from gradstop.torch.rollout import _footprint, _initial_states
 
 __all__ = ["trace", "nonfinite_code"]
 
@@ -46,10 +47,15 @@ def _cost_gradient(sim, step, batch: int):
     return _grad([cost], [x_next, step.action], [torch.ones_like(cost)])
 
 
-def trace(policy, sim, *, flows, components, horizon: int, x0=None, key=None, batch: int = 1, memory: str = "residuals",
-          contributions: bool = True):
+def trace(policy, sim, *, flows, components, horizon: int, x0=None, key=None, batch: int | None = None,
+          memory: str = "residuals", contributions: bool = True):
     """``(loss, grads by requested flow, flat gradient vectors by component, record, rollout)``."""
     x0 = _initial_states(policy, sim, x0, key, batch)
+    with front.explained(sim, horizon, lambda: _footprint(policy, sim, x0, batch), memory):
+        return _trace(policy, sim, flows, components, horizon, x0, memory, contributions)
+
+
+def _trace(policy, sim, flows, components, horizon: int, x0, memory: str, contributions: bool):
     named = [(k, p) for k, p in policy.named_parameters() if p.requires_grad]
     params = [p for _, p in named]
     tape = fused.forward(policy, sim, horizon, x0, memory)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import torch
 
+from gradstop import _checks as front
 from gradstop.flows import Flow
 from gradstop.gradients import FlowGradients, assemble, components_of
 from gradstop.torch import compiled, fused
-from gradstop.torch.rollout import _initial_states, _single
+from gradstop.torch.rollout import _footprint, _initial_states, _single
 
 __all__ = ["gradients"]
 
@@ -28,7 +29,7 @@ def _unchanged(grads: dict):
     return check
 
 
-def gradients(policy, sim, *, flows, horizon: int, x0=None, key=None, batch: int = 1, impl: str = "fused",
+def gradients(policy, sim, *, flows, horizon: int, x0=None, key=None, batch: int | None = None, impl: str = "fused",
               memory: str = "residuals", compile: bool = False) -> FlowGradients:
     """Torch twin of :func:`gradstop.gradients` (same arguments); gradients are {parameter name: tensor}.
 
@@ -38,6 +39,11 @@ def gradients(policy, sim, *, flows, horizon: int, x0=None, key=None, batch: int
     """
     flows = list(flows)
     x0 = _initial_states(policy, sim, x0, key, batch)
+    with front.explained(sim, horizon, lambda: _footprint(policy, sim, x0, batch), front.kept(impl, memory, compile)):
+        return _gradients(policy, sim, flows, horizon, x0, impl, memory, compile)
+
+
+def _gradients(policy, sim, flows, horizon: int, x0, impl: str, memory: str, compile: bool) -> FlowGradients:
     components = components_of(flows)
     if compile:
         sweeps = [components] if impl == "fused" else [(c,) for c in components]

@@ -14,7 +14,7 @@ __all__ = ["gradients_by_horizon", "require_float64"]
 require_float64 = Ops.require_float64
 
 
-def gradients_by_horizon(policy, sim, flows, horizons, x0, key, batch: int, dtype: str) -> dict[str, np.ndarray]:
+def gradients_by_horizon(policy, sim, flows, horizons, x0, key, batch: int | None, dtype: str) -> dict[str, np.ndarray]:
     """flow -> (len(horizons), P) flat gradients in ``dtype`` (from the float64 x0, cast once)."""
     policy64 = Ops.as_float64(policy)
     x0 = _initial_states(policy64, sim, None if x0 is None else x0.to(torch.float64), key, batch)

@@ -38,7 +38,7 @@ def scale_gradient(x: torch.Tensor, k: float) -> torch.Tensor:
     return k * x + (1.0 - k) * x.detach()
 
 
-def rollout(policy, sim, *, stop="none", horizon: int, x0=None, key=None, batch: int = 1, impl: str = "native",
+def rollout(policy, sim, *, stop="none", horizon: int, x0=None, key=None, batch: int | None = None, impl: str = "native",
             memory: str = "residuals", compile: bool = False) -> Rollout:
     """Torch twin of :func:`gradstop.rollout` (same arguments); ``out.loss.backward()`` fills ``.grad``."""
     flow = parse_flow(stop)
@@ -47,13 +47,14 @@ def rollout(policy, sim, *, stop="none", horizon: int, x0=None, key=None, batch:
     front.check_framework(policy, sim)
     front.check_compile(compile, "torch")
     x0 = _initial_states(policy, sim, x0, key, batch)
-    if compile:
-        return _sweep_loss(policy, sim, flow, horizon, x0, "recompute", compiled, shared=impl == "fused")
-    if impl == "fused":
-        return _sweep_loss(policy, sim, flow, horizon, x0, memory, fused)
-    if flow.combining:
-        return _combining(policy, sim, flow, horizon, x0, _params(policy))
-    return _single(policy, sim, flow, horizon, x0)
+    with front.explained(sim, horizon, lambda: _footprint(policy, sim, x0, batch), front.kept(impl, memory, compile)):
+        if compile:
+            return _sweep_loss(policy, sim, flow, horizon, x0, "recompute", compiled, shared=impl == "fused")
+        if impl == "fused":
+            return _sweep_loss(policy, sim, flow, horizon, x0, memory, fused)
+        if flow.combining:
+            return _combining(policy, sim, flow, horizon, x0, _params(policy))
+        return _single(policy, sim, flow, horizon, x0)
 
 
 def _initial_states(policy, sim, x0, key, batch):
@@ -61,13 +62,19 @@ def _initial_states(policy, sim, x0, key, batch):
     first = next((p for p in policy.parameters() if p.requires_grad), None) if isinstance(policy, torch.nn.Module) else None
     dtype = None if first is None else first.dtype
     if x0 is None:
-        x0 = sim.reset(key, batch, dtype=dtype)
+        x0 = sim.reset(key, front.check_batch(batch, None), dtype=dtype)
         return x0 if first is None else x0.to(first.device)
     if not isinstance(x0, torch.Tensor):
         raise TypeError(f"x0 must be a torch.Tensor for a torch sim, got {type(x0).__name__}; use torch.as_tensor(x0)")
     front.check_x0_shape(x0.shape, sim)
     front.check_x0_dtype(x0.dtype, dtype, x0.is_floating_point())
+    front.check_batch(batch, x0.shape[0])
     return x0
+
+
+def _footprint(policy, sim, x0: torch.Tensor, batch=None) -> tuple[int, int, int, int]:
+    """(batch, state values, action values, bytes per value) of a rollout, for the out-of-memory estimate."""
+    return x0.shape[0], x0[0].numel(), sim.action_dim, x0.element_size()
 
 
 def _single(policy, sim, flow: Flow, horizon: int, x0: torch.Tensor) -> Rollout:

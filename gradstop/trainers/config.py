@@ -49,7 +49,7 @@ ALGO_DEFAULTS = {
 RUN_ONLY = ("checkpoint_every", "on_nonfinite", "compile")
 # Fields added after configs were first written: a config file without them gets these values, and a config
 # holding one at this value hashes as it did before the field existed (``identity`` leaves it out).
-ADDED_LATER = {"compile": False, "weight_init": "torch", "adam_eps": 1e-8}
+ADDED_LATER = {"compile": False, "weight_init": "torch", "adam_eps": 1e-8, "validation": False}
 
 
 def _f(default, help: str, **kw):
@@ -82,6 +82,8 @@ class TrainConfig:
     data: str = _f("fresh", "initial states: 'fresh' (new ones every update) or 'fixed' (a training set iterated by epoch)")
     train_size: int = _f(256, "data=fixed: number of training initial states, drawn once")
     test_size: int = _f(256, "initial states of the test set, drawn once (both data modes)")
+    validation: bool = _f(False, "also evaluate on a validation set (test_size states from a stream of its own) at every "
+                                 "evaluation; summary.json then names the evaluation with the lowest validation loss")
     batch: int = _f(8, "initial states per update")
     shuffle: bool = _f(True, "data=fixed: reshuffle the training set every epoch (False: one fixed order)")
     updates_per_epoch: int = _f(32, "data=fresh: updates per epoch (data=fixed: train_size // batch)")

@@ -9,7 +9,9 @@ straight through or was resumed from a checkpoint, and the same in JAX and PyTor
   of ``batch`` (reshuffled per epoch if ``shuffle``, else in the order drawn; a remainder smaller
   than a batch is left out of that epoch), as in the BPTT-stabilisation literature (256 / 8).
 - ``data="fresh"``: every update draws ``batch`` new states.
-- The test set (``test_size`` states) is drawn once, from its own stream, in both modes.
+- The test set (``test_size`` states) is drawn once, from its own stream, in both modes; so is the
+  validation set (``validation=True``: as many states, from another stream), on which a run's
+  settings or its best evaluation can be chosen without looking at the test set.
 - SHAC's environments start from their own draw (:meth:`Data.start`); an environment whose episode
   ends takes its row of the update's fresh states (``epoch``) as its new state, and each critic
   pass visits the window's samples in an order from :meth:`Data.critic_order`.
@@ -21,7 +23,7 @@ import numpy as np
 
 __all__ = ["Data", "initial_states"]
 
-_TRAIN, _TEST, _ORDER, _FRESH, _START, _CRITIC, _NOISE = 0, 1, 2, 3, 4, 5, 6  # purposes: independent streams of one seed
+_TRAIN, _TEST, _ORDER, _FRESH, _START, _CRITIC, _NOISE, _VALIDATION = 0, 1, 2, 3, 4, 5, 6, 7  # purposes: independent streams of one seed
 
 
 def _rng(seed: int, purpose: int, epoch: int = 0) -> np.random.Generator:
@@ -59,19 +61,21 @@ def reshape(states, shape):
 
 
 class Data:
-    """The initial states of one run: ``epoch(e)`` -> (updates, batch, state_dim); ``test``."""
+    """The initial states of one run: ``epoch(e)`` -> (updates, batch, state_dim); ``test``; ``validation`` (or None)."""
 
     def __init__(self, sim, *, mode: str, train_size: int, test_size: int, batch: int, shuffle: bool,
-                 updates_per_epoch: int, seed: int):
+                 updates_per_epoch: int, seed: int, validation: bool = False):
         self.sim, self.mode, self.batch, self.shuffle, self.seed, self.train_size = sim, mode, batch, shuffle, seed, train_size
         self.test = initial_states(sim, test_size, _rng(seed, _TEST))
+        self.validation = initial_states(sim, test_size, _rng(seed, _VALIDATION)) if validation else None
         self.train = initial_states(sim, train_size, _rng(seed, _TRAIN)) if mode == "fixed" else None
         self.updates = train_size // batch if mode == "fixed" else updates_per_epoch
 
     @classmethod
     def from_config(cls, sim, config) -> "Data":
         return cls(sim, mode=config.data, train_size=config.train_size, test_size=config.test_size, batch=config.batch,
-                   shuffle=config.shuffle, updates_per_epoch=config.updates_per_epoch, seed=config.seed)
+                   shuffle=config.shuffle, updates_per_epoch=config.updates_per_epoch, seed=config.seed,
+                   validation=config.validation)
 
     def order(self, epoch: int) -> np.ndarray:
         """data=fixed: the indices of the training states used in ``epoch``, (updates, batch)."""

@@ -7,10 +7,16 @@
                            input/none (combining flows), learning rate, finite, critic loss (SHAC),
                            seconds, environment steps/s
     DIR/eval.csv           one row per evaluation (the untrained policy first): test loss, test success,
-                           episode reward (simulators with a reward, e.g. Brax)
+                           episode reward (simulators with a reward, e.g. Brax); with validation=True
+                           also the validation set's loss and success
     DIR/checkpoint.npz|pt  the whole state every ``checkpoint_every`` epochs (atomic)
     DIR/policy.npz         final weights (either framework's ``set_weights`` loads them)
-    DIR/summary.json       written last: its presence marks the run complete
+    DIR/summary.json       written last: its presence marks the run complete. ``final_test_loss`` is
+                           the last evaluation's; ``best_test_loss`` the lowest over evaluations, chosen
+                           on the test set itself (optimistic: compare runs by final values); with
+                           validation=True ``final_val_loss`` is the last evaluation's validation loss and
+                           ``test_loss_at_best_val`` the test loss of the evaluation with the lowest
+                           validation loss (``best_val_loss``, ``best_val_epoch``)
     DIR/loss.png           train and test loss against updates
 
 Run the same command again after a crash or SIGKILL and it resumes from the last checkpoint
@@ -36,18 +42,24 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from gradstop._checks import check_protocol
+from gradstop._checks import check_protocol, explained, kept
 from gradstop.trainers.config import TrainConfig
 from gradstop.trainers.data import Data
 from gradstop._io import hold_lock, read_json
 from gradstop.trainers.files import MetricsLog, atomic_write, atomic_write_json, empty_but_unfinished_writes
 
-__all__ = ["train", "RunResult", "NonFiniteError", "UPDATE_COLUMNS", "EVAL_COLUMNS", "make_sim", "program_for", "check_task",
+__all__ = ["train", "RunResult", "NonFiniteError", "UPDATE_COLUMNS", "EVAL_COLUMNS", "eval_columns", "make_sim", "program_for", "check_task",
            "CHECKPOINT_FILES", "summarise", "check_rebuilds"]
 
 METRICS = ["loss", "grad_norm", "grad_norm_clipped", "cos_input_none", "lr", "finite", "critic_loss"]  # per update, from a program
 UPDATE_COLUMNS = ["epoch", "update", *METRICS, "seconds", "steps_per_second"]
 EVAL_COLUMNS = ["epoch", "update", "test_loss", "test_success", "test_reward", "seconds"]
+VALIDATION_COLUMNS = ["val_loss", "val_success"]  # eval.csv's last columns with validation=True
+
+
+def eval_columns(config: TrainConfig) -> list[str]:
+    """eval.csv's header for ``config``: ``EVAL_COLUMNS``, then ``VALIDATION_COLUMNS`` with a validation set."""
+    return EVAL_COLUMNS + (VALIDATION_COLUMNS if config.validation else [])
 CHECKPOINT_FILES = {"jax": "checkpoint.npz", "torch": "checkpoint.pt"}
 LOCK_FILE = ".train.lock"  # held while a process trains into the folder
 
@@ -198,9 +210,9 @@ def train(config: TrainConfig, out: Path | str | None = None, *, policy=None, si
     _prepare(folder, config)
     with hold_lock(folder / LOCK_FILE, "another gradstop run"):  # two processes would write every row twice
         if (folder / "summary.json").exists():
-            return _complete(folder, program)
+            return _complete(folder, config, program)
         _check_logs_kept(folder, config)
-        updates, evals = MetricsLog(folder / "updates.csv", UPDATE_COLUMNS), MetricsLog(folder / "eval.csv", EVAL_COLUMNS)
+        updates, evals = MetricsLog(folder / "updates.csv", UPDATE_COLUMNS), MetricsLog(folder / "eval.csv", eval_columns(config))
         return _loop(config, program, data, updates, evals, folder, progress, tensorboard)
 
 
@@ -214,7 +226,7 @@ def _check_logs_kept(folder: Path, config: TrainConfig) -> None:
                              "run from scratch")
 
 
-def _complete(folder: Path, program) -> RunResult:
+def _complete(folder: Path, config: TrainConfig, program) -> RunResult:
     """A finished run's records, read back (its weights loaded into ``program``)."""
     summary = _read_json(folder / "summary.json")
     path = folder / "policy.npz"
@@ -226,7 +238,7 @@ def _complete(folder: Path, program) -> RunResult:
                          "command again to rewrite it from the last checkpoint") from None
     program.load_weights(weights)
     return RunResult(program.policy, _read_log(folder / "updates.csv", UPDATE_COLUMNS),
-                     _read_log(folder / "eval.csv", EVAL_COLUMNS), summary, folder)
+                     _read_log(folder / "eval.csv", eval_columns(config)), summary, folder)
 
 
 def _prepare(folder: Path, config: TrainConfig) -> bool:
@@ -321,6 +333,20 @@ def _resume(folder: Path | None, config: TrainConfig, program, updates, evals) -
 
 
 def _loop(config, program, data, updates, evals, folder, progress, tensorboard) -> RunResult:
+    with _memory_explained(config, program):
+        return _epochs(config, program, data, updates, evals, folder, progress, tensorboard)
+
+
+def _memory_explained(config, program):
+    """The frameworks' out-of-memory errors inside a run become one message with the estimate and the fixes."""
+    sim = program.sim
+    itemsize = 8 if config.dtype == "float64" else 4
+    state = int(getattr(sim, "state_dim", 0) or 0)
+    return explained(sim, config.horizon, lambda: (config.batch, state, int(sim.action_dim), itemsize),
+                     kept(config.impl, config.memory, config.compile))
+
+
+def _epochs(config, program, data, updates, evals, folder, progress, tensorboard) -> RunResult:
     meta = _resume(folder, config, program, updates, evals)
     start, clock, skipped = meta["epoch"], meta["seconds"], meta["skipped"]
     steps = data.updates
@@ -331,7 +357,7 @@ def _loop(config, program, data, updates, evals, folder, progress, tensorboard) 
     writer = _tensorboard(tensorboard, config, start * steps)
     bar = _bar(progress, config, start * steps)
     if start == 0:  # the untrained policy: the test curve's first point
-        ev = program.evaluate(data.test)
+        ev = _evaluate(program, data)
         evals.append([dict(epoch=0, update=0, seconds=0.0, **ev)])
         _log(writer, [], ev, 0)
     try:
@@ -361,7 +387,7 @@ def _loop(config, program, data, updates, evals, folder, progress, tensorboard) 
             ev = None
             if (epoch + 1) % config.eval_every == 0 or last:
                 tick = time.perf_counter()
-                ev = program.evaluate(data.test)
+                ev = _evaluate(program, data)
                 clock += time.perf_counter() - tick
                 evals.append([dict(epoch=epoch + 1, update=(epoch + 1) * steps, seconds=clock, **ev)])
             _log(writer, rows, ev, (epoch + 1) * steps)
@@ -392,6 +418,15 @@ def _warn_skipped(config, skipped: int, total: int) -> None:
         warnings.warn(f"{skipped} of {total} updates ({100 * skipped / total:.0f}%) of flow {config.flow} were non-finite "
                       "and skipped (--on-nonfinite skip): its numbers come from the remaining updates; lower the learning "
                       "rate or clip the gradient (--clip-norm)", RuntimeWarning, stacklevel=3)
+
+
+def _evaluate(program, data) -> dict:
+    """One evaluation: the test set's numbers, and the validation set's loss and success where there is one."""
+    ev = program.evaluate(data.test)
+    if data.validation is not None:
+        val = program.evaluate(data.validation)
+        ev.update(val_loss=val["test_loss"], val_success=val["test_success"])
+    return ev
 
 
 def _locate(program, data, epoch: int, index: int) -> str | None:
@@ -431,13 +466,18 @@ def summarise(config, program, updates, evals, folder, skipped, compile_seconds)
         "first_loss": float(loss[0]) if loss.size else None,
         "final_loss": float(np.mean(last_epoch)) if loss.size else None,
         "final_test_loss": float(test[-1]) if test.size else None,
-        "best_test_loss": float(np.nanmin(test)) if test.size else None,
+        "best_test_loss": float(np.nanmin(test)) if test.size and not np.isnan(test).all() else None,  # on the test set
         "final_test_success": float(col(evals, "test_success")[-1]) if evals else None,
         "final_test_reward": float(col(evals, "test_reward")[-1]) if evals else None,
         "seconds": float(col(updates, "seconds")[-1]) if updates else 0.0,
         "compile_seconds": float(compile_seconds),
         "steps_per_second": float(np.median(col(updates, "steps_per_second"))) if updates else None,
     }
+    val = col(evals, "val_loss") if config.validation else np.asarray([])
+    if val.size and not np.isnan(val).all():  # the evaluation chosen on the validation set, and its test numbers
+        best = int(np.nanargmin(val))
+        summary.update(final_val_loss=float(val[-1]), best_val_loss=float(val[best]),
+                       best_val_epoch=int(evals[best]["epoch"]), test_loss_at_best_val=float(test[best]))
     summary = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in summary.items()}  # strict JSON
     if folder is not None:
         buf = _npz_bytes(program.weights())

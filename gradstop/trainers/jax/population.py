@@ -46,15 +46,18 @@ def train_population(configs, *, progress: bool = False) -> list:
     epoch = jax.jit(jax.vmap(head.epoch_fn()))
     evaluate = jax.jit(jax.vmap(head.evaluate_fn()))
     test = stack([as_states(d.test, head.dtype) for d in data])
+    validation = stack([as_states(d.validation, head.dtype) for d in data]) if config.validation else None
     steps = data[0].updates
     updates, evals = [[] for _ in members], [[] for _ in members]
     clock, skipped = 0.0, np.zeros(len(members), int)
 
     def record_eval(epoch_done):
         loss, success, reward = (np.asarray(v) for v in evaluate(head.actor_of(carry), test))
+        val = [np.asarray(v) for v in evaluate(head.actor_of(carry), validation)] if validation is not None else None
         for i in range(len(members)):
             evals[i].append(dict(epoch=epoch_done, update=epoch_done * steps, test_loss=float(loss[i]),
-                                 test_success=float(success[i]), test_reward=float(reward[i]), seconds=clock))
+                                 test_success=float(success[i]), test_reward=float(reward[i]), seconds=clock,
+                                 **({} if val is None else dict(val_loss=float(val[0][i]), val_success=float(val[1][i])))))
 
     def inputs(e):  # every member's epoch inputs, stacked on the population axis
         return stack([m.inputs(d, e) for m, d in zip(members, data)])
