@@ -81,7 +81,7 @@ from gradstop.trainers.config import TrainConfig
 SCRIPT = "cartpole_study"
 PUBLISHED_FLOWS = ("none", "input", "combined", "all")
 PARTS = ("main", "glorot", "clipping", "shuffled", "tuning", "tuned")
-DEFAULT_PARTS = ("main", "glorot", "clipping", "shuffled")
+DEFAULT_PARTS = ("main", "tuning", "tuned", "glorot", "clipping", "shuffled")  # the order they run in
 RETIRED_PARTS = {"zero-last": "the published code zeroes the output layer in every run, so those runs are the main part "
                               "now (--parts main); the Glorot output layer is --parts glorot"}
 SETTING = {"main": "published", "glorot": "glorot", "shuffled": "shuffled", "tuning": "tuning",
@@ -145,7 +145,8 @@ class Args(SweepOptions):
     bootstrap_seed: int = 0
     """seed of the bootstrap resampling (each estimate draws its own stream from it)"""
     quick: bool = False
-    """a smoke run: 1 pole, flows none and combined, 2 seeds, 2 epochs on 16 states, 200 resamples (tests)"""
+    """a smoke run: 1 pole, flows none and combined, 2 seeds, 2 epochs on 16 states, 200 resamples (tests); the main and
+    clipping parts unless --parts names tuning or tuned"""
     out: str = "results/cartpole-study"
     """the study's folder (resumed if it holds this study)"""
 
@@ -159,7 +160,8 @@ def parse(argv=None) -> Args:
     if unknown:
         raise ValueError(f"unknown part(s) {unknown}; choose from {PARTS}")
     if args.quick:
-        args = dataclasses.replace(args, parts=tuple(p for p in args.parts if p in ("main", "clipping", "tuning", "tuned")),
+        quick_parts = ("main", "clipping") if args.parts == DEFAULT_PARTS else ("main", "clipping", "tuning", "tuned")
+        args = dataclasses.replace(args, parts=tuple(p for p in args.parts if p in quick_parts),
                                    poles=(1,), flows=("none", "combined"), observations=("raw",), seeds=2, variant_seeds=2,
                                    epochs=2, train_size=16, test_size=16, eval_every=1, tune_poles=(1,), tune_seeds=(100, 101),
                                    lrs=(1e-3, 3e-3), bootstrap_reps=min(args.bootstrap_reps, 200))
@@ -257,8 +259,10 @@ def run_name(part: str, setting: str, obs: str, poles: int, flow: str, seed: int
     return f"part={part},{clip}obs={obs},poles={poles},flow={flow.replace(':', '_')},seed={seed}"
 
 
-def runs(args: Args) -> list[Run]:
-    """Every run of the chosen parts, part by part, and within a part seed 0 of every cell first, then seed 1, …"""
+def runs(args: Args, parts=None, chosen: dict | None = None) -> list[Run]:
+    """Every run of ``parts`` (default: the chosen ones) in their order, and within a part seed 0 of every cell first,
+    then seed 1, …; the tuned part only with ``chosen`` (:func:`choose_tuned`'s choice)."""
+    parts = args.parts if parts is None else parts
     published = [f for f in args.flows if f in PUBLISHED_FLOWS]
     variant = args.variant_seeds
     grids = {  # part -> [(setting, observations, flows, seeds, changes)]
@@ -269,7 +273,13 @@ def runs(args: Args) -> list[Run]:
         "shuffled": [("shuffled", ("raw",), published, variant, dict(shuffle=True))],
     }
     out = []
-    for part in [p for p in args.parts if p in grids]:  # seed-major within a part: a sweep stopped part-way leaves every cell with the same seeds
+    for part in parts:  # seed-major within a part: a sweep stopped part-way leaves every cell with the same seeds
+        if part == "tuning":
+            out += tuning_runs(args)
+            continue
+        if part == "tuned":
+            out += tuned_runs(args, chosen) if chosen is not None else []
+            continue
         for seed in range(max(g[3] for g in grids[part])):
             for setting, observations, flows, seeds, changes in grids[part]:
                 if seed >= seeds:
@@ -469,6 +479,8 @@ def plot_cells(path, final: list, table: list, flows: list, poles: list) -> None
     """Per panel: the IQM of the final test loss per pole count and flow with its 95% interval (error bar), a dot
     per seed, × per non-finite run; a log axis where the values span more than a decade."""
     panels = _panels(final)
+    if not panels:
+        return
     fig, axes, rows = _grid(len(panels))
     width = 0.8 / len(flows)
     cells = {(r["part"], r["setting"], r["obs"], r["poles"], r["flow"]): r for r in table}
@@ -610,18 +622,27 @@ FILES = [*TABLE_FILES, "summary.md", "cartpole-study.png", "cartpole-study-pairs
 def main(argv=None) -> None:
     args = parse(argv)
     started = time.perf_counter()
-    all_runs = runs(args) + (tuning_runs(args) if "tuning" in args.parts else [])
+    all_runs = runs(args)
     earlier = read_settings(args.out)
     adopted = adopt_runs(args.out, all_runs) if earlier is None or earlier.get("script") == SCRIPT else {}
     if adopted:
         print(f"reusing {len(adopted)} finished runs of this folder's earlier layout under the names used now "
               f"(e.g. {next(iter(adopted))} -> {next(iter(adopted.values()))}; the list: renamed.json)", flush=True)
     tuning = None
-    if "tuned" in args.parts:  # the tuning part first: the tuned part's configs come from its choice
-        tune = tuning_runs(args)
-        _, tune_records, _ = sweep_runs(args, SCRIPT, tune, "cartpole study, tuning part")
-        tuning = choose_tuned(args, tune, tune_records)
-        all_runs = [r for r in all_runs if describe(r)["part"] != "tuning"] + tune + tuned_runs(args, tuning["chosen"])
+    if "tuned" in args.parts:  # the parts before it, and the tuning part, first: the tuned configs come from its choice
+        before = list(args.parts[: args.parts.index("tuned")])
+        first = runs(args, before + ([] if "tuning" in before else ["tuning"]))
+        _, first_records, _ = sweep_runs(args, SCRIPT, first, "cartpole study, the parts before the tuned one")
+        tune = [r for r in first if describe(r)["part"] == "tuning"]
+        try:
+            tuning = choose_tuned(args, tune, first_records)
+        except ValueError as err:
+            if not args.plot_only:
+                raise
+            print(f"the tuned part is left out: {err}", flush=True)
+        all_runs = runs(args, chosen=tuning["chosen"] if tuning else None)
+        if "tuning" not in args.parts:
+            all_runs += tune
     out, records, report = sweep_runs(args, SCRIPT, all_runs, "cartpole study")
     if tuning is None and "tuning" in args.parts:
         tune = [r for r in all_runs if describe(r)["part"] == "tuning"]

@@ -264,9 +264,10 @@ def _claim(root: Path, runs: list[Run]) -> None:
     elif root.exists() and not empty_but_unfinished_writes(root):
         if (root / "config.json").exists():
             raise ValueError(f"{root} holds a single training run (config.json), not a sweep: give the sweep another --out")
-        if not (root / "runs").is_dir():
+        if (root / "runs").is_dir():
+            _check_orphans(root, runs)  # a sweep whose manifest was lost: its runs are checked, then it is rewritten
+        elif not (root / "settings.json").exists():  # settings.json alone: a figure drawn before any run
             raise ValueError(f"{root} exists and is not a gradstop sweep (no sweep.json): choose another --out")
-        _check_orphans(root, runs)  # a sweep whose manifest was lost: its runs are checked, then it is rewritten
     root.mkdir(parents=True, exist_ok=True)
     merged = {**stored, **{r.name: r.config.to_dict() for r in runs}}
     from gradstop._io import versions
