@@ -28,12 +28,13 @@ import weakref
 from sims._ops import BACKENDS
 from sims.base import Sim
 from sims.cartpole import CartPole
+from sims.contact import Bounce
 from sims.neural import Neural
 from sims.pointmass import PointMass
 
-__all__ = ["make", "names", "register", "origin", "Sim", "PointMass", "CartPole", "Neural", "BACKENDS", "BUILTINS"]
+__all__ = ["make", "names", "register", "origin", "Sim", "PointMass", "CartPole", "Neural", "Bounce", "BACKENDS", "BUILTINS"]
 
-_BUILTIN = {cls.name: cls for cls in (PointMass, CartPole, Neural)}
+_BUILTIN = {cls.name: cls for cls in (PointMass, CartPole, Neural, Bounce)}
 BUILTINS = tuple(sorted(_BUILTIN))  # the names of the simulators that come with gradstop
 _REGISTRY: dict = dict(_BUILTIN)  # name -> a Sim subclass, or any callable taking backend= and the parameters
 _ORIGIN = weakref.WeakKeyDictionary()  # simulator -> the make() arguments that built it (see origin)

@@ -10,7 +10,8 @@ Framework-neutral: states come in as NumPy arrays, time first, one array per pan
 
 ``cartpole`` is drawn as its track, cart and N poles (each pole 2·half_length long, θ = 0 upright; the
 poles are hinged side by side on the cart, all coupled to it alone as in the model); ``pointmass`` as
-its target (×), its path so far and the mass (its first two coordinates: a plane). Brax environments
+its target (×), its path so far and the mass (its first two coordinates: a plane); ``bounce`` as its
+floor and wall, the target, the ball's path and the ball. Brax environments
 have Brax's renderer: :func:`html` writes its interactive 3-D viewer. Files are written atomically (a
 temporary file beside, then renamed), and an existing file is kept unless ``overwrite=True``.
 """
@@ -25,7 +26,7 @@ import numpy as np
 
 __all__ = ["DRAWABLE", "check_drawable", "Scene", "scene", "frames", "animate", "filmstrip", "html", "FORMATS"]
 
-DRAWABLE = ("cartpole", "pointmass")
+DRAWABLE = ("cartpole", "pointmass", "bounce")
 FORMATS = {".gif": "animation", ".mp4": "animation", ".png": "filmstrip", ".html": "Brax viewer"}
 PANEL_HEIGHT = 2.4  # inches; a panel is as wide as its scene's aspect asks, within PANEL_WIDTHS
 PANEL_WIDTHS = (2.4, 6.0)
@@ -145,7 +146,34 @@ def _pointmass(ax, sim, states: np.ndarray, limits: dict) -> Scene:
     return Scene(ax, {"target": goal, "path": path, "mass": mass}, show)
 
 
-SCENES = {"cartpole": (_cartpole, _cartpole_limits), "pointmass": (_pointmass, _pointmass_limits)}
+def _bounce_limits(sim, states: list[np.ndarray]) -> dict:
+    points = np.concatenate([s[:, :2] for s in states] + [np.asarray(sim.target, dtype=float)[None]])
+    lo0, hi0 = min(points[:, 0].min(), 0.0) - 0.2, max(points[:, 0].max(), sim.wall_x) + 0.2
+    lo1, hi1 = -0.1, max(points[:, 1].max(), 0.5) + 0.2
+    half = max(hi0 - lo0, hi1 - lo1) / 2  # square, so the plane is not stretched
+    c0 = (lo0 + hi0) / 2
+    return {"x": (c0 - half, c0 + half), "y": (lo1, lo1 + 2 * half)}
+
+
+def _bounce(ax, sim, states: np.ndarray, limits: dict) -> Scene:
+    """The ball's plane: the floor (y = 0) and the wall (x = wall_x) as thick lines, the target, the path."""
+    ax.set_xlim(*limits["x"])
+    ax.set_ylim(*limits["y"])
+    floor = ax.plot(list(limits["x"]), [0.0, 0.0], color="0.3", linewidth=3, zorder=1)
+    wall = ax.plot([sim.wall_x, sim.wall_x], list(limits["y"]), color="0.3", linewidth=3, zorder=1)
+    goal = ax.plot([sim.target[0]], [sim.target[1]], "x", color="tab:red", markersize=9, markeredgewidth=2, zorder=2)
+    path = ax.plot([], [], color="C0", alpha=0.4, linewidth=1.2, zorder=3)
+    ball = ax.plot([], [], "o", color="C0", markersize=9, markeredgecolor="black", zorder=4)
+
+    def show(t):
+        path[0].set_data(states[: t + 1, 0], states[: t + 1, 1])
+        ball[0].set_data(states[t : t + 1, 0], states[t : t + 1, 1])
+
+    return Scene(ax, {"floor": floor, "wall": wall, "target": goal, "path": path, "ball": ball}, show)
+
+
+SCENES = {"cartpole": (_cartpole, _cartpole_limits), "pointmass": (_pointmass, _pointmass_limits),
+          "bounce": (_bounce, _bounce_limits)}
 
 
 def _panels(states) -> list[np.ndarray]:

@@ -112,6 +112,23 @@ def test_a_point_mass_is_drawn_with_its_target_and_path(tmp_path):
     assert draw.frames(sim, [states], captions=[f"step {i}" for i in range(6)]).shape[0] == 6
 
 
+def test_the_bounce_task_is_drawn_with_its_floor_wall_target_and_a_ball_that_moves(tmp_path):
+    import matplotlib.pyplot as plt
+
+    sim = make("bounce", backend="numpy")
+    states = np.zeros((5, 4))
+    states[:, 0], states[:, 1] = np.linspace(0.0, 0.45, 5), np.linspace(1.0, 0.05, 5)
+    fig = plt.figure()
+    sc = draw.scene(fig.add_subplot(), sim, states)
+    assert list(sc.parts["wall"][0].get_xdata()) == [sim.wall_x, sim.wall_x]
+    assert list(sc.parts["floor"][0].get_ydata()) == [0.0, 0.0]
+    sc.show(4)
+    assert tuple(sc.parts["ball"][0].get_xydata()[0]) == (0.45, 0.05)
+    plt.close(fig)
+    path = draw.filmstrip(sim, [states], tmp_path / "b.png", ["bounce"], count=3)
+    assert iio.imread(path).shape[1] > 2 * iio.imread(path).shape[0]
+
+
 def test_a_folder_that_is_not_a_run_is_refused(tmp_path, capsys):
     assert main(["play", str(tmp_path), "--out", str(tmp_path / "x.gif")]) == 2
     assert "is not a gradstop train run (no config.json) nor a folder holding runs" in capsys.readouterr().err
@@ -192,7 +209,7 @@ def test_a_simulator_without_a_drawing_says_what_to_do():
 
     with pytest.raises(ValueError, match=r"brax:hopper is drawn by Brax's own renderer \(brax.io.html\)"):
         draw.check_drawable(Pytree())
-    with pytest.raises(ValueError, match="no drawing for the 'neural' simulator; sims.draw draws cartpole, pointmass"):
+    with pytest.raises(ValueError, match="no drawing for the 'neural' simulator; sims.draw draws cartpole, pointmass, bounce"):
         draw.check_drawable(make("neural", backend="numpy"))
 
 
