@@ -383,3 +383,40 @@ def test_a_validation_set_is_drawn_apart_from_the_test_set_and_chooses_the_best_
     assert "best_val_loss" not in plain.summary
     assert "validation" not in dataclasses.replace(cfg, validation=False).identity()  # earlier runs keep their hash
     assert "validation" in cfg.identity()
+
+
+class Ending(sims.pointmass.PointMass):
+    """A point mass whose episode ends once x passes 0.5: reward 1 a step."""
+
+    name = "ending"
+
+    def reward(self, x):
+        return 1.0 + 0.0 * x[..., 0]
+
+    def terminated(self, x):
+        return self.xp.where(x[..., 0] > 0.5, 1.0 + 0.0 * x[..., 0], 0.0 * x[..., 0])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_episode_reward_stops_at_the_first_step_that_ends_the_episode(backend, monkeypatch):
+    from gradstop.trainers.run import program_for
+
+    monkeypatch.setitem(sims._REGISTRY, "ending", Ending)
+    cfg = TrainConfig(sim="ending", sim_params={"dims": 1}, backend=backend, horizon=30, hidden=(4,), zero_last=True,
+                      dtype="float64")  # a = 0: the mass coasts
+    sim = sims.make("ending", backend=backend, dims=1)
+    x0 = np.array([[0.0, 1.0], [0.0, -1.0], [0.45, 0.5]])  # passes 0.5 later, never, at once
+    reference = Ending(backend="numpy", dims=1)
+    expected = []
+    for x in x0:
+        states, ended = [x[None]], None
+        for t in range(1, 31):
+            states.append(reference.step(states[-1], np.zeros((1, 1))))
+            if ended is None and reference.terminated(states[-1])[0] == 1.0:
+                ended = t
+        expected.append(ended or 30)
+    assert expected[0] < 30 and expected[1] == 30  # the check means something: one ends, one never does
+    program = program_for(cfg, sim)
+    program.compile(Data.from_config(sim, dataclasses.replace(cfg, test_size=3)), 0) if backend == "jax" else None
+    ev = program.evaluate(x0)
+    assert ev["test_reward"] == pytest.approx(np.mean(expected), abs=1e-12)

@@ -76,11 +76,22 @@ def make_evaluate(config, sim, static):
         out = rollout(eqx.combine(params, static), sim, stop="none", horizon=config.horizon, x0=x0)
         success = sim.success(jax.tree.map(lambda v: v[-1], out.states)) if hasattr(sim, "success") else None
         nan = jnp.asarray(jnp.nan, out.loss.dtype)
-        reward = (jnp.mean(jnp.sum(sim.reward(jax.tree.map(lambda v: v[1:], out.states)), 0))
-                  if hasattr(sim, "reward") else nan)
+        after = jax.tree.map(lambda v: v[1:], out.states)
+        reward = jnp.mean(jnp.sum(_alive(sim, after, jnp) * sim.reward(after), 0)) if hasattr(sim, "reward") else nan
         return out.loss, (jnp.mean(success) if success is not None else nan), reward
 
     return evaluate
+
+
+def _alive(sim, after, xp):
+    """1 for the steps of an episode up to and including its first ``terminated`` one, 0 after it, (H, B): the
+    episode reward counts the step that ended it and none after, as Brax's own evaluator does. All ones for a
+    simulator without ``terminated``."""
+    if not hasattr(sim, "terminated"):
+        return 1.0
+    done = xp.asarray(sim.terminated(after), dtype=sim.reward(after).dtype)
+    before = xp.cumprod(1.0 - done, 0)  # 1 while no step so far has ended the episode
+    return xp.concatenate([xp.ones_like(before[:1]), before[:-1]], 0)
 
 
 def as_states(x, dtype):

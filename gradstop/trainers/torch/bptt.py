@@ -44,7 +44,15 @@ def evaluate(config, sim, policy, x0) -> dict[str, float]:
     dtype = next(policy.parameters()).dtype
     out = rollout(policy, sim, stop="none", horizon=config.horizon, x0=torch.as_tensor(x0, dtype=dtype))
     success = sim.success(out.states[-1]) if hasattr(sim, "success") else None
-    reward = sim.reward(out.states[1:]).sum(0).mean() if hasattr(sim, "reward") else float("nan")
+    if hasattr(sim, "reward"):
+        after = out.states[1:]
+        rewards = sim.reward(after)
+        if hasattr(sim, "terminated"):  # up to and including the first step that ends the episode (Brax's count)
+            before = torch.cumprod(1.0 - sim.terminated(after).to(rewards.dtype), 0)
+            rewards = rewards * torch.cat([torch.ones_like(before[:1]), before[:-1]], 0)
+        reward = rewards.sum(0).mean()
+    else:
+        reward = float("nan")
     return {"test_loss": float(out.loss), "test_success": float(success.mean()) if success is not None else float("nan"),
             "test_reward": float(reward)}
 
