@@ -98,16 +98,26 @@ def test_jax_and_torch_shac_take_the_same_steps_in_float64(flow):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_shac_resumes_from_a_checkpoint_to_the_same_numbers(backend, tmp_path):
+def test_shac_resumes_from_a_checkpoint_to_the_same_numbers(backend, tmp_path, monkeypatch):
+    import importlib
+
     cfg = TrainConfig.for_algo("shac", sim="pointmass", backend=backend, horizon=16, window=8, batch=4, epochs=4,
-                               updates_per_epoch=2, hidden=(8,), critic_hidden=(8,), critic_iterations=2, schedule="constant")
+                               updates_per_epoch=2, hidden=(8,), critic_hidden=(8,), critic_iterations=2,
+                               schedule="linear", checkpoint_every=2)
     whole = train(cfg, out=tmp_path / "whole")
-    train(dataclasses.replace(cfg, epochs=2), out=tmp_path / "half")  # constant schedule: the first 2 epochs are the same
+    program = importlib.import_module(f"gradstop.trainers.{backend}.shac").SHAC
+    real = program.run_epoch
+
+    def cut_in_epoch_3(self, data, epoch):  # killed in the third epoch, after the checkpoint of epoch 2
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return real(self, data, epoch)
+
+    monkeypatch.setattr(program, "run_epoch", cut_in_epoch_3)
     cut = tmp_path / "cut"
-    cut.mkdir()
-    for name in ("updates.csv", "eval.csv", "checkpoint.npz" if backend == "jax" else "checkpoint.pt"):
-        (cut / name).write_bytes((tmp_path / "half" / name).read_bytes())
-    (cut / "config.json").write_text(json.dumps(cfg.to_dict()))
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out=cut)
+    monkeypatch.setattr(program, "run_epoch", real)
     resumed = train(cfg, out=cut)
     keys = ("loss", "grad_norm", "critic_loss", "lr")
     assert [[u[k] for k in keys] for u in resumed.updates] == [[u[k] for k in keys] for u in whole.updates]
