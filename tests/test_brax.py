@@ -62,6 +62,7 @@ def test_pytree_x0_is_checked(pendulum):
         gs.rollout(policy, pendulum, horizon=2, x0=jnp.zeros((1, 4)))
 
 
+@pytest.mark.slow  # Brax compiles: about 40 s
 def test_rollout_of_pytree_states_is_time_major(pendulum):
     policy = _policy(pendulum)
     out = jax.jit(lambda p: gs.rollout(p, pendulum, horizon=3, key=jax.random.key(1), batch=2))(policy)

@@ -124,7 +124,7 @@ def test_a_stiffer_soft_contact_penetrates_less():
 
 
 # -- derivatives ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("backend", ["jax", "torch"])
+@pytest.mark.parametrize("backend", [pytest.param("jax", marks=pytest.mark.slow), "torch"])  # JAX: ~30 s of compiles
 def test_the_soft_contact_passes_the_gradient_check_in_contact(backend):
     sim = sims.make("bounce", backend=backend, contact="soft")
     # at warmup 3 the ball is at the wall (px ≈ 0.41–0.5): the check's states are in contact or about to be
@@ -132,7 +132,7 @@ def test_the_soft_contact_passes_the_gradient_check_in_contact(backend):
     assert report.passed, str(report)
 
 
-@pytest.mark.parametrize("backend", ["jax", "torch"])
+@pytest.mark.parametrize("backend", [pytest.param("jax", marks=pytest.mark.slow), "torch"])
 def test_the_hard_contact_passes_the_gradient_check_before_any_impact(backend):
     sim = sims.make("bounce", backend=backend, wall_x=3.0)
     # the worst case of the check's 1 + 4 steps (start box, full force down and right) hits neither the floor nor the wall

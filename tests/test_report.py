@@ -99,6 +99,7 @@ def test_paired_timing_script_writes_its_table(tmp_path):
     assert len((out / "ratios.csv").read_text().splitlines()) == 5
 
 
+@pytest.mark.slow
 def test_paired_timing_script_takes_other_sims_and_refuses_brax_in_torch(tmp_path):
     script = [sys.executable, str(ROOT / "experiments" / "fused_vs_native.py"), "--batch", "2", "--horizon", "3",
               "--flows", "input", "--rounds", "3"]

@@ -152,7 +152,7 @@ def test_the_cli_starts_shac_from_its_published_defaults(tmp_path, capsys):
     assert rows[0].split(",")[8] == "critic_loss" and len(rows) == 3
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", [pytest.param("jax", marks=pytest.mark.slow), "torch"])
 def test_a_shac_population_equals_its_members_trained_one_by_one(backend):
     from gradstop.trainers import train_population
 

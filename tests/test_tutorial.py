@@ -9,6 +9,7 @@ import pytest
 NOTEBOOK = Path(__file__).resolve().parents[1] / "docs" / "tutorial.ipynb"
 
 
+@pytest.mark.slow  # about a minute: make test-slow
 def test_the_tutorial_notebook_executes_and_its_flows_learn():
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
