@@ -43,7 +43,7 @@ from gradstop._policy import ACTIVATIONS, WEIGHT_INITS
 from gradstop.flows import VALID_FORMS, parse_flow
 from gradstop.trainers.config import (ALGO_DEFAULTS, ALGOS, DATA_MODES, DTYPES, NONFINITE, OPTIMIZERS, POLICIES, SCHEDULES,
                                       TrainConfig)
-from gradstop._io import atomic_write, atomic_write_json, versions
+from gradstop._io import atomic_write, atomic_write_json, read_json, versions
 
 EXIT_OK, EXIT_USAGE, EXIT_NONFINITE, EXIT_INTERRUPTED = 0, 2, 3, 130
 
@@ -294,10 +294,7 @@ def _claim(out: Path, configs: list[TrainConfig]) -> None:
     if out.exists() and not out.is_dir():
         raise ValueError(f"the results folder {out} is a file, not a folder: choose another --out")
     if sweep.exists():
-        try:
-            stored = json.loads(sweep.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"{sweep} is not valid JSON ({err}): restore it, or choose another --out") from None
+        stored = read_json(sweep, "restore it, or choose another --out")
         if not isinstance(stored, dict) or stored.get("command") != "gradstop train" or not isinstance(stored.get("runs"), list):
             raise ValueError(f"{out} is the folder of a gradstop sweep, not of gradstop train runs: resume it with "
                              "gradstop sweep, or give train another --out")
@@ -332,8 +329,8 @@ def _check_runs_without_record(out: Path, configs: list[TrainConfig]) -> None:
         if entry.name.startswith(".") or entry.name in ("summary.csv", "loss.png"):
             continue
         try:
-            theirs = TrainConfig.from_dict(json.loads(config_file.read_text()), source=str(config_file))
-        except (OSError, ValueError, UnicodeDecodeError):
+            theirs = TrainConfig.from_dict(read_json(config_file), source=str(config_file))
+        except (OSError, ValueError):
             strangers.append(entry.name)
             continue
         if entry.name not in mine or mine[entry.name].differences(theirs):

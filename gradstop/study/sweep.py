@@ -286,8 +286,8 @@ def _check_orphans(root: Path, runs: list[Run]) -> None:
             strangers.append(folder.name)
             continue
         try:
-            stored = TrainConfig.from_dict(json.loads(config_file.read_text()), source=str(config_file))
-        except (ValueError, UnicodeDecodeError):
+            stored = TrainConfig.from_dict(read_json(config_file), source=str(config_file))
+        except ValueError:
             strangers.append(folder.name)
             continue
         if run.config.differences(stored):
