@@ -253,3 +253,11 @@ def explained(sim, horizon: int, footprint=None, memory: str = "residuals"):
         if type(err).__name__ == "TracerArrayConversionError":
             raise not_traceable(err, sim) from err
         raise
+
+
+def check_noise_shape(shape: tuple, expected: tuple, flow) -> None:
+    """The ``noise=`` draws of a zeroth-/α-order flow: (2, N, H, B, action_dim)."""
+    if tuple(shape) != tuple(expected):
+        raise ValueError(f"noise has shape {tuple(shape)}, but flow {flow.name!r} over this horizon and batch reads "
+                         f"{tuple(expected)}: (2 estimators, N = samples:{flow.mixing.samples}, H, B, action_dim) standard-"
+                         "normal draws; pass that shape, or omit noise= to draw it from key")

@@ -12,6 +12,11 @@ multiple of K. ``combined`` and ``directional`` combine the ``none`` and ``input
 parameter component (Schnell & Thuerey, ICLR 2024, "Stabilizing Backpropagation Through Time to
 Learn Complex Physics").
 
+The zeroth- and α-order flows (``zero``, ``alpha:α``, ``alpha:auto``; Suh, Simchowitz, Zhang & Tedrake,
+ICML 2022, "Do Differentiable Simulators Give Better Policy Gradients?") inject Gaussian action noise and
+mix a first-order gradient (any of the flows above) with a zeroth-order one; their settings are a
+:class:`Mixing` (see ``gradstop.mixing``).
+
 This module is framework-neutral: it imports neither JAX nor PyTorch.
 
 Example::
@@ -28,7 +33,7 @@ import dataclasses
 import math
 from typing import Any, Union
 
-__all__ = ["Flow", "FlowLike", "parse_flow", "BASES", "COMBINING", "combine_gradients"]
+__all__ = ["Flow", "Mixing", "FlowLike", "parse_flow", "BASES", "COMBINING", "combine_gradients"]
 
 # base name -> (k_phys, k_in); None for the combining flows, which are built from two others.
 BASES: dict[str, tuple[float, float] | None] = {
@@ -46,8 +51,76 @@ _COMPONENTS = ("none", "input")
 VALID_FORMS = (
     "valid flows: one base out of none | input | state | all | combined | directional, "
     "optionally joined with '+' to decay:γ (0 ≤ γ ≤ 1) and/or truncate:K (integer K ≥ 1); "
-    "examples: 'input', 'decay:0.9', 'input+decay:0.9', 'input+truncate:32', 'combined+truncate:16'"
+    "or zero | alpha:α (0 ≤ α ≤ 1) | alpha:auto, with sigma:σ (noise, > 0), samples:N (≥ 1) and, for alpha:auto, "
+    "tol:γ (> 0), bound:L (> 0), delta:δ (0 < δ < 1), joined to the first-order flow they mix; "
+    "examples: 'input', 'decay:0.9', 'input+decay:0.9', 'input+truncate:32', 'combined+truncate:16', "
+    "'zero+sigma:0.2', 'alpha:0.5+input', 'alpha:auto+decay:0.9+tol:0.5'"
 )
+# The zeroth-/α-order settings, their parser, and which of them only alpha:auto reads.
+_MIXING_PARTS = {"sigma": float, "samples": int, "tol": float, "bound": float, "delta": float}
+_AUTO_ONLY = ("tol", "bound", "delta")
+
+
+@dataclasses.dataclass(frozen=True)
+class Mixing:
+    """The zeroth-/α-order part of a flow: ĝα = α·ĝ1 + (1 − α)·ĝ0 (``gradstop.mixing`` has the estimators).
+
+    Attributes:
+      alpha: α in [0, 1] (0: the zeroth-order estimate alone, the flow ``zero``), or ``"auto"``: the
+        bias-constrained choice of Suh et al. (2022) from the per-sample variances and ĝ0's confidence bound.
+      sigma: σ, the standard deviation of the Gaussian noise added to every action (> 0).
+      samples: N, noisy rollouts per initial state for each estimator (ĝ0 and ĝ1 from independent draws).
+      tol: γ, the bias ĝα may have against ĝ0 beyond ĝ0's confidence bound (``alpha:auto``).
+      bound: L, the bound on a per-sample gradient's norm in the Bernstein bound (``alpha:auto``).
+      delta: δ, the bound's failure probability: ‖ĝ0 − E ĝ0‖ ≤ ε with probability 1 − δ (``alpha:auto``).
+    """
+
+    alpha: float | str = "auto"
+    sigma: float = 0.1
+    samples: int = 1
+    tol: float = 1.0
+    bound: float = 10.0
+    delta: float = 0.05
+
+    def __post_init__(self):
+        a = self.alpha
+        if a != "auto":
+            if isinstance(a, bool) or not isinstance(a, (int, float)) or math.isnan(a) or not 0.0 <= a <= 1.0:
+                raise ValueError(f"alpha must be a number in [0, 1] or 'auto', got {a!r}; {VALID_FORMS}")
+            object.__setattr__(self, "alpha", float(a))
+        for name, low, high in (("sigma", 0.0, math.inf), ("tol", 0.0, math.inf), ("bound", 0.0, math.inf),
+                                ("delta", 0.0, 1.0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (low < v < high):
+                what = "a number in (0, 1)" if name == "delta" else "a finite number > 0"
+                raise ValueError(f"{name} must be {what}, got {v!r}; {VALID_FORMS}")
+            object.__setattr__(self, name, float(v))
+        if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 1:
+            raise ValueError(f"samples N must be an integer ≥ 1, got {self.samples!r}; {VALID_FORMS}")
+
+    @property
+    def auto(self) -> bool:
+        return self.alpha == "auto"
+
+    @property
+    def needs_first_order(self) -> bool:
+        """Whether ĝ1 enters the update (every α but 0)."""
+        return self.auto or self.alpha > 0.0
+
+    @property
+    def needs_zeroth_order(self) -> bool:
+        """Whether ĝ0 enters the update (every α but 1)."""
+        return self.auto or self.alpha < 1.0
+
+    def parts(self) -> list[str]:
+        """The flow-string parts of these settings (defaults left out)."""
+        default = Mixing()
+        out = ["zero" if self.alpha == 0.0 else f"alpha:{self.alpha if self.auto else repr(self.alpha)}"]
+        for name in _MIXING_PARTS:
+            v = getattr(self, name)
+            if v != getattr(default, name):
+                out.append(f"{name}:{v!r}" if isinstance(v, float) else f"{name}:{v}")
+        return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,11 +131,14 @@ class Flow:
       base: one of ``BASES``; a flow given only as modifiers (``"decay:0.9"``) has base ``none``.
       decay: γ multiplying both k_phys and k_in (1.0: no decay).
       truncate: K, the period at which λ is reset to its local term (None: never).
+      mixing: the zeroth-/α-order settings (``zero``, ``alpha:…``), or None for a first-order flow; the
+        fields above then describe the first-order flow that supplies ĝ1.
     """
 
     base: str = "none"
     decay: float = 1.0
     truncate: int | None = None
+    mixing: Mixing | None = None
 
     def __post_init__(self):
         if self.base not in BASES:
@@ -75,6 +151,26 @@ class Flow:
         if self.truncate is not None:
             if isinstance(self.truncate, bool) or not isinstance(self.truncate, int) or self.truncate < 1:
                 raise ValueError(f"truncate K must be an integer ≥ 1, got {self.truncate!r}; {VALID_FORMS}")
+        if self.mixing is not None:
+            if not isinstance(self.mixing, Mixing):
+                raise ValueError(f"mixing must be a gradstop.flows.Mixing or None, got {type(self.mixing).__name__}")
+            if not self.mixing.needs_first_order and self.first_order != Flow():
+                raise ValueError(f"flow {self.name!r}: zero (α = 0) uses no first-order gradient, so "
+                                 f"{self.first_order.name!r} would change nothing; drop it, or mix with alpha:α")
+            if self.mixing.auto and self.combining:
+                raise ValueError(f"flow {self.name!r}: alpha:auto needs per-sample first-order gradients, and "
+                                 f"{self.base!r} combines batch gradients (it has no per-sample form); use a fixed "
+                                 f"alpha:α with {self.base!r}, or alpha:auto with none | input | state | all")
+
+    @property
+    def mixed(self) -> bool:
+        """True for the zeroth-/α-order flows (``zero``, ``alpha:…``)."""
+        return self.mixing is not None
+
+    @property
+    def first_order(self) -> "Flow":
+        """The first-order flow (this one without its zeroth-/α-order part): it supplies ĝ1."""
+        return dataclasses.replace(self, mixing=None) if self.mixing is not None else self
 
     @property
     def combining(self) -> bool:
@@ -92,6 +188,9 @@ class Flow:
         return self._weights()[1]
 
     def _weights(self) -> tuple[float, float]:
+        if self.mixing is not None:
+            raise ValueError(f"flow {self.name!r} mixes a zeroth-order estimate and has no single (k_phys, k_in); "
+                             f"its first-order part is .first_order ({self.first_order.name!r})")
         weights = BASES[self.base]
         if weights is None:
             raise ValueError(
@@ -104,7 +203,7 @@ class Flow:
         """The single-pass flows whose gradients this flow needs (itself, unless combining)."""
         if not self.combining:
             return (self,)
-        return tuple(dataclasses.replace(self, base=b) for b in _COMPONENTS)
+        return tuple(dataclasses.replace(self, base=b, mixing=None) for b in _COMPONENTS)
 
     def cut_after(self, t: int) -> bool:
         """Whether λ_{t} is reset to its local term (x_t detached from the future), 1 ≤ t."""
@@ -113,8 +212,8 @@ class Flow:
     @property
     def name(self) -> str:
         """Canonical string form; ``parse_flow(flow.name) == flow``."""
-        parts = []
-        if self.base != "none" or (self.decay == 1.0 and self.truncate is None):
+        parts = [] if self.mixing is None else self.mixing.parts()
+        if self.base != "none" or (self.decay == 1.0 and self.truncate is None and self.mixing is None):
             parts.append(self.base)
         if self.decay != 1.0:
             parts.append(f"decay:{self.decay!r}")  # shortest repr that round-trips
@@ -144,11 +243,20 @@ def parse_flow(flow: FlowLike) -> Flow:
     if not text:
         raise ValueError(f"empty flow string; {VALID_FORMS}")
     fields: dict[str, Any] = {}
+    mixing: dict[str, Any] = {}
     for part in text.split("+"):
         part = part.strip()
         name, sep, arg = part.partition(":")
         if name in BASES and not sep:
             _set_once(fields, "base", name, flow, part)
+        elif name == "zero" and not sep:
+            _set_once(mixing, "alpha", 0.0, flow, part)
+        elif name == "alpha" and sep:
+            _set_once(mixing, "alpha", "auto" if arg.strip() == "auto" else _number(arg, "alpha α", float, flow), flow, part)
+        elif name in _MIXING_PARTS and sep:
+            _set_once(mixing, name, _number(arg, name, _MIXING_PARTS[name], flow), flow, part)
+        elif name in ("alpha", *_MIXING_PARTS):
+            raise ValueError(f"{name!r} in flow {flow!r} needs a parameter ({name}:…); {VALID_FORMS}")
         elif name == "decay" and sep:
             _set_once(fields, "decay", _number(arg, "decay γ", float, flow), flow, part)
         elif name == "truncate" and sep:
@@ -157,6 +265,15 @@ def parse_flow(flow: FlowLike) -> Flow:
             raise ValueError(f"{name!r} in flow {flow!r} needs a parameter ({name}:…); {VALID_FORMS}")
         else:
             raise ValueError(f"unknown flow part {part!r} in {flow!r}; {VALID_FORMS}")
+    if mixing:
+        if "alpha" not in mixing:
+            given = ", ".join(f"{k}:" for k in mixing)
+            raise ValueError(f"flow {flow!r} sets {given} but no zero | alpha:α | alpha:auto for it to apply to; {VALID_FORMS}")
+        auto_only = [k for k in _AUTO_ONLY if k in mixing]
+        if auto_only and mixing["alpha"] != "auto":
+            raise ValueError(f"flow {flow!r}: {', '.join(auto_only)} only apply to alpha:auto (a fixed α reads no "
+                             f"bias bound); drop them or write alpha:auto; {VALID_FORMS}")
+        fields["mixing"] = Mixing(**mixing)
     return Flow(**fields)
 
 

@@ -26,6 +26,9 @@ class Rollout(NamedTuple):
       terminal: (B,), the terminal cost of x_H (zeros if the task has none).
       loss: scalar, mean over the batch of Σ_t costs + terminal. Its gradient with respect to the
         policy parameters is the flow's update direction.
+      mixing: for the zeroth-/α-order flows, a dict of scalars (``gradstop.mixing.STAT_NAMES``): ``alpha``,
+        ``bias`` ‖ĝ1 − ĝ0‖, ``eps`` ĝ0's confidence bound ε, ``var0`` and ``var1`` the per-sample variances
+        (NaN where a fixed α did not need them); None for every other flow.
     """
 
     states: Any
@@ -33,10 +36,11 @@ class Rollout(NamedTuple):
     costs: Any
     terminal: Any
     loss: Any
+    mixing: Any = None
 
 
 def rollout(policy, sim, *, stop: FlowLike = "none", horizon: int, x0=None, key=None, batch: int | None = None,
-            impl: str = "native", memory: str = "residuals", compile: bool = False) -> Rollout:
+            impl: str = "native", memory: str = "residuals", compile: bool = False, noise=None) -> Rollout:
     """Roll ``policy`` out in ``sim`` for ``horizon`` steps; the loss's gradient is the flow ``stop``.
 
         o_t = obs(x_t),  a_t = π(o_t),  x_{t+1} = g(x_t, a_t),  L = mean_B[Σ_t c(x_{t+1}, a_t) + c_H(x_H)]
@@ -58,6 +62,9 @@ def rollout(policy, sim, *, stop: FlowLike = "none", horizon: int, x0=None, key=
       compile: PyTorch only: the fast path (``gradstop.torch.compiled``). The forward and reverse
         sweeps run as two ``torch.compile``d loops (one compile for every H ≥ 2, about 10–30 s
         the first time); ``memory`` is then always 'recompute'. Same gradients as eager.
+      noise: the zeroth-/α-order flows (``zero``, ``alpha:α``, ``alpha:auto``) only: standard-normal draws of
+        shape (2, N, H, B, action_dim), ĝ0's then ĝ1's (N = the flow's ``samples``); the flow scales them by σ.
+        None: drawn from ``key`` (JAX: required then; torch: None uses the global RNG).
 
     Raises:
       OutOfMemory: (a ``MemoryError``) the framework ran out of memory; the message estimates what the reverse
@@ -66,7 +73,9 @@ def rollout(policy, sim, *, stop: FlowLike = "none", horizon: int, x0=None, key=
     Returns:
       A :class:`Rollout`. For the combining flows (``combined``, ``directional``), and for every
       flow with ``impl='fused'``, only ``loss`` carries gradient; the other fields are cut from
-      the graph.
+      the graph. For the zeroth-/α-order flows the fields are the noise-free rollout's (its loss's value
+      is the policy's cost without noise), the loss's gradient is ĝα (``gradstop.mixing``), x0 gets none,
+      and ``mixing`` holds α and the statistics it was chosen from.
 
     Example::
 
@@ -80,5 +89,9 @@ def rollout(policy, sim, *, stop: FlowLike = "none", horizon: int, x0=None, key=
     check_compile(compile, sim.backend)
     backend = importlib.import_module(f"gradstop.{sim.backend}")
     fast = {"compile": True} if compile else {}
+    if noise is not None and not flow.mixed:
+        raise ValueError(f"noise= is read only by the zeroth-/α-order flows (zero, alpha:α, alpha:auto), not by {flow.name!r}: "
+                         "drop it, or choose one of those flows")
+    extra = {"noise": noise} if noise is not None else {}
     return backend.rollout(policy, sim, stop=flow, horizon=horizon, x0=x0, key=key, batch=batch, impl=impl, memory=memory,
-                           **fast)
+                           **fast, **extra)

@@ -17,7 +17,7 @@ import numpy as np
 
 from gradstop import _checks as front
 from gradstop.flows import Flow, combine_gradients, parse_flow
-from gradstop.jax import fused
+from gradstop.jax import fused, mixing
 from gradstop.rollout import Rollout
 
 __all__ = ["rollout", "scale_gradient"]
@@ -34,7 +34,7 @@ def scale_gradient(tree, k: float):
 
 
 def rollout(policy, sim, *, stop="none", horizon: int, x0=None, key=None, batch: int | None = None, impl: str = "native",
-            memory: str = "residuals") -> Rollout:
+            memory: str = "residuals", noise=None) -> Rollout:
     """JAX twin of :func:`gradstop.rollout` (same arguments); jit-compatible."""
     flow = parse_flow(stop)
     front.check_horizon(horizon)
@@ -42,11 +42,43 @@ def rollout(policy, sim, *, stop="none", horizon: int, x0=None, key=None, batch:
     front.check_framework(policy, sim)
     with front.explained(sim, horizon, lambda: _footprint(policy, sim, x0, batch), front.kept(impl, memory)):
         x0 = _initial_states(policy, sim, x0, key, batch)
-        if impl == "fused":
-            return _fused(policy, sim, flow, horizon, x0, memory)
-        if flow.combining:
-            return _combining(policy, sim, flow, horizon, x0)
-        return _single(policy, sim, flow, horizon, x0)
+
+        def first_order(policy, sim, flow, x0):
+            return _first_order(policy, sim, flow, horizon, x0, impl, memory)
+
+        if flow.mixed:
+            noise = _mixing_noise(policy, sim, flow, horizon, x0, key, noise)
+            return mixing.rollout(policy, sim, flow, horizon, x0, noise, first_order)
+        if noise is not None:
+            raise ValueError(f"noise= is read only by the zeroth-/α-order flows (zero, alpha:α, alpha:auto), not by "
+                             f"{flow.name!r}: drop it, or choose one of those flows")
+        return first_order(policy, sim, flow, x0)
+
+
+def _first_order(policy, sim, flow: Flow, horizon: int, x0, impl: str, memory: str) -> Rollout:
+    if impl == "fused":
+        return _fused(policy, sim, flow, horizon, x0, memory)
+    if flow.combining:
+        return _combining(policy, sim, flow, horizon, x0)
+    return _single(policy, sim, flow, horizon, x0)
+
+
+def _mixing_noise(policy, sim, flow: Flow, horizon: int, x0, key, noise):
+    """The standard-normal draws of a mixing flow: as given (checked) or drawn from ``key``."""
+    batch = jax.tree.leaves(x0)[0].shape[0]
+    shape = (2, flow.mixing.samples, horizon, batch, sim.action_dim)
+    if noise is None:
+        if key is None:
+            raise ValueError(f"flow {flow.name!r} adds Gaussian noise to the actions and needs a key to draw it: pass "
+                             "key= (a jax.random key or an int seed), or the draws themselves as noise= of shape "
+                             f"{shape} (standard normal)")
+        front.check_key(key)
+        key = jax.random.PRNGKey(key) if isinstance(key, int) else key
+        return mixing.draw_noise(flow, horizon, batch, sim.action_dim, jax.random.fold_in(key, 1),
+                                 _param_dtype(policy) or jnp.zeros(()).dtype)
+    noise = jnp.asarray(noise)
+    front.check_noise_shape(tuple(noise.shape), shape, flow)
+    return noise
 
 
 def _initial_states(policy, sim, x0, key, batch):

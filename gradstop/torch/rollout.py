@@ -24,7 +24,7 @@ import torch
 from gradstop import _checks as front
 from gradstop.flows import Flow, combine_gradients, parse_flow
 from gradstop.rollout import Rollout
-from gradstop.torch import compiled, fused
+from gradstop.torch import compiled, fused, mixing
 
 __all__ = ["rollout", "scale_gradient"]
 
@@ -39,15 +39,19 @@ def scale_gradient(x: torch.Tensor, k: float) -> torch.Tensor:
 
 
 def rollout(policy, sim, *, stop="none", horizon: int, x0=None, key=None, batch: int | None = None, impl: str = "native",
-            memory: str = "residuals", compile: bool = False) -> Rollout:
+            memory: str = "residuals", compile: bool = False, noise=None) -> Rollout:
     """Torch twin of :func:`gradstop.rollout` (same arguments); ``out.loss.backward()`` fills ``.grad``."""
     flow = parse_flow(stop)
     front.check_horizon(horizon)
     front.check_impl(impl, memory)
     front.check_framework(policy, sim)
     front.check_compile(compile, "torch")
+    if noise is not None and not flow.mixed:
+        raise ValueError(f"noise= is read only by the zeroth-/α-order flows (zero, alpha:α, alpha:auto), not by "
+                         f"{flow.name!r}: drop it, or choose one of those flows")
     x0 = _initial_states(policy, sim, x0, key, batch)
-    with front.explained(sim, horizon, lambda: _footprint(policy, sim, x0, batch), front.kept(impl, memory, compile)):
+
+    def first_order(policy, sim, flow, x0):
         if compile:
             return _sweep_loss(policy, sim, flow, horizon, x0, "recompute", compiled, shared=impl == "fused")
         if impl == "fused":
@@ -55,6 +59,25 @@ def rollout(policy, sim, *, stop="none", horizon: int, x0=None, key=None, batch:
         if flow.combining:
             return _combining(policy, sim, flow, horizon, x0, _params(policy))
         return _single(policy, sim, flow, horizon, x0)
+
+    with front.explained(sim, horizon, lambda: _footprint(policy, sim, x0, batch), front.kept(impl, memory, compile)):
+        if flow.mixed:
+            return mixing.rollout(policy, sim, flow, horizon, x0, _mixing_noise(sim, flow, horizon, x0, key, noise),
+                                  first_order)
+        return first_order(policy, sim, flow, x0)
+
+
+def _mixing_noise(sim, flow: Flow, horizon: int, x0: torch.Tensor, key, noise) -> torch.Tensor:
+    """The standard-normal draws of a mixing flow: as given (checked) or drawn from ``key`` (None: global RNG)."""
+    shape = (2, flow.mixing.samples, horizon, x0.shape[0], sim.action_dim)
+    if noise is None:
+        if key is not None and not isinstance(key, (int, torch.Generator)) or isinstance(key, bool):
+            raise TypeError(f"key must be an int seed or a torch.Generator, got {type(key).__name__}")
+        return mixing.draw_noise(flow, horizon, x0.shape[0], sim.action_dim, key, x0.dtype, x0.device)
+    if not isinstance(noise, torch.Tensor):
+        raise TypeError(f"noise must be a torch.Tensor for a torch sim, got {type(noise).__name__}; use torch.as_tensor(noise)")
+    front.check_noise_shape(tuple(noise.shape), shape, flow)
+    return noise
 
 
 def _initial_states(policy, sim, x0, key, batch):
@@ -103,7 +126,7 @@ def _combining(policy, sim, flow: Flow, horizon: int, x0, params) -> Rollout:
     if not params:
         raise TypeError(f"flow {flow.name!r} combines parameter gradients: the policy must be an nn.Module with parameters")
     outs = [_single(policy, sim, f, horizon, x0) for f in flow.components()]
-    detached = Rollout(*(v.detach() for v in outs[0]))
+    detached = Rollout(*(v.detach() for v in outs[0][:5]))
     if not torch.is_grad_enabled():
         return detached
     g_none, g_input = (
@@ -144,7 +167,7 @@ class _SweepLoss(torch.autograd.Function):
             # the graph would then be freed by the garbage collector, not when the loss goes
             ctx.tape.rollout = out._replace(loss=None)
         ctx.mark_non_differentiable(out.states, out.actions, out.costs, out.terminal)
-        return tuple(out)  # Rollout field order: states, actions, costs, terminal, loss
+        return tuple(out)[:5]  # Rollout field order: states, actions, costs, terminal, loss
 
     @staticmethod
     def backward(ctx, *cotangents):
