@@ -59,6 +59,11 @@ def gradients(policy, sim, *, flows, horizon: int, x0=None, key=None, batch: int
         raise ValueError("flows is empty: name at least one flow, e.g. flows=['none', 'input']")
     if len({f.name for f in parsed}) != len(parsed):
         raise ValueError(f"flows names a flow twice: {[f.name for f in parsed]}")
+    mixed = [f.name for f in parsed if f.mixed]
+    if mixed:
+        raise ValueError(f"gs.gradients sweeps first-order flows; {mixed} draw action noise and mix a zeroth-order estimate: "
+                         "take the gradient of gs.rollout(..., stop=flow).loss for them (Rollout.mixing holds α and "
+                         "its statistics), or gs.diagnose(..., bias_test=True) to compare ĝ1 with ĝ0")
     check_horizon(horizon)
     check_impl(impl, memory)
     check_framework(policy, sim)

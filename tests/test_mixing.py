@@ -244,3 +244,55 @@ def test_rollout_errors_for_mixing_flows():
         gs.rollout(tpolicy, tsim, stop="alpha:auto", horizon=3, x0=tx0)
     with pytest.raises(TypeError, match="noise must be a torch.Tensor"):
         gs.rollout(tpolicy, tsim, stop="zero", horizon=3, x0=tx0, noise=np.zeros((2, 1, 3, 1, 2)))
+
+
+# -- trainers ------------------------------------------------------------------------------------------------
+
+def _config(backend, flow, epochs):
+    from gradstop.trainers import TrainConfig
+
+    return TrainConfig(sim="pointmass", sim_params={"dims": 1}, backend=backend, flow=flow, horizon=5, epochs=epochs,
+                       batch=4, updates_per_epoch=2, test_size=4, dtype="float64", hidden=(8,), checkpoint_every=1)
+
+
+@pytest.mark.parametrize("flow", ["alpha:auto+samples:2+tol:50", "zero"])
+def test_bptt_logs_the_mixing_statistics_the_same_in_both_frameworks_and_resumes_exactly(flow, tmp_path, monkeypatch):
+    from gradstop.trainers import train
+    from gradstop.trainers.jax.bptt import BPTT
+
+    straight = {b: train(_config(b, flow, 2), out=tmp_path / f"{b}-straight") for b in ("jax", "torch")}
+    j, t = (straight[b].updates for b in ("jax", "torch"))
+    assert len(j) == len(t) == 4 and {"alpha", "bias", "eps", "var0", "var1"} <= set(j[0])
+    for a, b in zip(j, t):
+        for k in ("loss", "grad_norm", "alpha", "bias", "eps", "var0", "var1"):
+            assert (math.isnan(a[k]) and math.isnan(b[k])) or a[k] == pytest.approx(b[k], rel=1e-9), k
+    if flow == "zero":
+        assert all(r["alpha"] == 0.0 for r in j)
+    else:
+        assert all(0.0 <= r["alpha"] <= 1.0 and r["eps"] > 0 for r in j)
+    real = BPTT.run_epoch
+
+    def cut_in_epoch_2(self, data, epoch):  # the run stops after epoch 1's checkpoint
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return real(self, data, epoch)
+
+    monkeypatch.setattr(BPTT, "run_epoch", cut_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(_config("jax", flow, 2), out=tmp_path / "resumed")
+    monkeypatch.setattr(BPTT, "run_epoch", real)
+    resumed = train(_config("jax", flow, 2), out=tmp_path / "resumed")
+    assert [r["loss"] for r in resumed.updates] == [r["loss"] for r in j]
+    assert resumed.summary["final_test_loss"] == straight["jax"].summary["final_test_loss"]
+
+
+def test_trainers_refuse_mixing_where_it_is_not_supported():
+    from gradstop.trainers import TrainConfig, train
+
+    with pytest.raises(ValueError, match="does not combine with SHAC's actor windows yet"):
+        train(TrainConfig(algo="shac", sim="pointmass", flow="zero", epochs=1))
+    with pytest.raises(ValueError, match="does not combine with a Gaussian policy"):
+        train(TrainConfig(sim="pointmass", flow="alpha:0.5", policy="gaussian", epochs=1))
+    sim, policy, x0 = load("jax", "pointmass")
+    with pytest.raises(ValueError, match="gs.gradients sweeps first-order flows"):
+        gs.gradients(policy, sim, flows=["none", "zero"], horizon=3, x0=x0)

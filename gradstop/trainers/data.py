@@ -23,7 +23,7 @@ import numpy as np
 
 __all__ = ["Data", "initial_states"]
 
-_TRAIN, _TEST, _ORDER, _FRESH, _START, _CRITIC, _NOISE, _VALIDATION = 0, 1, 2, 3, 4, 5, 6, 7  # purposes: independent streams of one seed
+_TRAIN, _TEST, _ORDER, _FRESH, _START, _CRITIC, _NOISE, _VALIDATION, _MIXING = range(9)  # purposes: independent streams of one seed
 
 
 def _rng(seed: int, purpose: int, epoch: int = 0) -> np.random.Generator:
@@ -93,6 +93,12 @@ class Data:
     def noise(self, epoch: int, horizon: int) -> np.ndarray:
         """Gaussian policies: standard normal ε for every update, environment and step, (updates, batch, horizon, action_dim)."""
         return _rng(self.seed, _NOISE, epoch).standard_normal((self.updates, self.batch, horizon, self.sim.action_dim))
+
+    def mixing_noise(self, epoch: int, horizon: int, samples: int) -> np.ndarray:
+        """Zeroth-/α-order flows: the standard-normal action noise of every update, (updates, 2, N, H, batch, action_dim)
+        (the rollout's ``noise=``: ĝ0's draws, then ĝ1's)."""
+        shape = (self.updates, 2, samples, horizon, self.batch, self.sim.action_dim)
+        return _rng(self.seed, _MIXING, epoch).standard_normal(shape)
 
     # -- SHAC: environments that keep running ----------------------------------------------------
     def start(self) -> np.ndarray:

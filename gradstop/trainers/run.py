@@ -43,16 +43,25 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from gradstop._checks import check_protocol, explained, kept
+from gradstop.flows import parse_flow
+from gradstop.mixing import STAT_NAMES
 from gradstop.trainers.config import TrainConfig
 from gradstop.trainers.data import Data
 from gradstop._io import hold_lock, read_json
 from gradstop.trainers.files import MetricsLog, atomic_write, atomic_write_json, empty_but_unfinished_writes
 
-__all__ = ["train", "RunResult", "NonFiniteError", "UPDATE_COLUMNS", "EVAL_COLUMNS", "eval_columns", "make_sim", "program_for", "check_task",
+__all__ = ["train", "RunResult", "NonFiniteError", "UPDATE_COLUMNS", "EVAL_COLUMNS", "eval_columns", "update_columns", "make_sim", "program_for", "check_task",
            "CHECKPOINT_FILES", "summarise", "check_rebuilds"]
 
 METRICS = ["loss", "grad_norm", "grad_norm_clipped", "cos_input_none", "lr", "finite", "critic_loss"]  # per update, from a program
 UPDATE_COLUMNS = ["epoch", "update", *METRICS, "seconds", "steps_per_second"]
+# updates.csv's last columns for a zeroth-/α-order flow (gradstop.mixing.STAT_NAMES): α, ‖ĝ1 − ĝ0‖, ε, σ0², σ1²
+MIXING_COLUMNS = list(STAT_NAMES)
+
+
+def update_columns(config: TrainConfig) -> list[str]:
+    """updates.csv's header for ``config``: ``UPDATE_COLUMNS``, then ``MIXING_COLUMNS`` for a zeroth-/α-order flow."""
+    return UPDATE_COLUMNS + (MIXING_COLUMNS if parse_flow(config.flow).mixed else [])
 EVAL_COLUMNS = ["epoch", "update", "test_loss", "test_success", "test_reward", "seconds"]
 VALIDATION_COLUMNS = ["val_loss", "val_success"]  # eval.csv's last columns with validation=True
 
@@ -152,6 +161,11 @@ def program_for(config: TrainConfig, sim, policy=None):
 
     With ``world_model`` it first fits the model (``gradstop.trainers.world_model``) and trains through it.
     """
+    flow = parse_flow(config.flow)
+    if flow.mixed and (config.algo != "bptt" or config.policy != "deterministic"):
+        what = "SHAC's actor windows" if config.algo != "bptt" else "a Gaussian policy (which draws noise of its own)"
+        raise ValueError(f"flow {flow.name!r} adds its own action noise and is trained by BPTT with a deterministic policy; "
+                         f"it does not combine with {what} yet: use --algo bptt --policy deterministic, or a first-order flow")
     module = importlib.import_module(f"gradstop.trainers.{config.backend}.{config.algo}")
     model = None
     if config.world_model:
@@ -212,7 +226,7 @@ def train(config: TrainConfig, out: Path | str | None = None, *, policy=None, si
         if (folder / "summary.json").exists():
             return _complete(folder, config, program)
         _check_logs_kept(folder, config)
-        updates, evals = MetricsLog(folder / "updates.csv", UPDATE_COLUMNS), MetricsLog(folder / "eval.csv", eval_columns(config))
+        updates, evals = MetricsLog(folder / "updates.csv", update_columns(config)), MetricsLog(folder / "eval.csv", eval_columns(config))
         return _loop(config, program, data, updates, evals, folder, progress, tensorboard)
 
 
@@ -237,7 +251,7 @@ def _complete(folder: Path, config: TrainConfig, program) -> RunResult:
         raise ValueError(f"{path} is unreadable ({_short(err)}); delete {folder / 'summary.json'} and run the same "
                          "command again to rewrite it from the last checkpoint") from None
     program.load_weights(weights)
-    return RunResult(program.policy, _read_log(folder / "updates.csv", UPDATE_COLUMNS),
+    return RunResult(program.policy, _read_log(folder / "updates.csv", update_columns(config)),
                      _read_log(folder / "eval.csv", eval_columns(config)), summary, folder)
 
 
@@ -369,7 +383,8 @@ def _epochs(config, program, data, updates, evals, folder, progress, tensorboard
             n = len(m["loss"])
             rate = n * program.env_steps_per_update / took
             rows = [dict(epoch=epoch + 1, update=epoch * steps + i + 1, seconds=clock, steps_per_second=rate,
-                         **{k: (bool(m[k][i]) if k == "finite" else m[k][i]) for k in METRICS}) for i in range(n)]
+                         **{k: (bool(m[k][i]) if k == "finite" else m[k][i]) for k in METRICS + MIXING_COLUMNS if k in m})
+                    for i in range(n)]
             bad = [r for r in rows if not r["finite"]]
             if bad and config.on_nonfinite == "stop":
                 updates.append(rows[: rows.index(bad[0]) + 1])
@@ -529,8 +544,9 @@ def _log(writer, rows, ev, step) -> None:
     if writer is None:
         return
     for r in rows:
-        for key in ("loss", "grad_norm", "grad_norm_clipped", "cos_input_none", "lr", "critic_loss", "steps_per_second"):
-            if np.isfinite(r[key]):
+        for key in ("loss", "grad_norm", "grad_norm_clipped", "cos_input_none", "lr", "critic_loss", "steps_per_second",
+                    *MIXING_COLUMNS):
+            if key in r and np.isfinite(r[key]):
                 writer.add_scalar(f"train/{key}", float(r[key]), r["update"])
     if ev is not None:
         for key, value in ev.items():

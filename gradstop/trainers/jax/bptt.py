@@ -46,25 +46,36 @@ def make_policy(config, sim):
 
 
 def update_direction(config, sim):
-    """``f(params, static, x0) -> (loss, grads, cos_input_none)`` for the config's flow (cos is NaN unless combining)."""
+    """``f(params, static, x0, noise) -> (loss, grads, cos_input_none, mixing)`` for the config's flow (cos is NaN
+    unless combining; ``mixing``, the zeroth-/α-order flows' statistics, is {} for the others; ``noise`` is their
+    action noise, None for the others)."""
     flow = parse_flow(config.flow)
 
-    if flow.combining:
+    if flow.mixed:
+        def direction(params, static, x0, noise):
+            def loss_fn(p):
+                out = rollout(eqx.combine(p, static), sim, stop=flow, horizon=config.horizon, x0=x0, impl=config.impl,
+                              memory=config.memory, noise=noise)
+                return out.loss, out.mixing
+
+            (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+            return loss, grads, jnp.asarray(jnp.nan, loss.dtype), stats
+    elif flow.combining:
         c_none, c_input = flow.components()
 
-        def direction(params, static, x0):
+        def direction(params, static, x0, noise):
             out = gradients(eqx.combine(params, static), sim, flows=[c_none, c_input, flow], horizon=config.horizon,
                             x0=x0, impl=config.impl, memory=config.memory)
             grads = eqx.filter(out.grads[flow.name], eqx.is_inexact_array)
-            return out.loss, grads, out.cosine[(c_none.name, c_input.name)]
+            return out.loss, grads, out.cosine[(c_none.name, c_input.name)], {}
     else:
-        def direction(params, static, x0):
+        def direction(params, static, x0, noise):
             def loss_fn(p):
                 return rollout(eqx.combine(p, static), sim, stop=flow, horizon=config.horizon, x0=x0, impl=config.impl,
                                memory=config.memory).loss
 
             loss, grads = jax.value_and_grad(loss_fn)(params)
-            return loss, grads, jnp.asarray(jnp.nan, loss.dtype)
+            return loss, grads, jnp.asarray(jnp.nan, loss.dtype), {}
     return direction
 
 
@@ -111,6 +122,7 @@ class BPTT:
         self.train_sim = sim if model is None else model  # the actor learns through the model, is scored on sim
         # a Gaussian policy reads its noise from the state (trainers/noise.py); evaluation uses its mean
         self.noisy = Noisy(self.train_sim, config.horizon) if config.policy == "gaussian" else None
+        self.mixing = parse_flow(config.flow).mixing  # zeroth-/α-order flows: their action noise is an input too
         policy = make_policy(config, sim) if policy is None else policy
         self.params, self.static = eqx.partition(policy, eqx.is_inexact_array)
         self.dtype = jax.tree.leaves(self.params)[0].dtype
@@ -153,14 +165,14 @@ class BPTT:
 
     def _make_epoch(self):
         config, static = self.config, self.static
-        noisy = self.noisy
+        noisy, mixing = self.noisy, self.mixing is not None
         direction = update_direction(config, self.train_sim if noisy is None else noisy)
         lr_of, skip = optim.schedule(config), config.on_nonfinite == "skip"
 
         def one_update(carry, inputs):
             params, opt_state, applied = carry
-            x0 = inputs if noisy is None else noisy.wrap(*inputs)
-            loss, grads, cos = direction(params, static, x0)
+            x0, noise = (noisy.wrap(*inputs), None) if noisy is not None else inputs if mixing else (inputs, None)
+            loss, grads, cos, stats = direction(params, static, x0, noise)
             norm = optim.global_norm(grads)
             clipped = optim.clip(config, grads)
             updates, new_opt = self.tx.update(clipped, opt_state, params)
@@ -169,7 +181,7 @@ class BPTT:
             if skip:  # keep the old state where the update is non-finite; the schedule's clock does not advance
                 new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, (params, opt_state, applied))
             metrics = dict(loss=loss, grad_norm=norm, grad_norm_clipped=optim.global_norm(clipped), cos_input_none=cos,
-                           lr=lr_of(applied), finite=finite, critic_loss=jnp.asarray(jnp.nan, loss.dtype))
+                           lr=lr_of(applied), finite=finite, critic_loss=jnp.asarray(jnp.nan, loss.dtype), **stats)
             return new, metrics
 
         def epoch(params, opt_state, applied, inputs):
@@ -187,8 +199,11 @@ class BPTT:
         return self.config.batch * self.config.horizon
 
     def inputs(self, data, epoch: int):
-        """The epoch's per-update inputs: initial states, and the policy noise for a Gaussian policy."""
+        """The epoch's per-update inputs: initial states, and the policy noise for a Gaussian policy or the action
+        noise of a zeroth-/α-order flow."""
         x0s = as_states(data.epoch(epoch), self.dtype)
+        if self.mixing is not None:
+            return x0s, jnp.asarray(data.mixing_noise(epoch, self.config.horizon, self.mixing.samples), self.dtype)
         return x0s if self.noisy is None else (x0s, jnp.asarray(data.noise(epoch, self.config.horizon), self.dtype))
 
     def compile(self, data, epoch: int) -> float:
@@ -215,10 +230,11 @@ class BPTT:
             params, *_ = jax.jit(self._make_epoch())(params, opt_state, applied, head)
         x0 = jax.tree.map(lambda v: v[index], inputs)
         sim = self.train_sim if self.noisy is None else self.noisy
-        x0 = x0 if self.noisy is None else self.noisy.wrap(*x0)
-        found = diagnose(eqx.combine(params, self.static), sim, flows=[self.config.flow], horizon=self.config.horizon,
+        x0 = self.noisy.wrap(*x0) if self.noisy is not None else x0[0] if self.mixing is not None else x0
+        flow = parse_flow(self.config.flow).first_order  # a zeroth-/α-order flow: where its rollout goes non-finite
+        found = diagnose(eqx.combine(params, self.static), sim, flows=[flow], horizon=self.config.horizon,
                          x0=x0, memory=self.config.memory, contributions=False)
-        return explain(found, parse_flow(self.config.flow).name)
+        return explain(found, flow.name)
 
     def evaluate(self, x0: np.ndarray) -> dict[str, float]:
         """Test loss (flow-independent forward) and the task's success measure (NaN if none)."""

@@ -76,10 +76,16 @@ class BPTT:
         self.applied = 0  # updates applied so far (skipped ones excluded): the schedule's clock
         self.flow = parse_flow(config.flow)
 
-    def _direction(self, x0) -> tuple[float, float]:
-        """Fill ``.grad`` with the flow's direction; returns (loss, cos_input_none or NaN)."""
+    def _direction(self, x0, noise=None) -> tuple[float, float, dict]:
+        """Fill ``.grad`` with the flow's direction; returns (loss, cos_input_none or NaN, the zeroth-/α-order
+        flows' statistics or {})."""
         config, flow = self.config, self.flow
         self.opt.zero_grad(set_to_none=True)
+        if flow.mixed:
+            out = rollout(self.policy, self.rollout_sim, stop=flow, horizon=config.horizon, x0=x0, impl=config.impl,
+                          memory=config.memory, compile=config.compile, noise=noise)
+            out.loss.backward()
+            return float(out.loss.detach()), float("nan"), {k: float(v) for k, v in out.mixing.items()}
         if flow.combining:
             c_none, c_input = flow.components()
             out = gradients(self.policy, self.rollout_sim, flows=[c_none, c_input, flow], horizon=config.horizon, x0=x0,
@@ -87,11 +93,11 @@ class BPTT:
             named = dict(self.policy.named_parameters())
             for name, g in out.grads[flow.name].items():
                 named[name].grad = g.detach().clone()
-            return float(out.loss), float(out.cosine[(c_none.name, c_input.name)])
+            return float(out.loss), float(out.cosine[(c_none.name, c_input.name)]), {}
         loss = rollout(self.policy, self.rollout_sim, stop=flow, horizon=config.horizon, x0=x0, impl=config.impl,
                        memory=config.memory, compile=config.compile).loss
         loss.backward()
-        return float(loss.detach()), float("nan")
+        return float(loss.detach()), float("nan"), {}
 
     # -- the steps the run loop calls -------------------------------------------------------------
     @property
@@ -105,7 +111,7 @@ class BPTT:
             return 0.0
         start = time.perf_counter()
         x0 = torch.as_tensor(data.epoch(epoch)[0], dtype=self.dtype)
-        self._direction(x0)
+        self._direction(x0, self._noise(data, epoch)[0] if self.flow.mixed else None)
         self.opt.zero_grad(set_to_none=True)
         return time.perf_counter() - start
 
@@ -120,13 +126,14 @@ class BPTT:
             x0s = self.noisy.wrap(x0s.flatten(0, 1), torch.as_tensor(data.noise(epoch, config.horizon), dtype=self.dtype)
                                   .flatten(0, 1)).unflatten(0, x0s.shape[:2])
         self._epoch_inputs = x0s  # for locate_nonfinite
-        for x0 in x0s:
-            loss, cos = self._direction(x0)
+        noises = self._noise(data, epoch) if self.flow.mixed else [None] * len(x0s)
+        for x0, noise in zip(x0s, noises):
+            loss, cos, stats = self._direction(x0, noise)
             norm = float(optim.global_norm(self.params))
             finite = bool(np.isfinite(loss) and np.isfinite(norm))
             optim.clip(config, self.params)
             row = dict(loss=loss, grad_norm=norm, grad_norm_clipped=float(optim.global_norm(self.params)),
-                       cos_input_none=cos, lr=self.sched.get_last_lr()[0], finite=finite, critic_loss=float("nan"))
+                       cos_input_none=cos, lr=self.sched.get_last_lr()[0], finite=finite, critic_loss=float("nan"), **stats)
             rows.append(row)
             if not finite:
                 if config.on_nonfinite == "stop":
@@ -137,12 +144,18 @@ class BPTT:
             self.applied += 1
         return {k: np.asarray([r[k] for r in rows]) for k in rows[0]}
 
+    def _noise(self, data, epoch: int) -> torch.Tensor:
+        """A zeroth-/α-order flow's action noise for every update of ``epoch``, (updates, 2, N, H, batch, action_dim)."""
+        return torch.as_tensor(data.mixing_noise(epoch, self.config.horizon, self.flow.mixing.samples), dtype=self.dtype)
+
     def locate_nonfinite(self, data, epoch: int, index: int) -> str:
         """Where update ``index`` of the last epoch first went non-finite: the epoch stopped there without
-        applying it, so the policy holds that update's weights; ``gradstop.diagnose`` traces its rollout."""
-        found = diagnose(self.policy, self.rollout_sim, flows=[self.flow], horizon=self.config.horizon,
+        applying it, so the policy holds that update's weights; ``gradstop.diagnose`` traces its rollout (a
+        zeroth-/α-order flow: the rollout of its first-order part)."""
+        flow = self.flow.first_order
+        found = diagnose(self.policy, self.rollout_sim, flows=[flow], horizon=self.config.horizon,
                          x0=self._epoch_inputs[index], memory=self.config.memory, contributions=False)
-        return explain(found, self.flow.name)
+        return explain(found, flow.name)
 
     def evaluate(self, x0: np.ndarray) -> dict[str, float]:
         """Test loss (flow-independent forward) and the task's success measure (NaN if none)."""
