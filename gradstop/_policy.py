@@ -12,6 +12,9 @@ ACTIVATIONS = ("tanh", "relu", "elu")
 # Initial weight rules: PyTorch's nn.Linear default (W and b uniform ±1/√fan_in), and Keras' Dense default
 # (glorot_uniform W, uniform ±√(6/(fan_in + fan_out)), zero b), which the published TensorFlow code used.
 WEIGHT_INITS = ("torch", "glorot")
+# ... and the orthogonal rule of the published SHAC's critic (rows or columns orthonormal, times a gain; zero b).
+SCHEMES = WEIGHT_INITS + ("orthogonal",)
+LAYER_NORM_EPS = 1e-5  # torch.nn.LayerNorm's default
 
 
 def layer_sizes(obs_dim, action_dim, hidden, activation) -> list[int]:
@@ -37,17 +40,21 @@ def check_weights(own, given) -> None:
         )
 
 
-def init_weights(sizes: list[int], seed: int, zero_last: bool = False, stream: int = 0, scheme: str = "torch") -> list[np.ndarray]:
+def init_weights(sizes: list[int], seed: int, zero_last: bool = False, stream: int = 0, scheme: str = "torch",
+                 gain: float = 1.0) -> list[np.ndarray]:
     """Framework-neutral initial weights [W_0, b_0, …] (W: (out, in)) drawn with NumPy, so trainers in JAX
-    and PyTorch start from the same policy. ``scheme`` (``WEIGHT_INITS``): ``"torch"``, PyTorch's default
-    rule (W and b uniform ±1/√fan_in), or ``"glorot"``, Keras' default (W uniform ±√(6/(fan_in + fan_out)),
-    b = 0). ``stream`` keeps several networks of one seed (actor 0, critic 1) independent."""
-    if scheme not in WEIGHT_INITS:
-        raise ValueError(f"unknown weight init {scheme!r}; choose one of {WEIGHT_INITS}")
+    and PyTorch start from the same policy. ``scheme`` (``SCHEMES``): ``"torch"``, PyTorch's default
+    rule (W and b uniform ±1/√fan_in), ``"glorot"``, Keras' default (W uniform ±√(6/(fan_in + fan_out)),
+    b = 0), or ``"orthogonal"`` (:func:`orthogonal` times ``gain``, b = 0: the published SHAC's critic,
+    Xu et al. 2022). ``stream`` keeps several networks of one seed (actor 0, critic 1) independent."""
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown weight init {scheme!r}; choose one of {SCHEMES}")
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x9011C7, stream]))
     weights = []
     for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-        if scheme == "glorot":
+        if scheme == "orthogonal":
+            weights += [gain * orthogonal(rng, n_out, n_in), np.zeros(n_out)]
+        elif scheme == "glorot":
             bound = np.sqrt(6.0 / (n_in + n_out))
             weights += [rng.uniform(-bound, bound, (n_out, n_in)), np.zeros(n_out)]
         else:
@@ -56,6 +63,29 @@ def init_weights(sizes: list[int], seed: int, zero_last: bool = False, stream: i
     if zero_last:
         weights[-2:] = [np.zeros_like(w) for w in weights[-2:]]
     return weights
+
+
+def orthogonal(rng, rows: int, cols: int) -> np.ndarray:
+    """A (rows, cols) matrix with orthonormal rows (rows ≤ cols) or columns (rows > cols): W Wᵀ = I or Wᵀ W = I.
+
+    The QR rule of Saxe et al. (ICLR 2014), as ``torch.nn.init.orthogonal_`` applies it: the Q of a Gaussian
+    matrix, its columns' signs fixed by R's diagonal so that Q is uniformly distributed."""
+    a = rng.standard_normal((rows, cols) if rows >= cols else (cols, rows))
+    q, r = np.linalg.qr(a)
+    q = q * np.sign(np.diag(r))
+    return q if rows >= cols else q.T
+
+
+def with_layer_norm(weights: list[np.ndarray]) -> list[np.ndarray]:
+    """[W_0, b_0, W_1, b_1, …] of an MLP -> the weights of the same MLP with a LayerNorm after each hidden
+    activation, at its initial scale 1 and offset 0: [W_0, b_0, g_0, β_0, W_1, b_1, g_1, β_1, …, W_L, b_L]."""
+    out = []
+    for i in range(0, len(weights), 2):
+        out += weights[i:i + 2]
+        if i + 2 < len(weights):
+            n = len(weights[i + 1])
+            out += [np.ones(n), np.zeros(n)]
+    return out
 
 
 def initial_policy_weights(config, sim) -> list[np.ndarray]:

@@ -26,11 +26,15 @@ _ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu, "elu": jax.nn.elu}
 
 
 class MLP(eqx.Module):
-    """Multi-layer perceptron mapping a batch of observations (..., obs_dim) to actions (..., action_dim)."""
+    """Multi-layer perceptron mapping a batch of observations (..., obs_dim) to actions (..., action_dim).
+
+    ``norms`` (empty, or one (scale, offset) pair per hidden layer): a LayerNorm after each hidden
+    activation, as ``torch.nn.LayerNorm`` computes it (biased variance, ε = 1e-5)."""
 
     weights: tuple
     biases: tuple
     activation: str = eqx.field(static=True, default="tanh")
+    norms: tuple = ()
 
     def __call__(self, obs):
         act = _ACTIVATIONS[self.activation]
@@ -39,6 +43,8 @@ class MLP(eqx.Module):
             h = h @ w + b
             if i < len(self.weights) - 1:
                 h = act(h)
+                if self.norms:
+                    h = _layer_norm(h, *self.norms[i])
         return h
 
     @property
@@ -50,8 +56,14 @@ class MLP(eqx.Module):
         return self.weights[-1].shape[1]
 
 
+def _layer_norm(h, scale, offset):
+    mean = jnp.mean(h, -1, keepdims=True)
+    var = jnp.mean((h - mean) ** 2, -1, keepdims=True)
+    return (h - mean) / jnp.sqrt(var + _policy.LAYER_NORM_EPS) * scale + offset
+
+
 def mlp(key, obs_dim: int, action_dim: int, hidden=(64, 64), activation: str = "tanh", dtype=None,
-        zero_last: bool = False) -> MLP:
+        zero_last: bool = False, layer_norm: bool = False) -> MLP:
     """An MLP policy with PyTorch's default initialisation (uniform ±1/√fan_in).
 
     Args:
@@ -62,6 +74,8 @@ def mlp(key, obs_dim: int, action_dim: int, hidden=(64, 64), activation: str = "
       dtype: parameter dtype (default: JAX's default float).
       zero_last: start the last layer's weights and bias at zero, so the initial policy outputs 0
         (the multi-pole cartpole setting of Schnell & Thuerey, ICLR 2024).
+      layer_norm: a LayerNorm (learned scale 1, offset 0 at the start) after each hidden activation,
+        as the published SHAC's networks have (Xu et al., ICLR 2022).
 
     Example::
 
@@ -79,7 +93,8 @@ def mlp(key, obs_dim: int, action_dim: int, hidden=(64, 64), activation: str = "
         biases.append(jax.random.uniform(kb, (n_out,), dtype, -bound, bound))
     if zero_last:  # drawn first, then zeroed: the hidden layers match a zero_last=False policy's
         weights[-1], biases[-1] = jnp.zeros_like(weights[-1]), jnp.zeros_like(biases[-1])
-    return MLP(tuple(weights), tuple(biases), activation)
+    norms = tuple((jnp.ones(n, dtype), jnp.zeros(n, dtype)) for n in sizes[1:-1]) if layer_norm else ()
+    return MLP(tuple(weights), tuple(biases), activation, norms)
 
 
 class Gaussian(eqx.Module):
@@ -121,11 +136,12 @@ def gaussian(key, obs_dim: int, action_dim: int, hidden=(64, 64), activation: st
 
 
 def get_weights(policy) -> list[np.ndarray]:
-    """The policy's weights as NumPy arrays [W_0, b_0, W_1, b_1, ...] (W: (out, in), torch's layout); a
-    :class:`Gaussian` appends its log-std."""
+    """The policy's weights as NumPy arrays [W_0, b_0, W_1, b_1, ...] (W: (out, in), torch's layout; with
+    LayerNorms each hidden layer's scale and offset follow its bias); a :class:`Gaussian` appends its log-std."""
     if isinstance(policy, Gaussian):
         return get_weights(policy.mean) + [np.asarray(policy.log_std)]
-    return [np.asarray(a) for w, b in zip(policy.weights, policy.biases) for a in (w.T, b)]
+    norms = policy.norms or ((),) * (len(policy.weights) - 1)
+    return [np.asarray(a) for w, b, n in zip(policy.weights, policy.biases, norms + ((),)) for a in (w.T, b, *n)]
 
 
 def set_weights(policy, weights):
@@ -137,4 +153,8 @@ def set_weights(policy, weights):
     _policy.check_weights(get_weights(policy), weights)
     dtype = policy.weights[0].dtype
     arrays = [jnp.asarray(np.asarray(w), dtype=dtype) for w in weights]
+    if policy.norms:  # [W, b, scale, offset] per hidden layer, then [W, b]
+        hidden, last = [arrays[i:i + 4] for i in range(0, len(arrays) - 2, 4)], arrays[-2:]
+        return MLP(tuple(layer[0].T for layer in hidden) + (last[0].T,), tuple(layer[1] for layer in hidden) + (last[1],),
+                   policy.activation, tuple((layer[2], layer[3]) for layer in hidden))
     return MLP(tuple(w.T for w in arrays[0::2]), tuple(arrays[1::2]), policy.activation)

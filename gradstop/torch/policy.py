@@ -37,7 +37,7 @@ class MLP(nn.Sequential):
 
 
 def mlp(obs_dim: int, action_dim: int, hidden=(64, 64), activation: str = "tanh", dtype=None, seed: int | None = None,
-        zero_last: bool = False) -> MLP:
+        zero_last: bool = False, layer_norm: bool = False) -> MLP:
     """An MLP policy with PyTorch's default initialisation (uniform ±1/√fan_in).
 
     Args:
@@ -48,6 +48,8 @@ def mlp(obs_dim: int, action_dim: int, hidden=(64, 64), activation: str = "tanh"
       seed: seed for the initial weights (default: torch's global generator).
       zero_last: start the last layer's weights and bias at zero, so the initial policy outputs 0
         (the multi-pole cartpole setting of Schnell & Thuerey, ICLR 2024).
+      layer_norm: a ``nn.LayerNorm`` (learned scale 1, offset 0 at the start) after each hidden activation,
+        as the published SHAC's networks have (Xu et al., ICLR 2022).
 
     Example::
 
@@ -63,6 +65,8 @@ def mlp(obs_dim: int, action_dim: int, hidden=(64, 64), activation: str = "tanh"
             layers.append(nn.Linear(n_in, n_out, dtype=dtype))
             if i < len(sizes) - 2:
                 layers.append(_ACTIVATIONS[activation]())
+                if layer_norm:
+                    layers.append(nn.LayerNorm(n_out, eps=_policy.LAYER_NORM_EPS, dtype=dtype))
     policy = MLP(*layers)
     if zero_last:  # drawn first, then zeroed: the hidden layers match a zero_last=False policy's
         with torch.no_grad():
@@ -112,11 +116,16 @@ def gaussian(obs_dim: int, action_dim: int, hidden=(64, 64), activation: str = "
 
 
 def get_weights(policy) -> list[np.ndarray]:
-    """The policy's weights as NumPy arrays [W_0, b_0, W_1, b_1, ...] (W: (out, in)); a :class:`Gaussian`
-    appends its log-std."""
+    """The policy's weights as NumPy arrays [W_0, b_0, W_1, b_1, ...] (W: (out, in); with LayerNorms each hidden
+    layer's scale and offset follow its bias); a :class:`Gaussian` appends its log-std."""
     if isinstance(policy, Gaussian):
         return get_weights(policy.mean) + [policy.log_std.detach().cpu().numpy().copy()]
-    return [p.detach().cpu().numpy().copy() for lin in policy.linears for p in (lin.weight, lin.bias)]
+    return [p.detach().cpu().numpy().copy() for p in _arrays(policy)]
+
+
+def _arrays(policy) -> list[torch.Tensor]:
+    """The parameters of an :class:`MLP` in ``get_weights`` order (each Linear's weight and bias, each LayerNorm's)."""
+    return [p for m in policy if isinstance(m, (nn.Linear, nn.LayerNorm)) for p in (m.weight, m.bias)]
 
 
 def set_weights(policy, weights):
@@ -128,7 +137,7 @@ def set_weights(policy, weights):
         with torch.no_grad():
             policy.log_std.copy_(torch.as_tensor(np.array(weights[-1]), dtype=policy.log_std.dtype))
         return policy
-    params = [p for lin in policy.linears for p in (lin.weight, lin.bias)]
+    params = _arrays(policy)
     with torch.no_grad():
         for p, w in zip(params, weights):
             p.copy_(torch.as_tensor(np.array(w), dtype=p.dtype))

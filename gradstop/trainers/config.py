@@ -27,7 +27,8 @@ from gradstop._policy import ACTIVATIONS, WEIGHT_INITS
 from gradstop.flows import parse_flow
 from sims import BUILTINS
 
-__all__ = ["TrainConfig", "ALGOS", "ALGO_DEFAULTS", "OPTIMIZERS", "SCHEDULES", "DATA_MODES", "NONFINITE", "DTYPES", "POLICIES", "RUN_ONLY"]
+__all__ = ["TrainConfig", "ALGOS", "ALGO_DEFAULTS", "OPTIMIZERS", "SCHEDULES", "DATA_MODES", "NONFINITE", "DTYPES", "POLICIES", "RUN_ONLY",
+           "CRITIC_INITS", "CRITIC_OPTIMIZERS", "TD_DONES", "TIME_LIMITS"]
 
 ALGOS = ("bptt", "shac")
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -36,20 +37,30 @@ DATA_MODES = ("fresh", "fixed")
 NONFINITE = ("stop", "skip")
 DTYPES = ("float32", "float64")
 POLICIES = ("deterministic", "gaussian")
+CRITIC_INITS = ("orthogonal", "uniform")
+CRITIC_OPTIMIZERS = ("actor", "adam")
+TD_DONES = ("step", "window")
+TIME_LIMITS = ("bootstrap", "terminal")
 # Published defaults that differ from the dataclass's (which are BPTT's). SHAC: Xu et al., "Accelerated Policy
 # Learning with Parallel Differentiable Simulation", ICLR 2022, and its code's cartpole_swing_up config: actor
 # lr 1e-2, critic lr 1e-3, linear decay to 1e-5, Adam betas (0.7, 0.95), global-norm clipping 1.0, 64 envs,
-# window 32, MLPs 64×64 ELU, γ 0.99, λ 0.95, 16 critic passes of 4 minibatches, target α 0.2.
+# window 32, MLPs 64×64 ELU, γ 0.99, λ 0.95, 16 critic passes of 4 minibatches, target α 0.2; and its code's
+# algorithms/shac.py and models/critic.py: a critic with LayerNorm and orthogonal init, an Adam critic like the actor's,
+# TD(λ) with per-step dones, a time-limit end bootstrapped with V, and its divergence checks (docs/guide.md, SHAC).
 ALGO_DEFAULTS = {
     "bptt": {},
     "shac": dict(lr=1e-2, critic_lr=1e-3, schedule="linear", lr_final=1e-3, beta1=0.7, beta2=0.95, clip_norm=1.0,
-                 batch=64, window=32, hidden=(64, 64), activation="elu", updates_per_epoch=8, horizon=256),
+                 batch=64, window=32, hidden=(64, 64), activation="elu", updates_per_epoch=8, horizon=256,
+                 critic_layer_norm=True, critic_init="orthogonal", critic_optimizer="actor", td_dones="step",
+                 time_limit="bootstrap", guards=True),
 }
 # Fields that do not change a run's numbers (up to a non-finite update): a resumed run may differ in them.
 RUN_ONLY = ("checkpoint_every", "on_nonfinite", "compile")
 # Fields added after configs were first written: a config file without them gets these values, and a config
 # holding one at this value hashes as it did before the field existed (``identity`` leaves it out).
-ADDED_LATER = {"compile": False, "weight_init": "torch", "adam_eps": 1e-8, "validation": False}
+ADDED_LATER = {"compile": False, "weight_init": "torch", "adam_eps": 1e-8, "validation": False,
+               "critic_layer_norm": False, "critic_init": "uniform", "critic_optimizer": "adam", "td_dones": "window",
+               "time_limit": "terminal", "guards": False}
 
 
 def _f(default, help: str, **kw):
@@ -120,6 +131,20 @@ class TrainConfig:
     critic_iterations: int = _f(16, "shac: passes over the window's data per critic fit")
     critic_minibatches: int = _f(4, "shac: minibatches per critic pass")
     target_alpha: float = _f(0.2, "shac: target critic <- α·target + (1−α)·critic after each fit")
+    critic_layer_norm: bool = _f(False, "shac: a LayerNorm after each hidden activation of the critic (as published)")
+    critic_init: str = _f("uniform", f"shac: critic weight init: {' | '.join(CRITIC_INITS)} (orthogonal: every layer's W "
+                          "orthogonal times √2, b = 0, as published; uniform: W, b ~ U(±1/√fan_in))")
+    critic_optimizer: str = _f("adam", f"shac: the critic's optimizer: {' | '.join(CRITIC_OPTIMIZERS)} (actor: the actor's "
+                               "--optimizer with its betas, adam_eps, weight_decay, momentum, as published; adam: Adam "
+                               "with the actor's betas and ε 1e-8 whatever --optimizer says)")
+    td_dones: str = _f("window", f"shac: where an early termination (sim.terminated) enters the critic's TD(λ) "
+                       f"targets: {' | '.join(TD_DONES)} (step: at the step it happens, the recursion restarting there, as "
+                       "published; window: only at the window's end)")
+    time_limit: str = _f("terminal", f"shac: an episode's end at the time limit (horizon): {' | '.join(TIME_LIMITS)} "
+                         "(bootstrap: the actor's window and the critic's targets end in the target critic's V, as "
+                         "published; terminal: in the task's terminal cost)")
+    guards: bool = _f(False, "shac: stop the run when the target critic's |V| or the actor's gradient norm (before "
+                      "clipping) exceeds 1e6, as published (a NaN still follows --on-nonfinite)")
     # -- a learned world model in the chain --------------------------------------------------------
     world_model: bool = _f(False, "train the actor through a world model fitted to the sim first (evaluate on the true sim)")
     model_hidden: int = _f(128, "world model: width of its two tanh hidden layers (the neural sim's architecture)")
@@ -153,6 +178,10 @@ class TrainConfig:
         _choice("impl", self.impl, IMPLS)
         _choice("memory", self.memory, MEMORY_POLICIES)
         _choice("weight_init", self.weight_init, WEIGHT_INITS)
+        _choice("critic_init", self.critic_init, CRITIC_INITS)
+        _choice("critic_optimizer", self.critic_optimizer, CRITIC_OPTIMIZERS)
+        _choice("td_dones", self.td_dones, TD_DONES)
+        _choice("time_limit", self.time_limit, TIME_LIMITS)
         if self.backend not in ("jax", "torch"):
             raise ValueError(f"unknown backend {self.backend!r}; choose one of ('jax', 'torch')")
         if not isinstance(self.compile, bool):

@@ -9,17 +9,30 @@ environments' current states, and ends each window in a learned value::
 :class:`Window` turns a simulator into one whose plain rollout loss IS that loss, so every flow
 and both implementations (native and fused) apply to the actor's window unchanged. Its state is
 ``[x, d, e]``: the discount d_i = γ^i rides along (the step multiplies it by γ; no action reaches
-it, so it adds nothing to ∇θ), and e = 1 marks a window that ends the episode, whose end is then
-the task's terminal cost instead of the value (episodes last ``horizon`` steps, a multiple of h).
-An environment that the simulator says terminated early (``sim.terminated``: Brax's ``done``) gets
-V = 0 at the window's end and restarts; a termination inside a window is seen only at its end.
+it, so it adds nothing to ∇θ), and e = 1 marks a window that ends the episode at its time
+limit (episodes last ``horizon`` steps, a multiple of h), whose end is then the target critic's
+value as in the published code (``time_limit="bootstrap"``) or the task's terminal cost
+(``"terminal"``). An environment that the simulator says terminated early (``sim.terminated``:
+Brax's ``done``) gets V = 0 at the window's end and restarts; the actor's window sees a termination
+inside it only at its end.
 
-:func:`td_lambda` is SHAC's TD(λ) recursion for the critic's targets (cost-to-go here).
+:func:`td_lambda` is SHAC's TD(λ) recursion for the critic's targets (cost-to-go here), with the
+published code's per-step dones. :func:`critic_weights` are the critic's initial weights, and
+:func:`check_guards` the published code's divergence checks (|V| or the actor's gradient norm > 1e6).
 """
 
 from __future__ import annotations
 
-__all__ = ["Window", "td_lambda", "alive"]
+import math
+
+import numpy as np
+
+from gradstop import _policy
+from gradstop.trainers.run import NonFiniteError
+
+__all__ = ["Window", "td_lambda", "alive", "critic_weights", "check_guards", "GuardError", "GUARD_LIMIT"]
+
+GUARD_LIMIT = 1e6  # the published SHAC stops where |V| or the actor's gradient norm passes this (algorithms/shac.py)
 
 
 class Window:
@@ -32,10 +45,14 @@ class Window:
       value: ``f(obs) -> (B,)``, the target critic's cost-to-go (its parameters are constants here).
       gamma: discount γ.
       window: h, the steps per window (the loss is divided by it, as in the published code).
+      time_limit: a window that ends the episode ends in ``"bootstrap"``: V (as published), or ``"terminal"``:
+        the task's terminal cost.
     """
 
-    def __init__(self, sim, value, gamma: float, window: int):
-        self.sim, self.value, self.gamma, self.window = sim, value, gamma, window
+    def __init__(self, sim, value, gamma: float, window: int, time_limit: str = "terminal"):
+        if time_limit not in ("bootstrap", "terminal"):
+            raise ValueError(f"unknown time_limit {time_limit!r}; choose one of bootstrap, terminal")
+        self.sim, self.value, self.gamma, self.window, self.time_limit = sim, value, gamma, window, time_limit
         self.backend, self.name, self.dt = sim.backend, f"shac-window({sim.name})", sim.dt
         self.obs_dim, self.action_dim = sim.obs_dim, sim.action_dim
         self.pytree_state = getattr(sim, "pytree_state", False)
@@ -75,7 +92,11 @@ class Window:
 
     def terminal_cost(self, X):
         x, d, e = self.split(X)
-        end = e * self.sim.terminal_cost(x) + (1 - e) * alive(self.sim, x) * self.value(self.sim.obs(x))
+        v = self.value(self.sim.obs(x))
+        if self.time_limit == "bootstrap":  # at the time limit V even where terminated too, as published
+            end = (e + (1 - e) * alive(self.sim, x)) * v
+        else:
+            end = e * self.sim.terminal_cost(x) + (1 - e) * alive(self.sim, x) * v
         return d * end / self.window
 
     def reset(self, key=None, batch: int = 1, dtype=None):
@@ -89,27 +110,75 @@ def alive(sim, x):
     return 1 - sim.terminated(x) if hasattr(sim, "terminated") else 1
 
 
-def td_lambda(costs, next_values, gamma: float, lam: float):
-    """TD(λ) targets of a window whose last step ends it, SHAC's recursion (time-major (h, B) arrays).
+def td_lambda(costs, next_values, gamma: float, lam: float, dones=None):
+    """TD(λ) targets of a window, SHAC's recursion (time-major (h, B) arrays), with per-step dones.
 
-    With done only at the last step, the target of step i is the λ-return
-    G_i = (1 − λ) Σ_{n=1}^{h−i−1} λ^{n−1} G_i^{(n)} + λ^{h−i−1} G_i^{(h−i)}, where the n-step return is
-    G_i^{(n)} = Σ_{k<n} γ^k c_{i+k} + γ^n V_{i+n} and ``next_values[i]`` = V(x_{i+1}). Works on NumPy,
-    JAX and torch arrays alike (a Python loop over h).
+    ``dones[i]`` = 1 where the episode ends at x_{i+1} (``next_values[i]`` is then the value it ends in: 0
+    after a termination); the last step always ends the window (``dones`` None: only it). The target of step
+    i is the λ-return up to the first done step j ≥ i, m = j − i + 1 steps on:
+    G_i = (1 − λ) Σ_{n=1}^{m−1} λ^{n−1} G_i^{(n)} + λ^{m−1} G_i^{(m)}, where the n-step return is
+    G_i^{(n)} = Σ_{k<n} γ^k c_{i+k} + γ^n V_{i+n} and ``next_values[i]`` = V(x_{i+1}). Backwards, with
+    d = dones[i] and Λ the weight of the longest return (Xu et al. 2022; their code's ``compute_target_values``)::
+
+        Λ ← d + (1 − d) λΛ,   A ← (1 − d)(λγA + γV_{i+1} + (1 − Λ)/(1 − λ) c_i),   B ← γ(dV_{i+1} + (1 − d)B) + c_i,
+        G_i = (1 − λ) A + Λ B
+
+    Works on NumPy, JAX and torch arrays alike (a Python loop over h).
     """
     h = len(costs)
     targets = [None] * h
-    A = B = None
+    A = B = 0.0 * costs[-1]
     lam_i = 1.0
     for i in reversed(range(h)):
         c, v = costs[i], next_values[i]
-        if i == h - 1:  # done: the window ends, bootstrap from V(x_h)
-            lam_i = 1.0
-            A = 0.0 * c
-            B = gamma * v + c
-        else:
-            lam_i = lam_i * lam
-            A = lam * gamma * A + gamma * v + (1.0 - lam_i) / (1.0 - lam) * c
-            B = gamma * B + c
+        d = 1.0 if i == h - 1 else (0.0 if dones is None else dones[i])
+        lam_i = lam_i * lam * (1.0 - d) + d
+        A = (1.0 - d) * (lam * gamma * A + gamma * v + (1.0 - lam_i) / (1.0 - lam) * c)
+        B = gamma * (v * d + B * (1.0 - d)) + c
         targets[i] = (1.0 - lam) * A + lam_i * B
     return targets
+
+
+def critic_weights(config, sim) -> list:
+    """The critic's initial weights (the same in both frameworks; its own stream of the config's seed).
+
+    ``critic_init="orthogonal"``: every layer's W orthogonal times √2, the output layer's too, and b = 0, as
+    the published ``CriticMLP`` (models/critic.py, with models/model_utils.py:10-13); ``"uniform"``: W, b ~
+    U(±1/√fan_in). With ``critic_layer_norm`` each hidden layer's LayerNorm starts at scale 1, offset 0."""
+    sizes = _policy.layer_sizes(sim.obs_dim, 1, config.critic_hidden, config.critic_activation)
+    if config.critic_init == "orthogonal":
+        weights = _policy.init_weights(sizes, config.seed, stream=1, scheme="orthogonal", gain=math.sqrt(2.0))
+    else:
+        weights = _policy.init_weights(sizes, config.seed, stream=1)
+    return _policy.with_layer_norm(weights) if config.critic_layer_norm else weights
+
+
+class GuardError(NonFiniteError):
+    """A SHAC run stopped by the published code's divergence checks (``guards=True``): the target critic's |V|
+    or the actor's gradient norm before clipping passed ``GUARD_LIMIT``."""
+
+
+def check_guards(config, metrics: dict, epoch: int, member: str = "") -> None:
+    """Raise :class:`GuardError` at the first update of ``epoch`` (0-based) whose ``value_max`` (the largest
+    |V| the window bootstrapped from) or finite ``grad_norm`` passes ``GUARD_LIMIT``, unless an earlier
+    update is non-finite and stops the run (``on_nonfinite='stop'``: that stop is reported instead).
+    ``metrics``: the epoch's per-update arrays. Nothing is checked with ``guards=False``."""
+    if not config.guards:
+        return
+    finite = np.asarray(metrics["finite"], bool)
+    norms, values = np.asarray(metrics["grad_norm"], float), np.asarray(metrics["value_max"], float)
+    for i in range(len(finite)):
+        if not finite[i] and config.on_nonfinite == "stop":
+            return
+        what = None
+        if values[i] > GUARD_LIMIT:
+            what = (f"the target critic's value reached |V| = {values[i]:.3g} > {GUARD_LIMIT:.0e}; lower the critic's "
+                    "learning rate (--critic-lr) or scale the task's cost down")
+        elif finite[i] and norms[i] > GUARD_LIMIT:
+            what = (f"the actor's gradient norm before clipping is {norms[i]:.3g} > {GUARD_LIMIT:.0e}; lower the learning "
+                    "rate (--lr), shorten the window (--window) or choose a flow that stops more of the gradient")
+        if what:
+            update = epoch * config.steps_per_epoch + i + 1
+            raise GuardError(f"SHAC stopped at update {update} (epoch {epoch + 1}), flow {config.flow}{member}: {what}. "
+                             "The published SHAC stops here too; pass --no-guards (guards=False) to train on",
+                             update=update, epoch=epoch + 1, flow=config.flow)

@@ -79,6 +79,10 @@ def train_population(configs, *, progress: bool = False) -> list:
             raise NonFiniteError(f"non-finite loss or gradient at update {e * steps + j + 1} (epoch {e + 1}), flow "
                                  f"{config.flow}, population member seed {configs[i].seed}; pass on_nonfinite='skip' to "
                                  "skip such updates and count them", update=e * steps + j + 1, epoch=e + 1, flow=config.flow)
+        guards = getattr(head, "check_guards", None)  # SHAC's divergence checks (guards=True), member by member
+        if guards is not None:
+            for i, c in enumerate(configs):
+                guards(c, {k: v[i] for k, v in metrics.items()}, e, member=f", population member seed {c.seed}")
         for i in range(len(members)):
             for j in range(steps):
                 updates[i].append(dict(epoch=e + 1, update=e * steps + j + 1, seconds=clock, steps_per_second=rate,

@@ -5,10 +5,12 @@ Each update (one window of h steps from the B environments' current states):
 1. the actor's loss is a rollout of :class:`~gradstop.trainers.shac.Window` (discounted costs, the
    target critic's value at the end) along the config's flow; clip, step the actor;
 2. the critic is fitted to TD(λ) targets computed on the window's detached states, with
-   ``critic_iterations`` passes of ``critic_minibatches`` Adam steps (its learning rate follows the
-   actor's schedule, scaled to ``critic_lr``), then the target critic moves: α·target + (1−α)·critic;
+   ``critic_iterations`` passes of ``critic_minibatches`` optimizer steps (its learning rate follows
+   the actor's schedule, scaled to ``critic_lr``), then the target critic moves: α·target + (1−α)·critic;
 3. the environments continue from x_h; those whose episode ended (``horizon`` steps) or whose state
    is non-finite restart from the update's fresh initial states.
+
+With ``guards`` the epoch's metrics are checked after it (``gradstop.trainers.shac.check_guards``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gradstop import _policy
 from gradstop.health.diagnose import diagnose, explain
 from gradstop.flows import parse_flow
 from gradstop.gradients import gradients
@@ -31,7 +32,7 @@ from gradstop.jax.policy import get_weights, mlp, set_weights
 from gradstop.rollout import rollout
 from gradstop.trainers.jax import checkpoint, optim
 from gradstop.trainers.jax.bptt import as_states, make_evaluate, make_policy
-from gradstop.trainers.shac import Window, alive, td_lambda
+from gradstop.trainers.shac import Window, alive, check_guards, critic_weights, td_lambda
 
 __all__ = ["SHAC", "make_critic"]
 
@@ -39,11 +40,27 @@ FRAMEWORK = "jax"
 
 
 def make_critic(config, sim):
-    """The critic MLP obs -> cost-to-go, initialised from the config's seed (its own stream)."""
+    """The critic MLP obs -> cost-to-go (LayerNorms with ``critic_layer_norm``), initialised from the config's
+    seed (its own stream) by ``critic_init`` (``gradstop.trainers.shac.critic_weights``)."""
     dtype = jnp.float64 if config.dtype == "float64" else jnp.float32
-    critic = mlp(config.seed, sim.obs_dim, 1, hidden=config.critic_hidden, activation=config.critic_activation, dtype=dtype)
-    sizes = _policy.layer_sizes(sim.obs_dim, 1, config.critic_hidden, config.critic_activation)
-    return set_weights(critic, _policy.init_weights(sizes, config.seed, stream=1))
+    critic = mlp(config.seed, sim.obs_dim, 1, hidden=config.critic_hidden, activation=config.critic_activation, dtype=dtype,
+                 layer_norm=config.critic_layer_norm)
+    return set_weights(critic, critic_weights(config, sim))
+
+
+def critic_optimizer(config) -> optax.GradientTransformation:
+    """The critic's optimizer, its learning rate a hyperparameter that each update sets from the schedule:
+    ``critic_optimizer="actor"``, the actor's (optimizer, betas, adam_eps, weight_decay, momentum);
+    ``"adam"``, Adam with the actor's betas and optax's ε 1e-8."""
+    lr = config.critic_lr
+    if config.critic_optimizer == "adam":
+        return optax.inject_hyperparams(optax.adam)(learning_rate=lr, b1=config.beta1, b2=config.beta2)
+    if config.optimizer == "adam":
+        return optax.inject_hyperparams(optax.adam)(learning_rate=lr, b1=config.beta1, b2=config.beta2, eps=config.adam_eps)
+    if config.optimizer == "adamw":
+        return optax.inject_hyperparams(optax.adamw)(learning_rate=lr, b1=config.beta1, b2=config.beta2, eps=config.adam_eps,
+                                                     weight_decay=config.weight_decay)
+    return optax.inject_hyperparams(optax.sgd)(learning_rate=lr, momentum=config.momentum or None)
 
 
 def window_states(states, sim):
@@ -61,6 +78,7 @@ class SHAC:
     """The state of a JAX SHAC run (actor, critic, target critic, optimizers, environments) and its steps."""
 
     framework = FRAMEWORK
+    check_guards = staticmethod(check_guards)  # for trainers/jax/population.py
 
     def __init__(self, config, sim, policy=None, model=None):
         from gradstop.trainers.data import Data
@@ -73,7 +91,7 @@ class SHAC:
         self.dtype = jax.tree.leaves(self.params)[0].dtype
         self.actor_tx = optim.optimizer(config)
         # the critic takes many steps per update: its rate is set per update from the actor's schedule
-        self.critic_tx = optax.inject_hyperparams(optax.adam)(learning_rate=config.critic_lr, b1=config.beta1, b2=config.beta2)
+        self.critic_tx = critic_optimizer(config)
         start = as_states(Data.from_config(sim, config).start(), self.dtype)
         self.state = dict(actor=self.params, actor_opt=self.actor_tx.init(self.params), critic=critic,
                           critic_opt=self.critic_tx.init(critic), target=critic, applied=jnp.zeros((), jnp.int32),
@@ -139,20 +157,30 @@ class SHAC:
         actor = optax.apply_updates(state["actor"], updates)
         return dict(state, actor=actor, actor_opt=actor_opt), jax.lax.stop_gradient(out), metrics
 
-    def _critic_fit(self, state, out, ends, orders):
-        """TD(λ) targets from the window's rollout, then the critic's passes and the target's Polyak step."""
+    def _targets(self, target, out, ends):
+        """The critic's data from the window's rollout: (observations, TD(λ) targets, the guard's max |V|)."""
         config, sim = self.config, self.train_sim
         xs = window_states(out.states, sim)  # (h+1, B, ...)
         after = jax.tree.map(lambda v: v[1:], xs)
         costs = sim.cost(after, out.actions)  # undiscounted c(x_{i+1}, a_i)
-        target_value = self.value_fn(state["target"])
-        v_next = target_value(sim.obs(after))
+        v_next = self.value_fn(target)(sim.obs(after))
         last = jax.tree.map(lambda v: v[-1], xs)
-        v_next = v_next.at[-1].set(jnp.where(ends > 0, sim.terminal_cost(last), alive(sim, last) * v_next[-1]))
+        at_limit = v_next[-1] if config.time_limit == "bootstrap" else sim.terminal_cost(last)
+        dones = None
+        if config.td_dones == "step":  # a termination inside the window ends its episode there: V = 0, recursion restarts
+            dones = 1 - alive(sim, after) * jnp.ones_like(v_next)
+            v_next = (1 - dones) * v_next
+        v_next = v_next.at[-1].set(jnp.where(ends > 0, at_limit, alive(sim, last) * v_next[-1]))
         v_next = jnp.where(finite_rows(after, 2), v_next, 0.0)  # non-finite states: V = 0
-        targets = jnp.stack(td_lambda(costs, v_next, config.gamma, config.td_lambda))
+        value_max = jnp.max(jnp.where(jnp.isnan(v_next), 0.0, jnp.abs(v_next)))  # the guard's |V| (NaN: not finite)
+        targets = jnp.stack(td_lambda(costs, v_next, config.gamma, config.td_lambda, dones))
         obs = sim.obs(jax.tree.map(lambda v: v[:-1], xs)).reshape(-1, sim.obs_dim)
-        targets = targets.reshape(-1)
+        return obs, targets.reshape(-1), value_max
+
+    def _critic_fit(self, state, out, ends, orders):
+        """TD(λ) targets from the window's rollout, then the critic's passes and the target's Polyak step."""
+        config = self.config
+        obs, targets, value_max = self._targets(state["target"], out, ends)
 
         def mse(critic, idx):
             return jnp.mean((self.value_fn(critic)(obs[idx]) - targets[idx]) ** 2)
@@ -174,7 +202,7 @@ class SHAC:
         (critic, opt), pass_losses = jax.lax.scan(one_pass, (state["critic"], opt), orders)
         a = config.target_alpha
         target = jax.tree.map(lambda t, c: a * t + (1 - a) * c, state["target"], critic)
-        return dict(state, critic=critic, critic_opt=opt, target=target), pass_losses[-1]
+        return dict(state, critic=critic, critic_opt=opt, target=target), pass_losses[-1], value_max
 
     def _make_epoch(self):
         config, sim = self.config, self.train_sim
@@ -182,10 +210,10 @@ class SHAC:
 
         def one_update(state, inputs):
             resets, orders = inputs
-            window = Window(sim, self.value_fn(state["target"]), config.gamma, config.window)
+            window = Window(sim, self.value_fn(state["target"]), config.gamma, config.window, config.time_limit)
             ends = (state["steps"] + config.window >= config.horizon).astype(self.dtype)
             new, out, metrics = self._actor_step(state, window, window.wrap(state["envs"], ends))
-            new, critic_loss = self._critic_fit(new, out, ends, orders)
+            new, critic_loss, value_max = self._critic_fit(new, out, ends, orders)
             new = dict(new, applied=state["applied"] + 1)
             if skip:  # keep every learner's state where the actor's update is non-finite
                 learners = ("actor", "actor_opt", "critic", "critic_opt", "target", "applied")
@@ -195,7 +223,7 @@ class SHAC:
             done = (steps >= config.horizon) | ~finite_rows(x_h, 1) | (alive(sim, x_h) == 0)
             new["envs"] = jax.tree.map(lambda r, x: jnp.where(done.reshape(done.shape + (1,) * (x.ndim - 1)), r, x), resets, x_h)
             new["steps"] = jnp.where(done, 0, steps)
-            return new, dict(metrics, critic_loss=critic_loss)
+            return new, dict(metrics, critic_loss=critic_loss, value_max=value_max)
 
         def epoch(state, resets, orders):
             return jax.lax.scan(one_update, state, (resets, orders))
@@ -217,7 +245,9 @@ class SHAC:
     def run_epoch(self, data, epoch: int) -> dict[str, np.ndarray]:
         self._epoch_start = self.state  # immutable arrays: kept for locate_nonfinite at no cost
         self.state, metrics = self._epoch(self.state, *self.inputs(data, epoch))
-        return {k: np.asarray(v) for k, v in metrics.items()}
+        metrics = {k: np.asarray(v) for k, v in metrics.items()}
+        check_guards(self.config, metrics, epoch)
+        return metrics
 
     def locate_nonfinite(self, data, epoch: int, index: int) -> str:
         """Where update ``index`` of ``epoch`` first went non-finite: the epoch is replayed from its start up to
@@ -226,7 +256,7 @@ class SHAC:
         if index:
             head = jax.tree.map(lambda v: v[:index], self.inputs(data, epoch))
             state, _ = jax.jit(self._make_epoch())(state, *head)
-        window = Window(self.train_sim, self.value_fn(state["target"]), config.gamma, config.window)
+        window = Window(self.train_sim, self.value_fn(state["target"]), config.gamma, config.window, config.time_limit)
         ends = (state["steps"] + config.window >= config.horizon).astype(self.dtype)
         found = diagnose(eqx.combine(state["actor"], self.static), window, flows=[config.flow], horizon=config.window,
                          x0=window.wrap(state["envs"], ends), memory=config.memory, contributions=False)

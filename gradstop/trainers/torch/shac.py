@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 import torch
 
-from gradstop import _policy
 from gradstop.health.diagnose import diagnose, explain
 from gradstop.gradients import gradients
 from gradstop.rollout import rollout
 from gradstop.torch.policy import mlp, set_weights
 from gradstop.trainers.schedule import lr_at
-from gradstop.trainers.shac import Window, alive, td_lambda
+from gradstop.trainers.shac import Window, alive, check_guards, critic_weights, td_lambda
 from gradstop.trainers.torch import checkpoint, optim
 from gradstop.trainers.torch.bptt import BPTT
 
@@ -21,11 +21,20 @@ __all__ = ["SHAC", "make_critic"]
 
 
 def make_critic(config, sim):
-    """The critic MLP obs -> cost-to-go, initialised from the config's seed (its own stream)."""
+    """The critic MLP obs -> cost-to-go (LayerNorms with ``critic_layer_norm``), initialised from the config's
+    seed (its own stream) by ``critic_init`` (``gradstop.trainers.shac.critic_weights``)."""
     dtype = torch.float64 if config.dtype == "float64" else torch.float32
-    critic = mlp(sim.obs_dim, 1, hidden=config.critic_hidden, activation=config.critic_activation, dtype=dtype, seed=config.seed)
-    sizes = _policy.layer_sizes(sim.obs_dim, 1, config.critic_hidden, config.critic_activation)
-    return set_weights(critic, _policy.init_weights(sizes, config.seed, stream=1))
+    critic = mlp(sim.obs_dim, 1, hidden=config.critic_hidden, activation=config.critic_activation, dtype=dtype, seed=config.seed,
+                 layer_norm=config.critic_layer_norm)
+    return set_weights(critic, critic_weights(config, sim))
+
+
+def critic_optimizer(config, params) -> torch.optim.Optimizer:
+    """The critic's optimizer (its learning rate set each update from the schedule): ``critic_optimizer="actor"``,
+    the actor's (optimizer, betas, adam_eps, weight_decay, momentum); ``"adam"``, Adam with the actor's betas and ε 1e-8."""
+    if config.critic_optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.critic_lr, betas=(config.beta1, config.beta2))
+    return optim.optimizer(dataclasses.replace(config, lr=config.critic_lr), params)
 
 
 class SHAC(BPTT):
@@ -38,7 +47,7 @@ class SHAC(BPTT):
         super().__init__(config, sim, policy, model=model)  # actor -> model -> critic; scored on the true sim
         self.critic = make_critic(config, sim)
         self.target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr, betas=(config.beta1, config.beta2))
+        self.critic_opt = critic_optimizer(config, self.critic.parameters())
         self.envs = torch.as_tensor(Data.from_config(sim, config).start(), dtype=self.dtype)
         self.steps = torch.zeros(self.envs.shape[0], dtype=torch.int64)
 
@@ -65,16 +74,26 @@ class SHAC(BPTT):
         out.loss.backward()
         return float(out.loss.detach()), float("nan"), out
 
-    def _critic_fit(self, out, ends, orders) -> float:
+    @torch.no_grad()
+    def _targets(self, out, ends):
+        """The critic's data from the window's rollout: (observations, TD(λ) targets, the guard's max |V|)."""
         config, sim = self.config, self.train_sim
-        with torch.no_grad():
-            xs = out.states.detach()[..., : sim.state_dim]
-            costs = sim.cost(xs[1:], out.actions.detach())
-            v_next = self._value(sim.obs(xs[1:]))
-            v_next[-1] = torch.where(ends > 0, sim.terminal_cost(xs[-1]), alive(sim, xs[-1]) * v_next[-1])
-            v_next = torch.where(torch.isfinite(xs[1:]).all(-1), v_next, torch.zeros_like(v_next))
-            targets = torch.stack(td_lambda(costs, v_next, config.gamma, config.td_lambda)).reshape(-1)
-            obs = sim.obs(xs[:-1]).reshape(-1, sim.obs_dim)
+        xs = out.states.detach()[..., : sim.state_dim]
+        costs = sim.cost(xs[1:], out.actions.detach())
+        v_next = self._value(sim.obs(xs[1:]))
+        at_limit = v_next[-1].clone() if config.time_limit == "bootstrap" else sim.terminal_cost(xs[-1])
+        dones = None
+        if config.td_dones == "step":  # a termination inside the window ends its episode there: V = 0, recursion restarts
+            dones = 1 - alive(sim, xs[1:]) * torch.ones_like(v_next)
+            v_next = (1 - dones) * v_next
+        v_next[-1] = torch.where(ends > 0, at_limit, alive(sim, xs[-1]) * v_next[-1])
+        v_next = torch.where(torch.isfinite(xs[1:]).all(-1), v_next, torch.zeros_like(v_next))
+        value_max = float(torch.where(torch.isnan(v_next), torch.zeros_like(v_next), v_next.abs()).max())
+        targets = torch.stack(td_lambda(costs, v_next, config.gamma, config.td_lambda, dones)).reshape(-1)
+        return sim.obs(xs[:-1]).reshape(-1, sim.obs_dim), targets, value_max
+
+    def _critic_fit(self, obs, targets, orders) -> float:
+        config = self.config
         rate = config.critic_lr * lr_at(config.schedule, 1.0, config.lr_final, config.total_updates, self.applied)
         for group in self.critic_opt.param_groups:
             group["lr"] = rate
@@ -102,20 +121,22 @@ class SHAC(BPTT):
         resets = torch.as_tensor(data.epoch(epoch), dtype=self.dtype)
         orders = data.critic_order(epoch, config.critic_iterations, config.window * config.batch)
         for u in range(resets.shape[0]):
-            window = Window(sim, self._value, config.gamma, config.window)
+            window = Window(sim, self._value, config.gamma, config.window, config.time_limit)
             ends = (self.steps + config.window >= config.horizon).to(self.dtype)
             X0 = window.wrap(self.envs, ends)
             self._window = (window, X0)  # for locate_nonfinite
             loss, cos, out = self._actor_step(window, X0)
             norm = float(optim.global_norm(self.params))
             finite = bool(np.isfinite(loss) and np.isfinite(norm))
+            obs, targets, value_max = self._targets(out, ends)
             optim.clip(config, self.params)
             row = dict(loss=loss, grad_norm=norm, grad_norm_clipped=float(optim.global_norm(self.params)), cos_input_none=cos,
-                       lr=self.sched.get_last_lr()[0], finite=finite, critic_loss=float("nan"))
+                       lr=self.sched.get_last_lr()[0], finite=finite, critic_loss=float("nan"), value_max=value_max)
             rows.append(row)
+            check_guards(config, {k: [r[k] for r in rows] for k in ("finite", "grad_norm", "value_max")}, epoch)
             if finite:
                 self.opt.step()
-                row["critic_loss"] = self._critic_fit(out, ends, orders[u])
+                row["critic_loss"] = self._critic_fit(obs, targets, orders[u])
                 self.sched.step()
                 self.applied += 1
             elif config.on_nonfinite == "stop":
