@@ -27,8 +27,10 @@ from gradstop.gradients import FlowGradients, gradients
 from gradstop.health.diagnose import Diagnosis, NonFinite, diagnose
 from gradstop.health.check import GradientCheck, check_gradients
 from gradstop.health.precision import Precision, precision
+from gradstop.health.bias import BiasTest, bias_test
+from gradstop.flows import Mixing
 
-__all__ = ["Flow", "parse_flow", "Rollout", "rollout", "IMPLS", "gradients", "FlowGradients", "bptt", "History", "diagnose", "Diagnosis", "NonFinite", "check_gradients", "GradientCheck", "precision", "Precision", "copy_weights", "get_weights", "jax", "torch"]
+__all__ = ["Flow", "parse_flow", "Rollout", "rollout", "IMPLS", "gradients", "FlowGradients", "bptt", "History", "diagnose", "Diagnosis", "NonFinite", "check_gradients", "GradientCheck", "precision", "Precision", "bias_test", "BiasTest", "Mixing", "copy_weights", "get_weights", "jax", "torch"]
 __version__ = "0.1.0"
 
 

@@ -296,3 +296,49 @@ def test_trainers_refuse_mixing_where_it_is_not_supported():
     sim, policy, x0 = load("jax", "pointmass")
     with pytest.raises(ValueError, match="gs.gradients sweeps first-order flows"):
         gs.gradients(policy, sim, flows=["none", "zero"], horizon=3, x0=x0)
+
+
+# -- the empirical-bias test (gs.bias_test, gs.diagnose(bias_test=...)) ------------------------------------------
+
+class _Wall:
+    """x' = x + a/10; each step past the wall at x = 1 costs 1: a Heaviside, whose pathwise gradient is 0
+    everywhere while the noise-smoothed cost's gradient is not, near the wall."""
+
+    backend, name, dt, obs_dim, action_dim, state_dim = "jax", "wall", 1.0, 1, 1, 1
+
+    def step(self, x, a):
+        return x + 0.1 * a
+
+    def obs(self, x):
+        return x
+
+    def cost(self, x, a):
+        return (x[..., 0] > 1.0).astype(x.dtype) + 0.0 * a[..., 0]
+
+    def terminal_cost(self, x):
+        return 0.0 * x[..., 0]
+
+    def reset(self, key, batch, dtype=None):
+        return jnp.zeros((batch, 1), dtype)
+
+
+@pytest.mark.parametrize("start,fires", [(0.0, False), (0.97, True), (2.0, False)])
+def test_the_bias_test_fires_at_the_discontinuity_and_not_away_from_it(start, fires):
+    policy = gs.jax.mlp(0, 1, 1, hidden=(4,), dtype=jnp.float64)
+    t = gs.bias_test(policy, _Wall(), horizons=[1, 3], x0=jnp.full((1, 1), start), samples=256, sigma=0.5, bound=1.0, key=0)
+    assert list(t.fires) == [fires, fires], t.summary()
+    assert np.all(t.var1 == 0.0)  # the pathwise gradient of a step function: exactly zero, for every sample
+    assert ("beyond its confidence bound" in t.summary()) == fires
+
+
+def test_diagnose_runs_the_bias_test_of_each_first_order_flow_on_its_own_states():
+    sim, policy, x0 = load("jax", "pointmass", batch=2)
+    d = gs.diagnose(policy, sim, flows=["none", "input", "combined"], horizon=4, x0=x0,
+                    bias_test=dict(horizons=[2, 4], samples=4))
+    assert set(d.bias) == {"none", "input"} and list(d.bias["none"].horizons) == [2, 4]
+    direct = gs.bias_test(policy, sim, horizons=[2, 4], flow="input", x0=x0, samples=4, key=0)
+    assert np.array_equal(direct.bias, d.bias["input"].bias) and "empirical-bias test of 'input'" in d.summary()
+    with pytest.raises(ValueError, match="already mixes a zeroth-order estimate"):
+        gs.bias_test(policy, sim, horizons=[2], flow="alpha:0.5", x0=x0)
+    with pytest.raises(ValueError, match="bias_test needs horizons"):
+        gs.diagnose(policy, sim, flows=["none"], horizon=2, x0=x0, bias_test=dict(samples=4))

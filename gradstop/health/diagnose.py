@@ -150,6 +150,8 @@ class Diagnosis:
       nonfinite: the first non-finite value of the forward and of each component's reverse sweep.
       rollout: the forward rollout (cut from the graph).
       dtype: the gradients' floating dtype ('float32', 'float64'), in which ``norms`` are computed.
+      bias: flow -> :class:`gradstop.health.bias.BiasTest`, the empirical-bias test per horizon of each
+        requested first-order flow (with ``bias_test=``; empty otherwise).
     """
 
     flows: list[str]
@@ -171,6 +173,7 @@ class Diagnosis:
     nonfinite: list
     rollout: Any = None
     dtype: str = "float64"
+    bias: dict = dataclasses.field(default_factory=dict)
 
     @property
     def first_nonfinite(self) -> NonFinite | None:
@@ -211,6 +214,7 @@ class Diagnosis:
         finite = [f"  all values finite, but |∇θ| of {', '.join(overflows)} is not: {_norm_overflows(self.dtype)}"] \
             if overflows else ["  all values finite"]
         lines += [f"  non-finite: {n}" for n in self.nonfinite] or finite
+        lines += [test.summary() for test in self.bias.values()]
         return "\n".join(lines)
 
 
@@ -252,7 +256,7 @@ def parse_flows(flows) -> list[Flow]:
 
 
 def diagnose(policy, sim, *, flows=("none", "input"), horizon: int, x0=None, key=None, batch: int | None = None,
-             memory: str = "residuals", contributions: bool = True) -> Diagnosis:
+             memory: str = "residuals", contributions: bool = True, bias_test: dict | None = None) -> Diagnosis:
     """Per-step adjoint traces, gradient comparisons and the origin of any non-finite value, from one fused sweep.
 
     Args:
@@ -262,6 +266,9 @@ def diagnose(policy, sim, *, flows=("none", "input"), horizon: int, x0=None, key
         agreement). These touch all F·P parameter values at each of the H steps, which at batch 1 costs
         several fused gradients (docs/diagnose.md); ``False`` keeps the adjoint trace, the whole-gradient
         comparisons and the non-finite locator, at about the cost of one fused gradient.
+      bias_test: also run the empirical-bias test (:func:`gradstop.bias_test`: ‖ĝ1 − ĝ0‖ against ĝ0's confidence
+        bound ε) of each requested first-order flow on the same initial states, with these arguments, e.g.
+        ``dict(horizons=[10, 50, 150], samples=64, sigma=0.1)``; ``key`` defaults to 0.
 
     Returns:
       A :class:`Diagnosis`. A non-finite value does not raise: it is reported in ``nonfinite``.
@@ -304,13 +311,24 @@ def diagnose(policy, sim, *, flows=("none", "input"), horizon: int, x0=None, key
         with np.errstate(invalid="ignore", divide="ignore"):
             step_cos = {(comp[i], comp[j]): gram[:, i, j] / (diag[:, i] * diag[:, j]) for i, j in step_pairs}
         step_agree = {(comp[i], comp[j]): agree[:, k] for k, (i, j) in enumerate(step_pairs)}
+    bias = {}
+    if bias_test is not None:
+        from gradstop.health.bias import bias_test as run_bias_test
+
+        options = dict(bias_test)
+        if "horizons" not in options:
+            raise ValueError("bias_test needs horizons, e.g. bias_test=dict(horizons=[10, 50, 150], samples=64)")
+        options.setdefault("key", 0 if key is None else key)
+        start = rollout.states[0] if not isinstance(rollout.states, (tuple, list)) else None
+        bias = {f.name: run_bias_test(policy, sim, flow=f, x0=start if start is not None else x0, **options)
+                for f in parsed if not f.combining}
     return Diagnosis(
         flows=names, components=comp, horizon=horizon, batch=int(lam.shape[-1]), loss=float(loss), grads=grads,
         norms=norms, cosine=cosine, agreement=agreement,
         lam_mean={c: lam[:, i].mean(-1) for i, c in enumerate(comp)}, lam_max={c: lam[:, i].max(-1) for i, c in enumerate(comp)},
         mu_mean={c: mu[:, i].mean(-1) for i, c in enumerate(comp)}, mu_max={c: mu[:, i].max(-1) for i, c in enumerate(comp)},
         contribution=contribution, step_cosine=step_cos, step_agreement=step_agree,
-        nonfinite=locate(record, comp, horizon), rollout=rollout, dtype=str(flat[comp[0]].dtype))
+        nonfinite=locate(record, comp, horizon), rollout=rollout, dtype=str(flat[comp[0]].dtype), bias=bias)
 
 
 def _flat_of(flow: Flow, flat: dict) -> np.ndarray:
