@@ -342,3 +342,21 @@ def test_diagnose_runs_the_bias_test_of_each_first_order_flow_on_its_own_states(
         gs.bias_test(policy, sim, horizons=[2], flow="alpha:0.5", x0=x0)
     with pytest.raises(ValueError, match="bias_test needs horizons"):
         gs.diagnose(policy, sim, flows=["none"], horizon=2, x0=x0, bias_test=dict(samples=4))
+
+
+def test_gradstop_diagnose_bias_test_writes_its_table(tmp_path, capsys):
+    import csv
+    import json
+
+    from gradstop import cli
+
+    out = tmp_path / "d"
+    code = cli.main(["diagnose", "--sim", "pointmass", "--flows", "none,combined", "--horizon", "3", "--batch", "2",
+                     "--no-precision", "--bias-test", "2,3", "--bias-samples", "2", "--out", str(out)])
+    assert code == 0 and "empirical-bias test of 'none'" in capsys.readouterr().out
+    rows = list(csv.DictReader(open(out / "bias.csv")))
+    assert [(r["flow"], r["horizon"]) for r in rows] == [("none", "2"), ("none", "3")]
+    assert json.loads((out / "summary.json").read_text())["bias_test"]["none"]["samples"] == 4
+    with pytest.raises(SystemExit):
+        cli.main(["diagnose", "--sim", "pointmass", "--bias-test", "0,5", "--out", str(tmp_path / "e")])
+    assert "--bias-test horizons must be integers ≥ 1" in capsys.readouterr().err

@@ -76,6 +76,14 @@ def add_parsers(sub) -> None:
     t.add_argument("--no-contributions", dest="contributions", action="store_false",
                    help="skip the per-step comparison of ∇θ contributions (faster at small batch)")
     t.add_argument("--no-precision", dest="precision", action="store_false", help="skip the float32-vs-float64 sweep over horizons")
+    b = d.add_argument_group("the empirical-bias test (first-order against zeroth-order gradients, per horizon)")
+    b.add_argument("--bias-test", metavar="H,H,...", type=_horizons,
+                   help="horizons at which to compare each first-order flow's gradient with a zeroth-order estimate "
+                   "(‖ĝ1 − ĝ0‖ against ĝ0's confidence bound ε; writes bias.csv). Default: off")
+    b.add_argument("--bias-samples", type=int, default=16, metavar="N", help="noisy rollouts per initial state and estimator (default: 16)")
+    b.add_argument("--bias-sigma", type=float, default=0.1, metavar="σ", help="standard deviation of the action noise (default: 0.1)")
+    b.add_argument("--bias-bound", type=float, default=10.0, metavar="L",
+                   help="the bound on a per-sample gradient's norm in ε's Bernstein bound (default: 10)")
     _output(d)
     c = sub.add_parser("check", help="hold a simulator's derivatives to finite differences and every flow's native gradient to fused",
                        description="Check a simulator's derivatives against finite differences (in float64), and\n"
@@ -91,6 +99,16 @@ def add_parsers(sub) -> None:
     k.add_argument("--directions", type=int, default=4, metavar="N", help="random directions per block (default: 4)")
     k.add_argument("--rtol", type=float, default=1e-5, metavar="X", help="a block's relative tolerance (default: 1e-5)")
     _output(c)
+
+
+def _horizons(text: str) -> list[int]:
+    try:
+        hs = [int(h) for h in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--bias-test takes comma-separated integer horizons, e.g. 10,50,150; got {text!r}") from None
+    if not hs or min(hs) < 1:
+        raise argparse.ArgumentTypeError(f"--bias-test horizons must be integers ≥ 1, got {text!r}")
+    return hs
 
 
 def _output(p: argparse.ArgumentParser) -> None:
@@ -217,7 +235,10 @@ def diagnose(ns: argparse.Namespace) -> int:
     flows, out = _prepare(ns, "diagnose")
     sim, policy, x0, label = _setup(ns, ns.dtype)
     tick = time.perf_counter()
-    d = gs.diagnose(policy, sim, flows=flows, horizon=ns.horizon, x0=x0, memory=ns.memory, contributions=ns.contributions)
+    bias = None if not ns.bias_test else dict(horizons=ns.bias_test, samples=ns.bias_samples, sigma=ns.bias_sigma,
+                                              bound=ns.bias_bound, key=ns.seed)
+    d = gs.diagnose(policy, sim, flows=flows, horizon=ns.horizon, x0=x0, memory=ns.memory, contributions=ns.contributions,
+                    bias_test=bias)
     seconds = time.perf_counter() - tick
     p = gs.precision(policy, sim, flows=flows, horizon=ns.horizon, x0=x0) if ns.precision else None
     print(d.summary())
@@ -231,6 +252,8 @@ def diagnose(ns: argparse.Namespace) -> int:
         "sign_agreement": {f"{a} | {b}": v for (a, b), v in d.agreement.items()},
         "nonfinite": [dataclasses.asdict(n) | {"text": str(n)} for n in d.nonfinite],
         "float32_first_below": ({str(t): p.first_below(t) for t in (0.99, 0.9)} if p is not None else None),
+        "bias_test": {name: {"horizons": t.horizons.tolist(), "fires": t.fires.tolist(), "samples": t.samples,
+                             "sigma": t.sigma, "bound": t.bound, "delta": t.delta} for name, t in d.bias.items()} or None,
     }
     with run_folder(out) as folder:
         rows = d.rows()
@@ -241,6 +264,10 @@ def diagnose(ns: argparse.Namespace) -> int:
             prec = p.rows()
             write_csv(folder / "precision.csv", list(prec[0]), [list(r.values()) for r in prec])
         plot_diagnosis(folder / "diagnose.png", d, p, title=f"{label}, {ns.backend} {ns.dtype}, batch {ns.batch}")
+        if d.bias:
+            write_csv(folder / "bias.csv", ["flow", "horizon", "bias", "eps", "var0", "var1", "fires"],
+                      [[name, int(h), float(b), float(e), float(v0), float(v1), bool(f)] for name, t in d.bias.items()
+                       for h, b, e, v0, v1, f in zip(t.horizons, t.bias, t.eps, t.var0, t.var1, t.fires)])
         write_json(folder / "summary.json", summary)
     print(f"wrote {out}")
     return EXIT_OK
