@@ -570,6 +570,11 @@ def _run_on_ray(pending, root, cpus_per_run, finished) -> None:
             r = futures.pop(done[0])
             try:
                 result = ray.get(done[0])
+            except (ray.exceptions.LocalRayletDiedError, ray.exceptions.NodeDiedError):
+                # the local Ray node went (Ctrl-C shuts it down before the driver sees the interrupt, or it was killed):
+                # every run still pending would "fail" the same way; they are unfinished, not failed
+                raise RuntimeError(f"the local Ray node stopped with {len(futures) + 1} runs unfinished; nothing was recorded "
+                                   "for them: run the same command again to resume (each run from its checkpoint)") from None
             except Exception as err:  # noqa: BLE001 -- a worker that died (OOM, node lost) is that run's failure
                 result = dict(status="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
             finished(r, result)
