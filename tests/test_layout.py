@@ -93,7 +93,7 @@ def test_the_library_never_imports_the_command_line():
     assert not offenders, offenders
 
 
-@pytest.mark.parametrize("name", ["gradstop.flows", "gradstop._io", "gradstop._plot", "gradstop._policy", "gradstop._checks",
+@pytest.mark.parametrize("name", ["gradstop.flows", "gradstop.mixing", "gradstop._io", "gradstop._plot", "gradstop._policy", "gradstop._checks",
                                   "gradstop.study.results", "gradstop.study.stats"])
 def test_neutral_modules_import_no_framework(name):
     path = _modules().get(name)
@@ -106,7 +106,8 @@ def test_neutral_modules_import_no_framework(name):
 
 def test_top_level_holds_only_the_front_door():
     top = sorted(p.stem for p in (ROOT / "gradstop").glob("*.py"))
-    assert top == ["__init__", "__main__", "_checks", "_io", "_plot", "_policy", "flows", "gradients", "rollout", "training"]
+    assert top == ["__init__", "__main__", "_checks", "_io", "_plot", "_policy", "flows", "gradients", "mixing", "rollout",
+                   "training"]
     packages = sorted(p.name for p in (ROOT / "gradstop").iterdir() if (p / "__init__.py").is_file())
     assert packages == ["bench", "cli", "health", "jax", "study", "torch", "trainers"]
 
