@@ -261,3 +261,22 @@ def check_noise_shape(shape: tuple, expected: tuple, flow) -> None:
         raise ValueError(f"noise has shape {tuple(shape)}, but flow {flow.name!r} over this horizon and batch reads "
                          f"{tuple(expected)}: (2 estimators, N = samples:{flow.mixing.samples}, H, B, action_dim) standard-"
                          "normal draws; pass that shape, or omit noise= to draw it from key")
+
+
+def with_surrogate(sim, flow):
+    """(sim, flow) with a ``surrogate:NAME`` part resolved: ``sims.surrogate.Surrogate(sim, sims.make(NAME))`` and the
+    flow without it; unchanged for any other flow."""
+    name = getattr(flow, "surrogate", None)
+    if name is None:
+        return sim, flow
+    import dataclasses
+
+    import sims
+    from sims.surrogate import Surrogate
+
+    try:
+        model = sims.make(name, backend=sim.backend)
+    except (ValueError, ImportError, AttributeError, TypeError) as err:
+        raise ValueError(f"flow {flow.name!r}: the surrogate {name!r} cannot be built ({err}); name a simulator that "
+                         "sims.make builds with its defaults, e.g. one you give to sims.register with the parameters it needs") from err
+    return Surrogate(sim, model), dataclasses.replace(flow, surrogate=None)

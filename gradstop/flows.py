@@ -53,8 +53,9 @@ VALID_FORMS = (
     "optionally joined with '+' to decay:γ (0 ≤ γ ≤ 1) and/or truncate:K (integer K ≥ 1); "
     "or zero | alpha:α (0 ≤ α ≤ 1) | alpha:auto, with sigma:σ (noise, > 0), samples:N (≥ 1) and, for alpha:auto, "
     "tol:γ (> 0), bound:L (> 0), delta:δ (0 < δ < 1), joined to the first-order flow they mix; "
+    "and surrogate:NAME (a simulator whose derivatives the reverse sweep uses); "
     "examples: 'input', 'decay:0.9', 'input+decay:0.9', 'input+truncate:32', 'combined+truncate:16', "
-    "'zero+sigma:0.2', 'alpha:0.5+input', 'alpha:auto+decay:0.9+tol:0.5'"
+    "'zero+sigma:0.2', 'alpha:0.5+input', 'alpha:auto+decay:0.9+tol:0.5', 'input+surrogate:pointmass'"
 )
 # The zeroth-/α-order settings, their parser, and which of them only alpha:auto reads.
 _MIXING_PARTS = {"sigma": float, "samples": int, "tol": float, "bound": float, "delta": float}
@@ -133,12 +134,15 @@ class Flow:
       truncate: K, the period at which λ is reset to its local term (None: never).
       mixing: the zeroth-/α-order settings (``zero``, ``alpha:…``), or None for a first-order flow; the
         fields above then describe the first-order flow that supplies ĝ1.
+      surrogate: the name of a simulator (as ``sims.make`` takes it) whose step's derivatives the reverse sweep
+        uses while the forward runs the true simulator (``surrogate:NAME``), or None.
     """
 
     base: str = "none"
     decay: float = 1.0
     truncate: int | None = None
     mixing: Mixing | None = None
+    surrogate: str | None = None
 
     def __post_init__(self):
         if self.base not in BASES:
@@ -151,6 +155,10 @@ class Flow:
         if self.truncate is not None:
             if isinstance(self.truncate, bool) or not isinstance(self.truncate, int) or self.truncate < 1:
                 raise ValueError(f"truncate K must be an integer ≥ 1, got {self.truncate!r}; {VALID_FORMS}")
+        if self.surrogate is not None and (not isinstance(self.surrogate, str) or not self.surrogate.strip()
+                                           or "+" in self.surrogate):
+            raise ValueError(f"surrogate must be a simulator's name (as sims.make takes it, without '+'), got "
+                             f"{self.surrogate!r}; {VALID_FORMS}")
         if self.mixing is not None:
             if not isinstance(self.mixing, Mixing):
                 raise ValueError(f"mixing must be a gradstop.flows.Mixing or None, got {type(self.mixing).__name__}")
@@ -213,12 +221,15 @@ class Flow:
     def name(self) -> str:
         """Canonical string form; ``parse_flow(flow.name) == flow``."""
         parts = [] if self.mixing is None else self.mixing.parts()
-        if self.base != "none" or (self.decay == 1.0 and self.truncate is None and self.mixing is None):
+        if self.base != "none" or (self.decay == 1.0 and self.truncate is None and self.mixing is None
+                                   and self.surrogate is None):
             parts.append(self.base)
         if self.decay != 1.0:
             parts.append(f"decay:{self.decay!r}")  # shortest repr that round-trips
         if self.truncate is not None:
             parts.append(f"truncate:{self.truncate}")
+        if self.surrogate is not None:
+            parts.append(f"surrogate:{self.surrogate}")
         return "+".join(parts)
 
     def __str__(self) -> str:
@@ -239,14 +250,19 @@ def parse_flow(flow: FlowLike) -> Flow:
         return flow
     if not isinstance(flow, str):
         raise ValueError(f"a flow is a string or gradstop.Flow, got {type(flow).__name__}; {VALID_FORMS}")
-    text = flow.strip().lower()
+    text = flow.strip()
     if not text:
         raise ValueError(f"empty flow string; {VALID_FORMS}")
     fields: dict[str, Any] = {}
     mixing: dict[str, Any] = {}
-    for part in text.split("+"):
-        part = part.strip()
-        name, sep, arg = part.partition(":")
+    for raw in text.split("+"):
+        name, sep, arg = raw.strip().partition(":")
+        name = name.strip().lower()
+        if name == "surrogate" and sep and arg.strip():  # a simulator's name keeps its case (package.module:Class)
+            _set_once(fields, "surrogate", arg.strip(), flow, raw.strip())
+            continue
+        part = raw.strip().lower()
+        arg = arg.lower()
         if name in BASES and not sep:
             _set_once(fields, "base", name, flow, part)
         elif name == "zero" and not sep:
@@ -261,7 +277,7 @@ def parse_flow(flow: FlowLike) -> Flow:
             _set_once(fields, "decay", _number(arg, "decay γ", float, flow), flow, part)
         elif name == "truncate" and sep:
             _set_once(fields, "truncate", _number(arg, "truncate K", int, flow), flow, part)
-        elif name in ("decay", "truncate"):
+        elif name in ("decay", "truncate", "surrogate"):
             raise ValueError(f"{name!r} in flow {flow!r} needs a parameter ({name}:…); {VALID_FORMS}")
         else:
             raise ValueError(f"unknown flow part {part!r} in {flow!r}; {VALID_FORMS}")

@@ -12,10 +12,10 @@ import importlib
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from gradstop._checks import check_compile, check_framework, check_horizon, check_impl
+from gradstop._checks import check_compile, check_framework, check_horizon, check_impl, with_surrogate
 from gradstop.flows import Flow, combine_gradients, parse_flow
 
-__all__ = ["FlowGradients", "gradients", "components_of", "assemble"]
+__all__ = ["FlowGradients", "gradients", "components_of", "assemble", "shared_surrogate"]
 
 
 class FlowGradients(NamedTuple):
@@ -68,10 +68,23 @@ def gradients(policy, sim, *, flows, horizon: int, x0=None, key=None, batch: int
     check_impl(impl, memory)
     check_framework(policy, sim)
     check_compile(compile, sim.backend)
+    sim = shared_surrogate(sim, parsed, "gs.gradients")
     backend = importlib.import_module(f"gradstop.{sim.backend}")
     fast = {"compile": True} if compile else {}
     return backend.gradients(policy, sim, flows=parsed, horizon=horizon, x0=x0, key=key, batch=batch, impl=impl,
                              memory=memory, **fast)
+
+
+def shared_surrogate(sim, flows: list[Flow], what: str):
+    """``sim`` with the flows' one ``surrogate:NAME`` resolved (``sims.surrogate.Surrogate``), or ``sim`` if none has one.
+    The flows keep their names; the sweeps read only their edge weights, so they run on the wrapped simulator."""
+    names = {f.surrogate for f in flows}
+    if names == {None}:
+        return sim
+    if len(names) > 1:
+        raise ValueError(f"{what} sweeps every flow through one simulator, but the flows name different surrogates "
+                         f"({sorted(str(n) for n in names)}): give all of them the same surrogate:NAME, or none")
+    return with_surrogate(sim, flows[0])[0]
 
 
 def components_of(flows: list[Flow]) -> tuple[Flow, ...]:

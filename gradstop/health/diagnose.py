@@ -23,7 +23,7 @@ import numpy as np
 
 from gradstop._checks import check_framework, check_horizon, check_memory, check_protocol
 from gradstop.flows import Flow, combine_gradients, parse_flow
-from gradstop.gradients import components_of
+from gradstop.gradients import components_of, shared_surrogate
 
 __all__ = ["diagnose", "Diagnosis", "NonFinite", "locate", "explain", "FORWARD_STAGES", "REVERSE_STAGES", "parse_flows"]
 
@@ -285,6 +285,7 @@ def diagnose(policy, sim, *, flows=("none", "input"), horizon: int, x0=None, key
     check_memory(memory)
     check_protocol(sim, needs_reset=x0 is None)
     check_framework(policy, sim)
+    sim = shared_surrogate(sim, parsed, "gs.diagnose")
     components = components_of(parsed)
     backend = importlib.import_module(f"gradstop.{sim.backend}.diagnose")
     loss, grads, flat, record, rollout = backend.trace(policy, sim, flows=parsed, components=components, horizon=horizon,

@@ -44,9 +44,11 @@ def rollout(policy, sim, *, stop="none", horizon: int, x0=None, key=None, batch:
         x0 = _initial_states(policy, sim, x0, key, batch)
 
         def first_order(policy, sim, flow, x0):
+            sim, flow = front.with_surrogate(sim, flow)
             return _first_order(policy, sim, flow, horizon, x0, impl, memory)
 
         if flow.mixed:
+            sim, flow = front.with_surrogate(sim, flow)  # the noise wraps the surrogate, not the other way
             noise = _mixing_noise(policy, sim, flow, horizon, x0, key, noise)
             return mixing.rollout(policy, sim, flow, horizon, x0, noise, first_order)
         if noise is not None:

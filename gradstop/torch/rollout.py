@@ -52,6 +52,7 @@ def rollout(policy, sim, *, stop="none", horizon: int, x0=None, key=None, batch:
     x0 = _initial_states(policy, sim, x0, key, batch)
 
     def first_order(policy, sim, flow, x0):
+        sim, flow = front.with_surrogate(sim, flow)
         if compile:
             return _sweep_loss(policy, sim, flow, horizon, x0, "recompute", compiled, shared=impl == "fused")
         if impl == "fused":
@@ -62,6 +63,7 @@ def rollout(policy, sim, *, stop="none", horizon: int, x0=None, key=None, batch:
 
     with front.explained(sim, horizon, lambda: _footprint(policy, sim, x0, batch), front.kept(impl, memory, compile)):
         if flow.mixed:
+            sim, flow = front.with_surrogate(sim, flow)  # the noise wraps the surrogate, not the other way
             return mixing.rollout(policy, sim, flow, horizon, x0, _mixing_noise(sim, flow, horizon, x0, key, noise),
                                   first_order)
         return first_order(policy, sim, flow, x0)
