@@ -3,6 +3,7 @@
     >>> from sims import make
     >>> sim = make("cartpole", backend="torch", poles=2)
     >>> sim = make("cartpole", backend="jax", preset="literature", poles=3)
+    >>> sim = make("diffrl_cartpole", backend="torch")   # SHAC's published cartpole swing-up (NVlabs/DiffRL)
 
 Every simulator exists in JAX and PyTorch with identical physics (one class, ``backend=``).
 Brax environments are JAX-only and have pytree states: ``make("brax:hopper", pipeline="spring")``
@@ -29,12 +30,13 @@ from sims._ops import BACKENDS
 from sims.base import Sim
 from sims.cartpole import CartPole
 from sims.contact import Bounce
+from sims.diffrl_cartpole import DiffRLCartPole
 from sims.neural import Neural
 from sims.pointmass import PointMass
 
-__all__ = ["make", "names", "register", "origin", "Sim", "PointMass", "CartPole", "Neural", "Bounce", "BACKENDS", "BUILTINS"]
+__all__ = ["make", "names", "register", "origin", "Sim", "PointMass", "CartPole", "Neural", "Bounce", "DiffRLCartPole", "BACKENDS", "BUILTINS"]
 
-_BUILTIN = {cls.name: cls for cls in (PointMass, CartPole, Neural, Bounce)}
+_BUILTIN = {cls.name: cls for cls in (PointMass, CartPole, Neural, Bounce, DiffRLCartPole)}
 BUILTINS = tuple(sorted(_BUILTIN))  # the names of the simulators that come with gradstop
 _REGISTRY: dict = dict(_BUILTIN)  # name -> a Sim subclass, or any callable taking backend= and the parameters
 _ORIGIN = weakref.WeakKeyDictionary()  # simulator -> the make() arguments that built it (see origin)

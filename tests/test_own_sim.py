@@ -99,7 +99,7 @@ def test_the_same_physics_in_jax_and_torch():
     ("tests.helpers:Pendulu", r"module 'tests.helpers' \(.*helpers.py\) has no attribute 'Pendulu'; its simulator classes: Faulty, Pendulum"),
     ("tests.helpers:", r"not of the form 'package.module:Class'"),
     ("tests.helpers:RTOL", r"RTOL is a dict, not a Sim subclass or a callable"),
-    ("pendulum", r"unknown simulator 'pendulum'; available: bounce, cartpole, neural, pointmass.*'package.module:Class' or a name given to sims.register"),
+    ("pendulum", r"unknown simulator 'pendulum'; available: bounce, cartpole, diffrl_cartpole, neural, pointmass.*'package.module:Class' or a name given to sims.register"),
 ])
 def test_a_simulator_that_cannot_be_found_is_named_with_where_it_was_looked_for(spec, match):
     with pytest.raises(ValueError, match=match):

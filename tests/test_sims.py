@@ -170,7 +170,7 @@ def test_cartpole_raw_observation_is_the_state_object_by_object(backend):
         (lambda: make("cartpole", init="wide"), "unknown init 'wide'; choose one of \\('narrow', 'published'\\)"),
         (lambda: make("cartpole", observation="angles"), "unknown observation 'angles'; choose one of \\('sincos', 'raw'\\)"),
         (lambda: make("cartpole", preset="literature", task="balance"), "init='published' is the swing-up task's"),
-        (lambda: make("cartpol"), "unknown simulator 'cartpol'; available: bounce, cartpole, neural, pointmass"),
+        (lambda: make("cartpol"), "unknown simulator 'cartpol'; available: bounce, cartpole, diffrl_cartpole, neural, pointmass"),
         (lambda: make("cartpole", pols=2), "cartpole has no parameter 'pols'; its parameters:.*poles"),
         (lambda: make("cartpole", backend="tf"), "unknown backend 'tf'"),
         (lambda: make("cartpole", preset="paper"), "no preset 'paper'; available: \\['literature'\\]"),
