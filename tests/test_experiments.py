@@ -287,3 +287,18 @@ def test_the_committed_gallery_is_current():
     assert not stale, f"figures in docs/gallery not current (a file missing, or settings changed): {stale}"
     if partial:
         pytest.skip(f"sweep-backed figures in docs/gallery drawn from part of their runs, to be finished: {partial}")
+
+
+def test_alpha_order_quick_writes_its_tables_with_alpha_and_budgets(tmp_path):
+    import csv
+
+    from experiments import alpha_order
+
+    out = tmp_path / "a"
+    alpha_order.main(["--quick", "--out", str(out)])
+    table = list(csv.DictReader(open(out / "table.csv")))
+    assert [r["flow"] for r in table] == ["none", "zero+samples:2", "alpha:auto+samples:2"]
+    assert [int(r["rollouts_per_state"]) for r in table] == [1, 3, 5]
+    assert all(r["final_iqm"] and r["at_equal_steps_iqm"] for r in table)
+    assert table[0]["mean_alpha"] == "" and 0.0 <= float(table[2]["mean_alpha"]) <= 1.0
+    assert (out / "alpha-order.png").exists() and json.loads((out / "settings.json").read_text())["complete"]
