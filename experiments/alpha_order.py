@@ -18,9 +18,11 @@ each estimator it needs (``zero``: 1 + N rollouts per state, ``alpha:…``: 1 + 
 ``table.csv`` gives, per task and flow, the IQM of the final test loss with its 95% stratified-bootstrap
 interval (``gradstop.study.stats``), and the test loss at equal environment steps (the budget of a
 first-order run) and at equal wall-clock (the median wall-clock of ``none``'s runs), each the last
-evaluation within that budget. ``curves.csv`` holds every evaluation (update, environment steps,
-wall-clock, test loss, and the run's mean α). ``alpha-order.png``: the median test loss over seeds and
-its quartile band, against environment steps and against wall-clock. Runs are a resumable sweep in
+evaluation within that budget, and the mean α that ``alpha:auto`` chose; ``pairs.csv`` each flow
+against ``none`` on the same seeds (the geometric-mean ratio of final test losses, its interval and
+verdict). ``curves.csv`` holds every evaluation (update, environment steps, wall-clock, test loss).
+``alpha-order.png``: the median test loss over seeds and its quartile band, against environment steps
+and against wall-clock. Runs are a resumable sweep in
 ``OUT/runs``. ``--quick`` (bounce-hard, three flows, 2 seeds, 4 updates) runs in about a minute.
 """
 
@@ -155,7 +157,28 @@ def tables(args, out, all_runs, records):
             alphas = [f["mean_alpha"] for f in cell if f["mean_alpha"] is not None]
             row["mean_alpha"] = float(np.mean(alphas)) if alphas else None
             table.append(row)
-    return curves, final, table
+    return curves, final, table, pairs(args, final)
+
+
+def pairs(args, final) -> list[dict]:
+    """Each flow against ``none`` on the same seeds: the geometric-mean ratio of the final test losses with its
+    interval (``gradstop.study.stats.paired_log_ratio``) and its verdict."""
+    rows = []
+    for task in args.tasks:
+        loss = {(f["flow"], f["seed"]): f["final_test_loss"] for f in final
+                if f["task"] == task and f["status"] == "done" and f["final_test_loss"] is not None}
+        for flow in args.flows:
+            if flow == "none":
+                continue
+            seeds = sorted(s for (fl, s) in loss if fl == flow and ("none", s) in loss)
+            row = dict(task=task, flow=flow, seeds=len(seeds), ratio=None, ratio_low=None, ratio_high=None, verdict=None)
+            if len(seeds) >= 2:
+                e = stats.paired_log_ratio({s: loss[(flow, s)] for s in seeds}, {s: loss[("none", s)] for s in seeds},
+                                           cell=f"{task} {flow} vs none")
+                row.update(ratio=float(np.exp(e.value)), ratio_low=float(np.exp(e.low)), ratio_high=float(np.exp(e.high)),
+                           verdict=stats.verdict(e))
+            rows.append(row)
+    return rows
 
 
 def _summary(values, cell: str, prefix: str) -> dict:
@@ -208,7 +231,7 @@ def plot(path, curves, args) -> None:
     save_figure(fig, path)
 
 
-FILES = ["curves.csv", "final.csv", "table.csv", "alpha-order.png"]
+FILES = ["curves.csv", "final.csv", "table.csv", "pairs.csv", "alpha-order.png"]
 
 
 def main(argv=None) -> None:
@@ -216,8 +239,8 @@ def main(argv=None) -> None:
     started = time.perf_counter()
     all_runs = runs(args)
     out, records, report = sweep_runs(args, SCRIPT, all_runs, "alpha-order")
-    curves, final, table = tables(args, out, all_runs, records)
-    write_tables(out, {"curves.csv": curves, "final.csv": final, "table.csv": table})
+    curves, final, table, paired = tables(args, out, all_runs, records)
+    write_tables(out, {"curves.csv": curves, "final.csv": final, "table.csv": table, "pairs.csv": paired})
     plot(out / "alpha-order.png", curves, args)
     finish_sweep_figure(out, SCRIPT, args, started=started, runs=all_runs, records=records, report=report, files=FILES,
                         tasks={t: dict(zip(("sim", "sim_params", "horizon"), TASKS[t])) for t in args.tasks})

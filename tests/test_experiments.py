@@ -301,4 +301,6 @@ def test_alpha_order_quick_writes_its_tables_with_alpha_and_budgets(tmp_path):
     assert [int(r["rollouts_per_state"]) for r in table] == [1, 3, 5]
     assert all(r["final_iqm"] and r["at_equal_steps_iqm"] for r in table)
     assert table[0]["mean_alpha"] == "" and 0.0 <= float(table[2]["mean_alpha"]) <= 1.0
+    pairs = list(csv.DictReader(open(out / "pairs.csv")))
+    assert [r["flow"] for r in pairs] == ["zero+samples:2", "alpha:auto+samples:2"] and all(r["verdict"] for r in pairs)
     assert (out / "alpha-order.png").exists() and json.loads((out / "settings.json").read_text())["complete"]
