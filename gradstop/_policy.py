@@ -89,10 +89,13 @@ def with_layer_norm(weights: list[np.ndarray]) -> list[np.ndarray]:
 
 
 def initial_policy_weights(config, sim) -> list[np.ndarray]:
-    """A trainer's initial policy weights for ``config`` (the same in both frameworks); a Gaussian policy
-    appends its log-std, log(init_std) for every action."""
+    """A trainer's initial policy weights for ``config`` (the same in both frameworks); with ``actor_layer_norm``
+    each hidden layer's LayerNorm at scale 1, offset 0; a Gaussian policy appends its log-std, log(init_std) for
+    every action."""
     sizes = layer_sizes(sim.obs_dim, sim.action_dim, config.hidden, config.activation)
     weights = init_weights(sizes, config.seed, config.zero_last, scheme=config.weight_init)
+    if getattr(config, "actor_layer_norm", False):
+        weights = with_layer_norm(weights)
     if config.policy == "gaussian":
         weights.append(np.full(sim.action_dim, np.log(config.init_std)))
     return weights

@@ -69,11 +69,25 @@ def test_the_window_sim_gives_the_discounted_value_terminated_loss(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("flow", ["none", "input", "combined"])
-def test_shac_lowers_the_test_loss(backend, flow):
-    cfg = TrainConfig.for_algo("shac", sim="pointmass", sim_params={"dims": 2}, backend=backend, flow=flow, horizon=48,
+def test_shac_with_its_published_actor_lowers_the_test_loss(backend):
+    """The published defaults (Gaussian actor with LayerNorm, tanh-bounded actions, normalised observations) learn."""
+    cfg = TrainConfig.for_algo("shac", sim="pointmass", sim_params={"dims": 2}, backend=backend, flow="none", horizon=48,
                                window=16, batch=16, epochs=3, updates_per_epoch=6, hidden=(32,), critic_hidden=(32,),
                                critic_iterations=4, test_size=32, lr=3e-3)
+    assert cfg.policy == "gaussian" and cfg.obs_norm and cfg.action_squash == "tanh"
+    test = [e["test_loss"] for e in train(cfg).evals]
+    assert test[-1] < 0.6 * test[0]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("flow", ["none", "input", "combined"])
+def test_shac_lowers_the_test_loss(backend, flow):
+    # gradstop's earlier actor (deterministic, unbounded, raw observations): with the published one (Gaussian,
+    # tanh-bounded, normalised observations) pointmass's test loss falls to about a third in these 3 epochs, not a fifth
+    earlier_actor = dict(policy="deterministic", actor_layer_norm=False, action_squash="none", obs_norm=False)
+    cfg = TrainConfig.for_algo("shac", sim="pointmass", sim_params={"dims": 2}, backend=backend, flow=flow, horizon=48,
+                               window=16, batch=16, epochs=3, updates_per_epoch=6, hidden=(32,), critic_hidden=(32,),
+                               critic_iterations=4, test_size=32, lr=3e-3, **earlier_actor)
     result = train(cfg)
     test = [e["test_loss"] for e in result.evals]
     assert test[-1] < 0.2 * test[0]

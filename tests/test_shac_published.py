@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 
 import numpy as np
 import pytest
@@ -19,9 +20,12 @@ from sims.pointmass import PointMass
 
 BACKENDS = ["jax", "torch"]
 PUBLISHED = dict(critic_layer_norm=True, critic_init="orthogonal", critic_optimizer="actor", td_dones="step",
-                 time_limit="bootstrap", guards=True)
+                 time_limit="bootstrap", guards=True, actor_layer_norm=True, action_squash="tanh", obs_norm=True)
 EARLIER = dict(critic_layer_norm=False, critic_init="uniform", critic_optimizer="adam", td_dones="window",
-               time_limit="terminal", guards=False)
+               time_limit="terminal", guards=False, actor_layer_norm=False, action_squash="none", obs_norm=False)
+# published values of fields older than config files: an old file holds its own (the dataclass's) values of them
+PUBLISHED_OLD_FIELDS = dict(policy="gaussian", init_std=math.exp(-1.0))
+EARLIER_OLD_FIELDS = dict(policy="deterministic", init_std=0.5)
 TINY = dict(sim="pointmass", horizon=8, window=4, batch=4, epochs=1, updates_per_epoch=2, hidden=(8,), critic_hidden=(8,),
             critic_iterations=1, critic_minibatches=2, test_size=4)
 
@@ -32,34 +36,37 @@ def to_np(a):
 
 # -- the config -----------------------------------------------------------------------------------
 def test_shac_takes_the_published_values_and_bptt_and_old_files_the_earlier_ones():
-    assert {k: ALGO_DEFAULTS["shac"][k] for k in PUBLISHED} == PUBLISHED
-    assert {k: getattr(TrainConfig(algo="shac"), k) for k in PUBLISHED} == PUBLISHED
-    assert {k: getattr(TrainConfig(), k) for k in EARLIER} == EARLIER  # BPTT ignores them; the dataclass keeps the old
+    published, earlier = {**PUBLISHED, **PUBLISHED_OLD_FIELDS}, {**EARLIER, **EARLIER_OLD_FIELDS}
+    assert {k: ALGO_DEFAULTS["shac"][k] for k in published} == published
+    assert {k: getattr(TrainConfig(algo="shac"), k) for k in published} == published
+    assert math.log(TrainConfig(algo="shac").init_std) == -1.0  # the published log σ, exactly
+    assert {k: getattr(TrainConfig(), k) for k in earlier} == earlier  # BPTT ignores them; the dataclass keeps the old
     assert {k: ADDED_LATER[k] for k in EARLIER} == EARLIER
     assert TrainConfig(algo="shac", guards=False, td_dones="window").td_dones == "window"  # a field given wins
     # a SHAC config file written before these fields existed: the earlier variant, with the hash it had then
     new = TrainConfig.for_algo("shac", **TINY)
-    old = {k: v for k, v in new.to_dict().items() if k not in PUBLISHED}
+    old = {**{k: v for k, v in new.to_dict().items() if k not in PUBLISHED}, **EARLIER_OLD_FIELDS}
     loaded = TrainConfig.from_dict(old)
-    assert {k: getattr(loaded, k) for k in EARLIER} == EARLIER
+    assert {k: getattr(loaded, k) for k in earlier} == earlier
     before = {"compile": False, "weight_init": "torch", "adam_eps": 1e-8, "validation": False}  # ADDED_LATER until then
     identity = {k: v for k, v in old.items() if k not in RUN_ONLY and not (k in before and v == before[k])}
     assert loaded.digest() == hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
     assert loaded.digest() != new.digest() and sorted(new.differences(loaded)) == sorted(
-        f"{k}: {EARLIER[k]!r} -> {PUBLISHED[k]!r}" for k in PUBLISHED)
+        f"{k}: {earlier[k]!r} -> {published[k]!r}" for k in published)
     assert TrainConfig(sim="pointmass", epochs=3).digest() == "a95c83bb"  # a BPTT config keeps its hash too
 
 
 @pytest.mark.parametrize("field, bad, valid", [("critic_init", "xavier", "orthogonal, uniform"),
                                                ("critic_optimizer", "sgd", "actor, adam"),
                                                ("td_dones", "steps", "step, window"),
-                                               ("time_limit", "bootstrapped", "bootstrap, terminal")])
+                                               ("time_limit", "bootstrapped", "bootstrap, terminal"),
+                                               ("action_squash", "clamp", "tanh, clip, none")])
 def test_a_bad_value_names_the_field_and_the_valid_ones(field, bad, valid):
     with pytest.raises(ValueError, match=f"unknown {field} {bad!r}; choose one of {valid}"):
         TrainConfig(algo="shac", **{field: bad})
 
 
-@pytest.mark.parametrize("field", ["critic_layer_norm", "guards"])
+@pytest.mark.parametrize("field", ["critic_layer_norm", "guards", "actor_layer_norm", "obs_norm"])
 def test_a_switch_must_be_a_bool(field):
     with pytest.raises(ValueError, match=f"{field} must be true or false, got 'yes'"):
         TrainConfig(algo="shac", **{field: "yes"})
@@ -73,6 +80,16 @@ def test_the_cli_takes_the_switches(capsys):
     printed = json.loads(capsys.readouterr().out)
     assert (printed["guards"], printed["td_dones"], printed["critic_init"], printed["critic_layer_norm"]) == (False, "window", "uniform", False)
     assert printed["time_limit"] == "bootstrap" and printed["critic_optimizer"] == "actor"
+    assert main(["train", "--algo", "shac", "--sim", "pointmass", "--no-actor-layer-norm", "--action-squash", "clip",
+                 "--no-obs-norm", "--policy", "deterministic", "--print-config"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert (printed["actor_layer_norm"], printed["action_squash"], printed["obs_norm"]) == (False, "clip", False)
+
+
+@pytest.mark.parametrize("given, named", [(dict(action_squash="tanh"), "action_squash='tanh'"), (dict(obs_norm=True), "obs_norm=True")])
+def test_bptt_refuses_the_shac_actors_squash_and_normalisation(given, named):
+    with pytest.raises(ValueError, match=f"{named} is SHAC's .* use --algo shac, or --action-squash none --no-obs-norm"):
+        TrainConfig(**given)
 
 
 # -- 1, 2: the critic's LayerNorm and initialisation ------------------------------------------------
@@ -252,7 +269,7 @@ def test_the_critics_last_target_at_a_time_limit_is_cost_plus_discounted_value(b
     import gradstop as gs
 
     sim = make("pointmass", backend=backend, dims=1)
-    cfg = TrainConfig.for_algo("shac", backend=backend, dtype="float64", **TINY)
+    cfg = TrainConfig.for_algo("shac", backend=backend, dtype="float64", action_squash="none", **TINY)
     program = program_for(cfg, sim)
     value = lambda o: (o ** 2).sum(-1) + 1.0  # noqa: E731
     program.value_fn = lambda target: value
@@ -302,3 +319,243 @@ def test_a_run_whose_gradient_explodes_stops_with_the_guards_message(backend):
     cfg = TrainConfig.for_algo("shac", backend=backend, **{**TINY, "hidden": (4,), "critic_hidden": (4,)})
     with pytest.raises(GuardError, match=r"SHAC stopped at update 1 \(epoch 1\), flow none: the actor's gradient norm"):
         train(cfg, sim=Loud(backend=backend, dims=1))
+
+
+# -- 7: the actor: LayerNorm, Gaussian with log σ = −1, bounded actions ------------------------------
+def policies(cfg, obs_dim=4, action_dim=2):
+    from gradstop.trainers.jax.bptt import make_policy as jax_policy
+    from gradstop.trainers.torch.bptt import make_policy as torch_policy
+
+    class Shape:  # make_policy reads only the sizes
+        pass
+
+    sim = Shape()
+    sim.obs_dim, sim.action_dim = obs_dim, action_dim
+    return jax_policy(cfg, sim), torch_policy(cfg, sim)
+
+
+def test_the_published_actor_is_a_gaussian_with_layer_norms_and_log_std_minus_one_in_both_frameworks():
+    import torch
+
+    from gradstop.jax import get_weights as jget
+    from gradstop.torch import get_weights as tget
+
+    cfg = TrainConfig(algo="shac", hidden=(16, 8), dtype="float64")
+    pj, pt = policies(cfg)
+    assert [type(m).__name__ for m in pt.mean] == ["Linear", "ELU", "LayerNorm", "Linear", "ELU", "LayerNorm", "Linear"]
+    assert len(pj.mean.norms) == 2 and isinstance(pt.log_std, torch.nn.Parameter)
+    np.testing.assert_array_equal(to_np(pt.log_std), [-1.0, -1.0])
+    np.testing.assert_array_equal(np.asarray(pj.log_std), [-1.0, -1.0])
+    for a, b in zip(jget(pj), tget(pt)):  # the same initial weights (PyTorch's default rule, as the published actor)
+        np.testing.assert_array_equal(a, b)
+    obs = np.random.default_rng(0).normal(size=(5, 4))
+    eps = np.random.default_rng(1).normal(size=(5, 2))
+    mean = to_np(pt(torch.as_tensor(obs)))  # given only observations: the mean (identity output)
+    np.testing.assert_allclose(np.asarray(pj(obs)), mean, rtol=1e-12)
+    sample = to_np(pt(torch.as_tensor(np.concatenate([obs, eps], -1))))  # with noise: a = μ + σ·ε
+    np.testing.assert_allclose(sample, mean + math.exp(-1.0) * eps, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(pj(np.concatenate([obs, eps], -1))), sample, rtol=1e-12)
+    # the earlier actor: no LayerNorm
+    _, plain = policies(dataclasses.replace(cfg, actor_layer_norm=False, policy="deterministic"))
+    assert [type(m).__name__ for m in plain] == ["Linear", "ELU", "Linear", "ELU", "Linear"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_actions_are_bounded_before_the_step_and_the_cost_with_the_frameworks_gradients(backend):
+    from gradstop.trainers.shac import Task
+
+    sim = make("pointmass", backend=backend, dims=2)
+    xp = __import__("jax.numpy" if backend == "jax" else "torch", fromlist=["asarray"])
+    x = xp.asarray([[0.1, -0.2, 0.3, 0.0], [0.0, 0.5, -0.1, 0.2]], dtype=xp.float64)
+    a = np.asarray([[-3.0, 0.4], [0.9, 2.5]])
+    for squash, f, df in (("tanh", np.tanh, lambda v: 1 - np.tanh(v) ** 2), ("clip", lambda v: np.clip(v, -1, 1),
+                                                                                lambda v: (np.abs(v) < 1).astype(float))):
+        task = Task(sim, squash)
+        np.testing.assert_allclose(to_np(task.step(x, xp.asarray(a))), to_np(sim.step(x, xp.asarray(f(a)))), rtol=1e-14)
+        np.testing.assert_allclose(to_np(task.cost(x, xp.asarray(a))), to_np(sim.cost(x, xp.asarray(f(a)))), rtol=1e-14)
+        # d(step)/da through the bound: the framework's tanh' or clip' (zero outside [−1, 1]) times the sim's
+        if backend == "jax":
+            import jax
+
+            got = np.asarray(jax.grad(lambda v: task.step(x, v)[..., 2:].sum())(xp.asarray(a)))
+            inner = np.asarray(jax.grad(lambda v: sim.step(x, v)[..., 2:].sum())(xp.asarray(f(a))))
+        else:
+            import torch
+
+            v = torch.tensor(a, requires_grad=True)
+            task.step(x, v)[..., 2:].sum().backward()
+            got = v.grad.numpy()
+            w = torch.tensor(f(a), requires_grad=True)
+            sim.step(x, w)[..., 2:].sum().backward()
+            inner = w.grad.numpy()
+        np.testing.assert_allclose(got, df(a) * inner, rtol=1e-12, atol=1e-15)
+    assert Task(sim, "none").step(x, xp.asarray(a)) is not None
+    with pytest.raises(ValueError, match="unknown action_squash 'clamp'; choose one of tanh, clip, none"):
+        Task(sim, "clamp")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_window_samples_mu_plus_sigma_eps_with_the_runs_noise_and_steps_the_squashed_action(backend):
+    from gradstop.rollout import rollout
+    from gradstop.trainers.data import Data
+
+    sim = make("pointmass", backend=backend, dims=1)
+    cfg = TrainConfig.for_algo("shac", backend=backend, dtype="float64", **TINY)
+    program = program_for(cfg, sim)
+    data = Data.from_config(sim, cfg)
+    eps = data.noise(0, cfg.window)  # (updates, batch, window, action_dim): the run's own stream, both frameworks
+    assert eps.shape == (2, 4, 4, 1)
+    state = program.state if backend == "jax" else None
+    xp = __import__("jax.numpy" if backend == "jax" else "torch", fromlist=["asarray"])
+    noise = xp.asarray(eps[0], dtype=xp.float64)
+    actor_sim, X0, task, _ = program._window(state, noise) if backend == "jax" else program._window(noise)
+    policy = program.policy
+    out = rollout(policy, actor_sim, horizon=cfg.window, x0=X0)
+    xs = to_np(out.states)[..., :2]
+    acts = to_np(out.actions)
+    mean = policy.mean
+    for i in range(cfg.window):  # a_i = μ(normalised o_i) + e^{-1}·ε_i; x_{i+1} = step(x_i, tanh(a_i))
+        o = xp.asarray(to_np(task.obs(xp.asarray(xs[i]))))
+        np.testing.assert_allclose(acts[i], to_np(mean(o)) + math.exp(-1.0) * eps[0, :, i], rtol=1e-12)
+        np.testing.assert_allclose(xs[i + 1], to_np(sim.step(xp.asarray(xs[i]), xp.asarray(np.tanh(acts[i])))), rtol=1e-12)
+    np.testing.assert_allclose(to_np(task.obs(xp.asarray(xs[0]))), to_np(sim.obs(xp.asarray(xs[0]))) / math.sqrt(1 + 1e-5),
+                               rtol=1e-14)  # the statistics' start: mean 0, var 1
+    # reparameterised: the loss's gradient reaches the log-std (through σ·ε), which the optimizer then moves
+    program.run_epoch(data, 0)
+    log_std = program.weights()[-1]
+    assert log_std.shape == (1,) and np.isfinite(log_std).all() and abs(float(log_std[0]) + 1.0) > 1e-6
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_evaluation_runs_the_mean_on_the_bounded_task_with_the_current_statistics(backend):
+    from gradstop.rollout import rollout
+    from gradstop.trainers.data import Data
+    from gradstop.trainers.shac import Task
+
+    sim = make("pointmass", backend=backend, dims=1)
+    cfg = TrainConfig.for_algo("shac", backend=backend, dtype="float64", **TINY)
+    program = program_for(cfg, sim)
+    data = Data.from_config(sim, cfg)
+    program.run_epoch(data, 0)
+    rms = program.state["rms"] if backend == "jax" else program.rms
+    assert not np.allclose(to_np(rms[0]), 0.0)
+    xp = __import__("jax.numpy" if backend == "jax" else "torch", fromlist=["asarray"])
+    task = Task(sim, "tanh", (rms[0], rms[1]))
+    by_hand = rollout(program.policy.mean, task, horizon=cfg.horizon, x0=xp.asarray(data.test, dtype=xp.float64)).loss
+    np.testing.assert_allclose(program.evaluate(data.test)["test_loss"], float(to_np(by_hand)), rtol=1e-12)
+
+
+# -- 8: observation normalisation ------------------------------------------------------------------
+def test_rms_update_is_the_mean_and_variance_of_all_it_saw():
+    from gradstop.trainers.shac import RMS_COUNT0, rms_init, rms_update
+
+    rng = np.random.default_rng(3)
+    batches = [rng.normal(2.0, 3.0, size=(n, 3)) for n in (5, 40, 7)]
+    rms = rms_init(3, np.zeros)
+    for b in batches:
+        rms = rms_update(rms, b)
+    seen = np.concatenate(batches)
+    n = len(seen) + RMS_COUNT0  # the start counts as RMS_COUNT0 samples of mean 0 and variance 1
+    mean = seen.sum(0) / n
+    np.testing.assert_allclose(rms[0], mean, rtol=1e-12)
+    np.testing.assert_allclose(rms[1], (RMS_COUNT0 * 1.0 + (seen ** 2).sum(0)) / n - mean ** 2, rtol=1e-10)
+    np.testing.assert_allclose(rms[0], seen.mean(0), rtol=1e-5)  # numpy's, up to the start's weight
+    np.testing.assert_allclose(rms[1], seen.var(0), rtol=1e-5)
+    assert rms[2] == pytest.approx(n)
+
+
+def test_the_statistics_take_each_windows_observations_and_stay_frozen_inside_it(monkeypatch):
+    import torch
+
+    import gradstop.trainers.torch.shac as tshac
+    from gradstop.trainers.data import Data
+
+    sim = make("pointmass", backend="torch", dims=1)
+    cfg = TrainConfig.for_algo("shac", backend="torch", dtype="float64", **TINY)
+    program = program_for(cfg, sim)
+    data = Data.from_config(sim, cfg)
+    seen, frozen, real_update, real_task = [], [], tshac.rms_update, tshac.make_task
+    monkeypatch.setattr(tshac, "rms_update", lambda rms, x: seen.append(x.numpy().copy()) or real_update(rms, x))
+    monkeypatch.setattr(tshac, "make_task", lambda s, c, stats=None: (
+        frozen.append(None if stats is None else [a.numpy().copy() for a in stats]) or real_task(s, c, stats)))
+    after, real_targets = [], program._targets
+
+    def targets(out, ends, task=None):  # the critic's observations: normalised by the window's frozen statistics
+        obs, t, v = real_targets(out, ends, task)
+        raw = sim.obs(out.states.detach()[:-1, :, :2]).reshape(-1, 2)
+        np.testing.assert_allclose(obs.numpy(), ((raw - task.stats[0]) / torch.sqrt(task.stats[1] + 1e-5)).numpy(), rtol=1e-12)
+        return obs, t, v
+
+    program._targets = targets
+    for epoch in range(2):
+        program.run_epoch(data, epoch)
+        after.append([a.numpy().copy() for a in program.rms])
+    windows = [f for f in frozen if f is not None]
+    assert len(seen) == 4 and len(windows) == 4
+    np.testing.assert_array_equal(windows[0][0], 0.0)  # the first window sees the start: mean 0, var 1
+    np.testing.assert_array_equal(windows[0][1], 1.0)
+    # each window saw its start x_0 … x_{h−1} and the environments' next states: (h + 1)·B samples
+    assert all(s.shape == ((cfg.window + 1) * cfg.batch, 2) for s in seen)
+    np.testing.assert_allclose(seen[0][: cfg.batch], to_np(sim.obs(torch.as_tensor(data.start()))), rtol=1e-14)
+    np.testing.assert_array_equal(seen[1][: cfg.batch], seen[0][-cfg.batch:])  # the next window starts where this one ended
+    from gradstop.trainers.shac import RMS_COUNT0
+
+    everything = np.concatenate(seen)
+    n = len(everything) + RMS_COUNT0
+    np.testing.assert_allclose(after[-1][0], everything.sum(0) / n, rtol=1e-10)
+    np.testing.assert_allclose(after[-1][1], (RMS_COUNT0 + (everything ** 2).sum(0)) / n - (everything.sum(0) / n) ** 2, rtol=1e-8)
+    # window u used the statistics after the windows before it, unchanged while it ran
+    before = [(np.zeros(2), np.ones(2))]
+    rms = (np.zeros(2), np.ones(2), RMS_COUNT0)
+    for s in seen[:-1]:
+        rms = real_update(rms, s)
+        before.append(rms[:2])
+    for w, st in zip(windows, before):
+        np.testing.assert_allclose(w[0], st[0], rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(w[1], st[1], rtol=1e-12)
+
+
+@pytest.mark.parametrize("backend", [pytest.param("jax", marks=pytest.mark.slow), "torch"])
+def test_shac_with_obs_norm_resumes_from_a_checkpoint_to_the_same_numbers(backend, tmp_path, monkeypatch):
+    import importlib
+
+    cfg = TrainConfig.for_algo("shac", backend=backend, dtype="float64", **{**TINY, "epochs": 3, "checkpoint_every": 1})
+    assert cfg.obs_norm and cfg.policy == "gaussian"
+    whole = train(cfg, out=tmp_path / "whole")
+    program = importlib.import_module(f"gradstop.trainers.{backend}.shac").SHAC
+    real = program.run_epoch
+
+    def cut_in_epoch_2(self, data, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return real(self, data, epoch)
+
+    monkeypatch.setattr(program, "run_epoch", cut_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out=tmp_path / "cut")
+    monkeypatch.setattr(program, "run_epoch", real)
+    resumed = train(cfg, out=tmp_path / "cut")
+    keys = ("loss", "grad_norm", "critic_loss")
+    assert [[u[k] for k in keys] for u in resumed.updates] == [[u[k] for k in keys] for u in whole.updates]
+    assert [e["test_loss"] for e in resumed.evals] == [e["test_loss"] for e in whole.evals]
+
+
+@pytest.mark.slow
+def test_jax_and_torch_take_the_same_steps_with_the_published_actor_in_float64():
+    from gradstop.trainers.data import Data
+
+    runs, stats = [], []
+    for backend in BACKENDS:
+        cfg = TrainConfig.for_algo("shac", backend=backend, dtype="float64", **{**TINY, "epochs": 2})
+        sim = make("pointmass", backend=backend, dims=1)
+        program, data = program_for(cfg, sim), Data.from_config(sim, cfg)
+        rows = []
+        for epoch in range(cfg.epochs):
+            m = program.run_epoch(data, epoch)
+            rows += [[float(m[k][i]) for k in ("loss", "grad_norm", "critic_loss")] for i in range(len(m["loss"]))]
+            rows.append([program.evaluate(data.test)["test_loss"]] * 3)
+        runs.append(np.asarray(rows))
+        rms = program.state["rms"] if backend == "jax" else program.rms
+        stats.append(np.concatenate([np.ravel(to_np(a)) for a in rms] + [program.weights()[-1]]))
+    np.testing.assert_allclose(runs[0], runs[1], rtol=1e-10)
+    np.testing.assert_allclose(stats[0], stats[1], rtol=1e-10)

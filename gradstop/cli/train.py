@@ -41,7 +41,7 @@ import numpy as np
 from gradstop._checks import IMPLS, MEMORY_POLICIES
 from gradstop._policy import ACTIVATIONS, WEIGHT_INITS
 from gradstop.flows import VALID_FORMS, parse_flow
-from gradstop.trainers.config import (ALGO_DEFAULTS, ALGOS, CRITIC_INITS, CRITIC_OPTIMIZERS, DATA_MODES, DTYPES, NONFINITE,
+from gradstop.trainers.config import (ACTION_SQUASHES, ALGO_DEFAULTS, ALGOS, CRITIC_INITS, CRITIC_OPTIMIZERS, DATA_MODES, DTYPES, NONFINITE,
                                       OPTIMIZERS, POLICIES, SCHEDULES, TD_DONES, TIME_LIMITS, TrainConfig)
 from gradstop._io import atomic_write, atomic_write_json, read_json, versions
 
@@ -55,7 +55,7 @@ GROUPS = {
              "dtype", "impl", "memory", "compile")),
     "data": ("the initial states: a fresh stream or a fixed training set, and a test set",
              ("data", "train_size", "test_size", "validation", "batch", "shuffle", "eval_every")),
-    "policy": ("the MLP policy", ("hidden", "activation", "zero_last", "weight_init", "policy", "init_std")),
+    "policy": ("the MLP policy", ("hidden", "activation", "zero_last", "weight_init", "policy", "init_std", "actor_layer_norm")),
     "optimizer": ("the actor's optimizer (SHAC's critic shares its schedule, betas, clipping; with\n"
                   "--critic-optimizer actor all of it)",
                   ("optimizer", "lr", "schedule", "lr_final", "beta1", "beta2", "adam_eps", "weight_decay", "momentum",
@@ -64,7 +64,7 @@ GROUPS = {
              "--algo shac starts from",
              ("window", "gamma", "td_lambda", "critic_lr", "critic_hidden", "critic_activation", "critic_iterations",
               "critic_minibatches", "target_alpha", "critic_layer_norm", "critic_init", "critic_optimizer", "td_dones",
-              "time_limit", "guards")),
+              "time_limit", "guards", "action_squash", "obs_norm")),
     "world model": ("--world-model: train the actor through a network fitted to the simulator\n"
                     "(and evaluate it on the simulator itself)",
                     ("world_model", "model_hidden", "model_transitions", "model_epochs", "model_lr", "model_batch")),
@@ -75,7 +75,8 @@ GROUPS = {
 CHOICES = {"algo": ALGOS, "backend": ("jax", "torch"), "impl": IMPLS, "memory": MEMORY_POLICIES, "data": DATA_MODES,
            "activation": ACTIVATIONS, "critic_activation": ACTIVATIONS, "weight_init": WEIGHT_INITS, "policy": POLICIES,
            "optimizer": OPTIMIZERS, "schedule": SCHEDULES, "dtype": DTYPES, "on_nonfinite": NONFINITE,
-           "critic_init": CRITIC_INITS, "critic_optimizer": CRITIC_OPTIMIZERS, "td_dones": TD_DONES, "time_limit": TIME_LIMITS}
+           "critic_init": CRITIC_INITS, "critic_optimizer": CRITIC_OPTIMIZERS, "td_dones": TD_DONES, "time_limit": TIME_LIMITS,
+           "action_squash": ACTION_SQUASHES}
 METAVARS = {"sim": "NAME", "preset": "NAME", "hidden": "W,W,…", "critic_hidden": "W,W,…"}
 
 USAGE = "gradstop train [--sim NAME] [--flow FLOWS] [--config FILE] [OPTION …]"

@@ -129,9 +129,10 @@ class Gaussian(eqx.Module):
 
 
 def gaussian(key, obs_dim: int, action_dim: int, hidden=(64, 64), activation: str = "tanh", dtype=None,
-             zero_last: bool = False, init_std: float = 0.5) -> Gaussian:
-    """A Gaussian policy: :func:`mlp` for the mean and a state-independent learned log-std (``log init_std``)."""
-    mean = mlp(key, obs_dim, action_dim, hidden, activation, dtype, zero_last)
+             zero_last: bool = False, init_std: float = 0.5, layer_norm: bool = False) -> Gaussian:
+    """A Gaussian policy: :func:`mlp` for the mean (identity output; ``layer_norm`` as there) and a state-independent
+    learned log-std (``log init_std``; the published SHAC actor's is −1, Xu et al. 2022)."""
+    mean = mlp(key, obs_dim, action_dim, hidden, activation, dtype, zero_last, layer_norm)
     return Gaussian(mean, jnp.full((action_dim,), np.log(init_std), mean.weights[0].dtype))
 
 

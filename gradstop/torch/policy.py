@@ -109,9 +109,10 @@ class Gaussian(nn.Module):
 
 
 def gaussian(obs_dim: int, action_dim: int, hidden=(64, 64), activation: str = "tanh", dtype=None, seed: int | None = None,
-             zero_last: bool = False, init_std: float = 0.5) -> Gaussian:
-    """A Gaussian policy: :func:`mlp` for the mean and a state-independent learned log-std (``log init_std``)."""
-    mean = mlp(obs_dim, action_dim, hidden, activation, dtype, seed, zero_last)
+             zero_last: bool = False, init_std: float = 0.5, layer_norm: bool = False) -> Gaussian:
+    """A Gaussian policy: :func:`mlp` for the mean (identity output; ``layer_norm`` as there) and a state-independent
+    learned log-std (``log init_std``; the published SHAC actor's is −1, Xu et al. 2022)."""
+    mean = mlp(obs_dim, action_dim, hidden, activation, dtype, seed, zero_last, layer_norm)
     return Gaussian(mean, torch.full((action_dim,), float(np.log(init_std)), dtype=mean.linears[0].weight.dtype))
 
 

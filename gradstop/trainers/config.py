@@ -28,7 +28,7 @@ from gradstop.flows import parse_flow
 from sims import BUILTINS
 
 __all__ = ["TrainConfig", "ALGOS", "ALGO_DEFAULTS", "OPTIMIZERS", "SCHEDULES", "DATA_MODES", "NONFINITE", "DTYPES", "POLICIES", "RUN_ONLY",
-           "CRITIC_INITS", "CRITIC_OPTIMIZERS", "TD_DONES", "TIME_LIMITS"]
+           "CRITIC_INITS", "CRITIC_OPTIMIZERS", "TD_DONES", "TIME_LIMITS", "ACTION_SQUASHES"]
 
 ALGOS = ("bptt", "shac")
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -41,18 +41,22 @@ CRITIC_INITS = ("orthogonal", "uniform")
 CRITIC_OPTIMIZERS = ("actor", "adam")
 TD_DONES = ("step", "window")
 TIME_LIMITS = ("bootstrap", "terminal")
+ACTION_SQUASHES = ("tanh", "clip", "none")
 # Published defaults that differ from the dataclass's (which are BPTT's). SHAC: Xu et al., "Accelerated Policy
 # Learning with Parallel Differentiable Simulation", ICLR 2022, and its code's cartpole_swing_up config: actor
 # lr 1e-2, critic lr 1e-3, linear decay to 1e-5, Adam betas (0.7, 0.95), global-norm clipping 1.0, 64 envs,
 # window 32, MLPs 64×64 ELU, γ 0.99, λ 0.95, 16 critic passes of 4 minibatches, target α 0.2; and its code's
 # algorithms/shac.py and models/critic.py: a critic with LayerNorm and orthogonal init, an Adam critic like the actor's,
-# TD(λ) with per-step dones, a time-limit end bootstrapped with V, and its divergence checks (docs/guide.md, SHAC).
+# TD(λ) with per-step dones, a time-limit end bootstrapped with V, and its divergence checks; and its actor
+# (models/actor.py ActorStochasticMLP, which the config selects): LayerNorms, Gaussian with log σ = −1 at the start,
+# actions squashed by tanh before the step, observations normalised by a running mean and std (docs/guide.md, SHAC).
 ALGO_DEFAULTS = {
     "bptt": {},
     "shac": dict(lr=1e-2, critic_lr=1e-3, schedule="linear", lr_final=1e-3, beta1=0.7, beta2=0.95, clip_norm=1.0,
                  batch=64, window=32, hidden=(64, 64), activation="elu", updates_per_epoch=8, horizon=256,
                  critic_layer_norm=True, critic_init="orthogonal", critic_optimizer="actor", td_dones="step",
-                 time_limit="bootstrap", guards=True),
+                 time_limit="bootstrap", guards=True, actor_layer_norm=True, policy="gaussian", init_std=math.exp(-1.0),
+                 action_squash="tanh", obs_norm=True),
 }
 # Fields that do not change a run's numbers (up to a non-finite update): a resumed run may differ in them.
 RUN_ONLY = ("checkpoint_every", "on_nonfinite", "compile")
@@ -60,7 +64,7 @@ RUN_ONLY = ("checkpoint_every", "on_nonfinite", "compile")
 # holding one at this value hashes as it did before the field existed (``identity`` leaves it out).
 ADDED_LATER = {"compile": False, "weight_init": "torch", "adam_eps": 1e-8, "validation": False,
                "critic_layer_norm": False, "critic_init": "uniform", "critic_optimizer": "adam", "td_dones": "window",
-               "time_limit": "terminal", "guards": False}
+               "time_limit": "terminal", "guards": False, "actor_layer_norm": False, "action_squash": "none", "obs_norm": False}
 
 
 def _f(default, help: str, **kw):
@@ -108,7 +112,9 @@ class TrainConfig:
                           "glorot: Keras' default, W ~ U(±√(6/(fan_in+fan_out))), b = 0, as the published TensorFlow code)")
     policy: str = _f("deterministic", "policy: 'deterministic' or 'gaussian' (a = μ(o) + σ·ε, learned state-independent σ, "
                      "reparameterised noise; evaluated at its mean)")
-    init_std: float = _f(0.5, "policy=gaussian: initial σ")
+    init_std: float = _f(0.5, "policy=gaussian: initial σ (shac: e^-1, the published log σ = −1)")
+    actor_layer_norm: bool = _f(False, "a LayerNorm (learned scale and offset) after each hidden activation of the policy "
+                                "(as the published SHAC actor)")
     # -- the optimizer ----------------------------------------------------------------------------
     optimizer: str = _f("adam", f"optimizer: {' | '.join(OPTIMIZERS)}")
     lr: float = _f(1e-3, "learning rate (peak of the schedule)")
@@ -143,6 +149,11 @@ class TrainConfig:
     time_limit: str = _f("terminal", f"shac: an episode's end at the time limit (horizon): {' | '.join(TIME_LIMITS)} "
                          "(bootstrap: the actor's window and the critic's targets end in the target critic's V, as "
                          "published; terminal: in the task's terminal cost)")
+    action_squash: str = _f("none", f"shac: how the actor's actions are bounded before the simulator's step and cost: "
+                            f"{' | '.join(ACTION_SQUASHES)} (tanh: a → tanh(a), as published; clip: a → clip(a, −1, 1), "
+                            "zero gradient outside; none: unbounded; evaluation bounds them the same way)")
+    obs_norm: bool = _f(False, "shac: normalise observations by a running mean and std of those the actor's windows saw, "
+                        "frozen inside each window (actor and critic), as published; evaluation uses the current ones")
     guards: bool = _f(False, "shac: stop the run when the target critic's |V| or the actor's gradient norm (before "
                       "clipping) exceeds 1e6, as published (a NaN still follows --on-nonfinite)")
     # -- a learned world model in the chain --------------------------------------------------------
@@ -182,6 +193,7 @@ class TrainConfig:
         _choice("critic_optimizer", self.critic_optimizer, CRITIC_OPTIMIZERS)
         _choice("td_dones", self.td_dones, TD_DONES)
         _choice("time_limit", self.time_limit, TIME_LIMITS)
+        _choice("action_squash", self.action_squash, ACTION_SQUASHES)
         if self.backend not in ("jax", "torch"):
             raise ValueError(f"unknown backend {self.backend!r}; choose one of ('jax', 'torch')")
         if not isinstance(self.compile, bool):
@@ -217,9 +229,10 @@ class TrainConfig:
         _number("target_alpha", self.target_alpha, low=0.0, high=1.0)
         _number("model_lr", self.model_lr, low=0.0, strict=True)
         _number("init_std", self.init_std, low=0.0, strict=True)
-        if self.policy == "gaussian" and self.algo != "bptt":
-            raise ValueError(f"policy='gaussian' trains with algo='bptt'; the {self.algo} actor is deterministic here "
-                             "(use --policy deterministic, or --algo bptt)")
+        if self.algo == "bptt" and (self.action_squash != "none" or self.obs_norm):
+            given = "action_squash=" + repr(self.action_squash) if self.action_squash != "none" else "obs_norm=True"
+            raise ValueError(f"{given} is SHAC's (algo='shac'); BPTT steps the simulator with the policy's own actions and "
+                             "observations: use --algo shac, or --action-squash none --no-obs-norm")
         if self.world_model and self.model_transitions < self.model_batch:
             raise ValueError(f"model_transitions ({self.model_transitions}) is smaller than model_batch ({self.model_batch}); raise it")
         if self.algo == "shac":

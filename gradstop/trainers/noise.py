@@ -8,7 +8,8 @@ the whole window of noise (drawn in NumPy, the same for both frameworks) in the 
     step(X_t, a) = [g(x_t, a), ε_{t+1}, …, 0]          costs: the simulator's, on x
 
 No action reaches the noise, so it adds nothing to ∇θ; the rollout (native or fused, JAX or
-torch) needs no noise argument. The cost is H·action_dim extra state entries per environment.
+torch) needs no noise argument. The cost is H·action_dim extra state entries per environment. A
+pytree state (Brax; SHAC's window of one) becomes the pair (x, table).
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ class Noisy:
         self.backend, self.name, self.dt = sim.backend, f"noisy({sim.name})", sim.dt
         self.action_dim = sim.action_dim
         self.obs_dim = sim.obs_dim + sim.action_dim
-        self.state_dim = sim.state_dim + horizon * sim.action_dim
+        self.pytree_state = getattr(sim, "pytree_state", False)
+        if not self.pytree_state:
+            self.state_dim = sim.state_dim + horizon * sim.action_dim
 
     @property
     def ops(self):
@@ -32,15 +35,24 @@ class Noisy:
 
     def wrap(self, x, eps):
         """States [x, ε_0 … ε_{H−1}] from x (B, n) and noise eps (B, H, action_dim)."""
-        return self.ops.concat([x, eps.reshape(eps.shape[0], -1)], -1)
+        table = eps.reshape(eps.shape[0], -1)
+        return (x, table) if self.pytree_state else self.ops.concat([x, table], -1)
 
     def _split(self, X):
+        if self.pytree_state:
+            return X
         n = self.sim.state_dim
         return X[..., :n], X[..., n:]
+
+    def inner(self, X):
+        """The wrapped simulator's states out of these (any leading axes)."""
+        return self._split(X)[0]
 
     def step(self, X, a):
         x, table = self._split(X)
         shifted = self.ops.concat([table[..., self.action_dim:], table[..., : self.action_dim] * 0], -1)
+        if self.pytree_state:
+            return (self.sim.step(x, a), shifted)
         return self.ops.concat([self.sim.step(x, a), shifted], -1)
 
     def obs(self, X):

@@ -19,6 +19,12 @@ inside it only at its end.
 :func:`td_lambda` is SHAC's TD(λ) recursion for the critic's targets (cost-to-go here), with the
 published code's per-step dones. :func:`critic_weights` are the critic's initial weights, and
 :func:`check_guards` the published code's divergence checks (|V| or the actor's gradient norm > 1e6).
+
+:class:`Task` is the simulator as the published actor acts on it and sees it: its actions bounded before
+the step (``action_squash``: tanh, as ``algorithms/shac.py`` steps the env with ``tanh(actions)``) and its
+observations normalised by a running mean and variance (``obs_norm``), frozen over each window
+(:func:`rms_init`, :func:`rms_update`: the published ``RunningMeanStd``). A Gaussian actor's noise rides in
+the window's state (``gradstop.trainers.noise.Noisy`` around the :class:`Window`).
 """
 
 from __future__ import annotations
@@ -30,9 +36,97 @@ import numpy as np
 from gradstop import _policy
 from gradstop.trainers.run import NonFiniteError
 
-__all__ = ["Window", "td_lambda", "alive", "critic_weights", "check_guards", "GuardError", "GUARD_LIMIT"]
+__all__ = ["Window", "Task", "make_task", "rms_init", "rms_update", "td_lambda", "alive", "critic_weights", "check_guards",
+           "GuardError", "GUARD_LIMIT"]
 
 GUARD_LIMIT = 1e6  # the published SHAC stops where |V| or the actor's gradient norm passes this (algorithms/shac.py)
+RMS_COUNT0 = 1e-4  # the published RunningMeanStd starts at mean 0, variance 1, with this weight (utils/running_mean_std.py)
+RMS_EPS = 1e-5  # ... and normalises by sqrt(var + this)
+
+
+class Task:
+    """``sim`` as SHAC's actor acts on it and sees it: actions bounded before the step and the cost, observations
+    normalised by frozen statistics. Everything else is ``sim``'s.
+
+    Args:
+      sim: a simulator.
+      squash: ``"tanh"``: a -> tanh(a) (the published code steps its env with ``tanh(actions)``, algorithms/shac.py,
+        and the env clips that to [−1, 1], which changes nothing); ``"clip"``: a -> clip(a, −1, 1), zero gradient
+        outside (``jnp.clip``, ``torch.clamp``); ``"none"``: a.
+      stats: ``(mean, var)`` of the observations, or None: ``obs(x) = (o − mean) / sqrt(var + 1e-5)``.
+    """
+
+    OPTIONAL = ("terminated", "success", "reward", "init_bounds")  # state-only: passed on as they are
+
+    def __init__(self, sim, squash: str = "none", stats=None):
+        if squash not in ("tanh", "clip", "none"):
+            raise ValueError(f"unknown action_squash {squash!r}; choose one of tanh, clip, none")
+        self.sim, self.squash, self.stats = sim, squash, stats
+        self.backend, self.name, self.dt = sim.backend, sim.name, sim.dt
+        self.obs_dim, self.action_dim = sim.obs_dim, sim.action_dim
+        self.pytree_state = getattr(sim, "pytree_state", False)
+        if not self.pytree_state:
+            self.state_dim = sim.state_dim
+        for name in self.OPTIONAL:
+            if hasattr(sim, name):
+                setattr(self, name, getattr(sim, name))
+
+    @property
+    def ops(self):
+        return self.sim.ops
+
+    def bound(self, a):
+        """The action the simulator receives."""
+        if self.squash == "tanh":
+            return self.ops.xp.tanh(a)
+        if self.squash == "clip":
+            return self.ops.clip(a, -1.0, 1.0)
+        return a
+
+    def step(self, x, a):
+        return self.sim.step(x, self.bound(a))
+
+    def cost(self, x_next, a):
+        return self.sim.cost(x_next, self.bound(a))
+
+    def obs(self, x):
+        o = self.sim.obs(x)
+        if self.stats is None:
+            return o
+        mean, var = self.stats
+        return (o - mean) / self.ops.xp.sqrt(var + RMS_EPS)
+
+    def terminal_cost(self, x):
+        return self.sim.terminal_cost(x)
+
+    def reset(self, key=None, batch: int = 1, dtype=None):
+        return self.sim.reset(key, batch, dtype=dtype)
+
+
+def make_task(sim, config, stats=None):
+    """``sim`` as the config's actor acts on it (:class:`Task`); ``sim`` itself where nothing changes."""
+    if config.action_squash == "none" and stats is None:
+        return sim
+    return Task(sim, config.action_squash, stats)
+
+
+def rms_init(obs_dim: int, zeros):
+    """The running statistics' start ``(mean, var, count)``: 0, 1 and ``RMS_COUNT0``; ``zeros(shape)`` makes arrays."""
+    return zeros((obs_dim,)), zeros((obs_dim,)) + 1.0, zeros(()) + RMS_COUNT0
+
+
+def rms_update(rms, samples):
+    """``(mean, var, count)`` after ``samples`` (N, obs_dim): the parallel rule of Chan et al. (1979), as the published
+    ``RunningMeanStd.update`` (biased batch variance). The result is the mean and variance of every sample seen, with
+    the start counted as ``count`` samples of mean 0 and variance 1."""
+    mean, var, count = rms
+    n = samples.shape[0]
+    batch_mean = samples.mean(0)
+    batch_var = ((samples - batch_mean) ** 2).mean(0)
+    delta = batch_mean - mean
+    total = count + n
+    m2 = var * count + batch_var * n + delta ** 2 * (count * n / total)
+    return mean + delta * (n / total), m2 / total, total
 
 
 class Window:

@@ -32,16 +32,18 @@ FRAMEWORK = "jax"
 
 
 def make_policy(config, sim):
-    """The config's MLP policy, initialised from its seed with ``_policy.init_weights`` (the same in both frameworks)."""
+    """The config's MLP policy (``actor_layer_norm``: LayerNorms), initialised from its seed with
+    ``_policy.initial_policy_weights`` (the same in both frameworks)."""
     dtype = jnp.float64 if config.dtype == "float64" else jnp.float32
     if config.dtype == "float64" and not jax.config.jax_enable_x64:
         raise ValueError("dtype='float64' needs JAX's 64-bit mode: call jax.config.update('jax_enable_x64', True) "
                          "before building arrays (the gradstop CLI does this for --dtype float64)")
     if config.policy == "gaussian":
         policy = gaussian(config.seed, sim.obs_dim, sim.action_dim, hidden=config.hidden, activation=config.activation,
-                          dtype=dtype, init_std=config.init_std)
+                          dtype=dtype, init_std=config.init_std, layer_norm=config.actor_layer_norm)
     else:
-        policy = mlp(config.seed, sim.obs_dim, sim.action_dim, hidden=config.hidden, activation=config.activation, dtype=dtype)
+        policy = mlp(config.seed, sim.obs_dim, sim.action_dim, hidden=config.hidden, activation=config.activation, dtype=dtype,
+                     layer_norm=config.actor_layer_norm)
     return set_weights(policy, _policy.initial_policy_weights(config, sim))
 
 

@@ -8,7 +8,12 @@ Each update (one window of h steps from the B environments' current states):
    ``critic_iterations`` passes of ``critic_minibatches`` optimizer steps (its learning rate follows
    the actor's schedule, scaled to ``critic_lr``), then the target critic moves: α·target + (1−α)·critic;
 3. the environments continue from x_h; those whose episode ended (``horizon`` steps) or whose state
-   is non-finite restart from the update's fresh initial states.
+   is non-finite restart from the update's fresh initial states;
+4. with ``obs_norm`` the running mean and variance take the window's observations (x_0 … x_{h−1} and the
+   environments' next states), as published; the window itself saw them frozen at its start.
+
+The actor acts on ``gradstop.trainers.shac.Task`` (its actions bounded, its observations normalised); a
+Gaussian actor reads its noise (``Data.noise``, drawn in NumPy) from the window's state.
 
 With ``guards`` the epoch's metrics are checked after it (``gradstop.trainers.shac.check_guards``).
 """
@@ -32,7 +37,8 @@ from gradstop.jax.policy import get_weights, mlp, set_weights
 from gradstop.rollout import rollout
 from gradstop.trainers.jax import checkpoint, optim
 from gradstop.trainers.jax.bptt import as_states, make_evaluate, make_policy
-from gradstop.trainers.shac import Window, alive, check_guards, critic_weights, td_lambda
+from gradstop.trainers.noise import Noisy
+from gradstop.trainers.shac import Window, alive, check_guards, critic_weights, make_task, rms_init, rms_update, td_lambda
 
 __all__ = ["SHAC", "make_critic"]
 
@@ -63,8 +69,11 @@ def critic_optimizer(config) -> optax.GradientTransformation:
     return optax.inject_hyperparams(optax.sgd)(learning_rate=lr, momentum=config.momentum or None)
 
 
-def window_states(states, sim):
-    """The environments' states x out of window states (flat [x, d, e] or the tuple (x, d, e))."""
+def window_states(states, sim, noisy: bool = False):
+    """The environments' states x out of window states (flat [x, d, e] or the tuple (x, d, e); ``noisy``: a Gaussian
+    actor's, whose noise follows them: flat [x, d, e, ε…] or ((x, d, e), ε…))."""
+    if noisy and isinstance(states, tuple):
+        states = states[0]
     return states[0] if isinstance(states, tuple) else states[..., : sim.state_dim]
 
 
@@ -96,6 +105,8 @@ class SHAC:
         self.state = dict(actor=self.params, actor_opt=self.actor_tx.init(self.params), critic=critic,
                           critic_opt=self.critic_tx.init(critic), target=critic, applied=jnp.zeros((), jnp.int32),
                           envs=start, steps=jnp.zeros(config.batch, jnp.int32))
+        if config.obs_norm:  # the running (mean, var, count) of the observations, as published (utils/running_mean_std.py)
+            self.state["rms"] = rms_init(sim.obs_dim, lambda shape: jnp.zeros(shape, self.dtype))
         self._epoch = jax.jit(self._make_epoch())
         self._evaluate = jax.jit(self.evaluate_fn())
 
@@ -121,15 +132,37 @@ class SHAC:
         return lambda carry, inputs: epoch(carry, *inputs)
 
     def evaluate_fn(self):
-        return make_evaluate(self.config, self.sim, self.static)
+        """``f(actor_of(carry), x0)``: the policy at its mean (a Gaussian's) on the true sim, its actions bounded and
+        (``obs_norm``) its observations normalised by the current statistics."""
+        config, static = self.config, self.static
+        if not config.obs_norm:
+            return make_evaluate(config, make_task(self.sim, config), static)
 
-    @staticmethod
-    def actor_of(carry):
-        return carry["actor"]
+        def evaluate(actor_rms, x0):
+            actor, rms = actor_rms
+            return make_evaluate(config, make_task(self.sim, config, rms[:2]), static)(actor, x0)
+
+        return evaluate
+
+    def actor_of(self, carry):
+        return (carry["actor"], carry["rms"]) if self.config.obs_norm else carry["actor"]
 
     def value_fn(self, critic):
         model = eqx.combine(critic, self.critic_static)
         return lambda obs: model(obs)[..., 0]
+
+    def _window(self, state, noise):
+        """The update's actor window: (the sim its rollout runs, its initial states, the task, the episode-end mask)."""
+        config = self.config
+        stats = state["rms"][:2] if config.obs_norm else None  # frozen over the window (the published deepcopy)
+        task = make_task(self.train_sim, config, stats)
+        window = Window(task, self.value_fn(state["target"]), config.gamma, config.window, config.time_limit)
+        ends = (state["steps"] + config.window >= config.horizon).astype(self.dtype)
+        X0 = window.wrap(state["envs"], ends)
+        if config.policy == "gaussian":  # a = μ + σ·ε with the run's own ε (Data.noise) riding in the state
+            noisy = Noisy(window, config.window)
+            return noisy, noisy.wrap(X0, noise), task, ends
+        return window, X0, task, ends
 
     def _actor_step(self, state, window, X0):
         """The actor's loss, gradient (and cosine), clipped and applied; also the window's rollout."""
@@ -157,10 +190,12 @@ class SHAC:
         actor = optax.apply_updates(state["actor"], updates)
         return dict(state, actor=actor, actor_opt=actor_opt), jax.lax.stop_gradient(out), metrics
 
-    def _targets(self, target, out, ends):
-        """The critic's data from the window's rollout: (observations, TD(λ) targets, the guard's max |V|)."""
-        config, sim = self.config, self.train_sim
-        xs = window_states(out.states, sim)  # (h+1, B, ...)
+    def _targets(self, target, out, ends, task=None):
+        """The critic's data from the window's rollout: (observations, TD(λ) targets, the guard's max |V|). ``task``:
+        the window's (bounded actions, frozen normalisation); None: the config's without normalisation."""
+        config = self.config
+        sim = make_task(self.train_sim, config) if task is None else task
+        xs = window_states(out.states, sim, config.policy == "gaussian")  # (h+1, B, ...)
         after = jax.tree.map(lambda v: v[1:], xs)
         costs = sim.cost(after, out.actions)  # undiscounted c(x_{i+1}, a_i)
         v_next = self.value_fn(target)(sim.obs(after))
@@ -177,10 +212,10 @@ class SHAC:
         obs = sim.obs(jax.tree.map(lambda v: v[:-1], xs)).reshape(-1, sim.obs_dim)
         return obs, targets.reshape(-1), value_max
 
-    def _critic_fit(self, state, out, ends, orders):
+    def _critic_fit(self, state, out, ends, orders, task=None):
         """TD(λ) targets from the window's rollout, then the critic's passes and the target's Polyak step."""
         config = self.config
-        obs, targets, value_max = self._targets(state["target"], out, ends)
+        obs, targets, value_max = self._targets(state["target"], out, ends, task)
 
         def mse(critic, idx):
             return jnp.mean((self.value_fn(critic)(obs[idx]) - targets[idx]) ** 2)
@@ -209,37 +244,42 @@ class SHAC:
         skip = config.on_nonfinite == "skip"
 
         def one_update(state, inputs):
-            resets, orders = inputs
-            window = Window(sim, self.value_fn(state["target"]), config.gamma, config.window, config.time_limit)
-            ends = (state["steps"] + config.window >= config.horizon).astype(self.dtype)
-            new, out, metrics = self._actor_step(state, window, window.wrap(state["envs"], ends))
-            new, critic_loss, value_max = self._critic_fit(new, out, ends, orders)
+            resets, orders, noise = inputs
+            actor_sim, X0, task, ends = self._window(state, noise)
+            new, out, metrics = self._actor_step(state, actor_sim, X0)
+            new, critic_loss, value_max = self._critic_fit(new, out, ends, orders, task)
             new = dict(new, applied=state["applied"] + 1)
-            if skip:  # keep every learner's state where the actor's update is non-finite
-                learners = ("actor", "actor_opt", "critic", "critic_opt", "target", "applied")
-                new.update({k: jax.tree.map(lambda a, b: jnp.where(metrics["finite"], a, b), new[k], state[k]) for k in learners})
-            x_h = jax.tree.map(lambda v: v[-1], window_states(out.states, sim))
+            xs = window_states(out.states, sim, config.policy == "gaussian")
+            x_h = jax.tree.map(lambda v: v[-1], xs)
             steps = state["steps"] + config.window
             done = (steps >= config.horizon) | ~finite_rows(x_h, 1) | (alive(sim, x_h) == 0)
             new["envs"] = jax.tree.map(lambda r, x: jnp.where(done.reshape(done.shape + (1,) * (x.ndim - 1)), r, x), resets, x_h)
             new["steps"] = jnp.where(done, 0, steps)
+            if config.obs_norm:  # the observations the published code feeds its RunningMeanStd: x_0 … x_{h−1}, next envs
+                seen = sim.obs(jax.tree.map(lambda v: v[:-1], xs)).reshape(-1, sim.obs_dim)
+                new["rms"] = rms_update(state["rms"], jnp.concatenate([seen, sim.obs(new["envs"])]))
+            if skip:  # keep every learner's state where the actor's update is non-finite
+                learners = ("actor", "actor_opt", "critic", "critic_opt", "target", "applied") + (("rms",) if config.obs_norm else ())
+                new.update({k: jax.tree.map(lambda a, b: jnp.where(metrics["finite"], a, b), new[k], state[k]) for k in learners})
             return new, dict(metrics, critic_loss=critic_loss, value_max=value_max)
 
-        def epoch(state, resets, orders):
-            return jax.lax.scan(one_update, state, (resets, orders))
+        def epoch(state, resets, orders, noise=None):
+            return jax.lax.scan(one_update, state, (resets, orders, noise))
 
         return epoch
 
     def inputs(self, data, epoch):
-        n = self.config.window * self.config.batch
+        config = self.config
+        n = config.window * config.batch
+        noise = jnp.asarray(data.noise(epoch, config.window), self.dtype) if config.policy == "gaussian" else None
         return (as_states(data.epoch(epoch), self.dtype),
-                jnp.asarray(data.critic_order(epoch, self.config.critic_iterations, n), jnp.int32))
+                jnp.asarray(data.critic_order(epoch, config.critic_iterations, n), jnp.int32), noise)
 
     # -- the steps the run loop calls -------------------------------------------------------------
     def compile(self, data, epoch: int) -> float:
         tick = time.perf_counter()
         self._epoch = self._epoch.lower(self.state, *self.inputs(data, epoch)).compile()
-        self._evaluate = self._evaluate.lower(self.state["actor"], as_states(data.test, self.dtype)).compile()
+        self._evaluate = self._evaluate.lower(self.actor_of(self.state), as_states(data.test, self.dtype)).compile()
         return time.perf_counter() - tick
 
     def run_epoch(self, data, epoch: int) -> dict[str, np.ndarray]:
@@ -253,17 +293,18 @@ class SHAC:
         """Where update ``index`` of ``epoch`` first went non-finite: the epoch is replayed from its start up to
         that update, whose actor window ``gradstop.diagnose`` then traces (``gradstop.diagnose.explain``)."""
         config, state = self.config, self._epoch_start
+        inputs = self.inputs(data, epoch)
         if index:
-            head = jax.tree.map(lambda v: v[:index], self.inputs(data, epoch))
+            head = jax.tree.map(lambda v: v[:index], inputs)
             state, _ = jax.jit(self._make_epoch())(state, *head)
-        window = Window(self.train_sim, self.value_fn(state["target"]), config.gamma, config.window, config.time_limit)
-        ends = (state["steps"] + config.window >= config.horizon).astype(self.dtype)
-        found = diagnose(eqx.combine(state["actor"], self.static), window, flows=[config.flow], horizon=config.window,
-                         x0=window.wrap(state["envs"], ends), memory=config.memory, contributions=False)
+        noise = None if inputs[2] is None else inputs[2][index]
+        actor_sim, X0, _, _ = self._window(state, noise)
+        found = diagnose(eqx.combine(state["actor"], self.static), actor_sim, flows=[config.flow], horizon=config.window,
+                         x0=X0, memory=config.memory, contributions=False)
         return "in the actor's window, " + explain(found, parse_flow(config.flow).name)
 
     def evaluate(self, x0: np.ndarray) -> dict[str, float]:
-        loss, success, reward = self._evaluate(self.state["actor"], as_states(x0, self.dtype))
+        loss, success, reward = self._evaluate(self.actor_of(self.state), as_states(x0, self.dtype))
         return {"test_loss": float(loss), "test_success": float(success), "test_reward": float(reward)}
 
     def weights(self) -> list[np.ndarray]:

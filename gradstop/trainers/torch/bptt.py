@@ -28,13 +28,15 @@ FRAMEWORK = "torch"
 
 
 def make_policy(config, sim):
-    """The config's MLP policy, initialised from its seed with ``_policy.init_weights`` (the same in both frameworks)."""
+    """The config's MLP policy (``actor_layer_norm``: LayerNorms), initialised from its seed with
+    ``_policy.initial_policy_weights`` (the same in both frameworks)."""
     dtype = torch.float64 if config.dtype == "float64" else torch.float32
     if config.policy == "gaussian":
         policy = gaussian(sim.obs_dim, sim.action_dim, hidden=config.hidden, activation=config.activation, dtype=dtype,
-                          seed=config.seed, init_std=config.init_std)
+                          seed=config.seed, init_std=config.init_std, layer_norm=config.actor_layer_norm)
     else:
-        policy = mlp(sim.obs_dim, sim.action_dim, hidden=config.hidden, activation=config.activation, dtype=dtype, seed=config.seed)
+        policy = mlp(sim.obs_dim, sim.action_dim, hidden=config.hidden, activation=config.activation, dtype=dtype, seed=config.seed,
+                     layer_norm=config.actor_layer_norm)
     return set_weights(policy, _policy.initial_policy_weights(config, sim))
 
 

@@ -13,9 +13,10 @@ from gradstop.gradients import gradients
 from gradstop.rollout import rollout
 from gradstop.torch.policy import mlp, set_weights
 from gradstop.trainers.schedule import lr_at
-from gradstop.trainers.shac import Window, alive, check_guards, critic_weights, td_lambda
+from gradstop.trainers.noise import Noisy
+from gradstop.trainers.shac import Window, alive, check_guards, critic_weights, make_task, rms_init, rms_update, td_lambda
 from gradstop.trainers.torch import checkpoint, optim
-from gradstop.trainers.torch.bptt import BPTT
+from gradstop.trainers.torch.bptt import BPTT, evaluate
 
 __all__ = ["SHAC", "make_critic"]
 
@@ -50,6 +51,9 @@ class SHAC(BPTT):
         self.critic_opt = critic_optimizer(config, self.critic.parameters())
         self.envs = torch.as_tensor(Data.from_config(sim, config).start(), dtype=self.dtype)
         self.steps = torch.zeros(self.envs.shape[0], dtype=torch.int64)
+        self.noisy = None  # a Gaussian actor's noise rides in each window's state (see _window), not over the horizon
+        # the running (mean, var, count) of the observations, as published (utils/running_mean_std.py)
+        self.rms = rms_init(sim.obs_dim, lambda shape: torch.zeros(shape, dtype=self.dtype)) if config.obs_norm else None
 
     @property
     def env_steps_per_update(self) -> int:
@@ -57,6 +61,19 @@ class SHAC(BPTT):
 
     def _value(self, obs):
         return self.target(obs)[..., 0]
+
+    def _window(self, noise):
+        """The update's actor window: (the sim its rollout runs, its initial states, the task, the episode-end mask)."""
+        config = self.config
+        stats = (self.rms[0].clone(), self.rms[1].clone()) if self.rms is not None else None  # frozen over the window
+        task = make_task(self.train_sim, config, stats)
+        window = Window(task, self._value, config.gamma, config.window, config.time_limit)
+        ends = (self.steps + config.window >= config.horizon).to(self.dtype)
+        X0 = window.wrap(self.envs, ends)
+        if config.policy == "gaussian":  # a = μ + σ·ε with the run's own ε (Data.noise) riding in the state
+            noisy = Noisy(window, config.window)
+            return noisy, noisy.wrap(X0, noise), task, ends
+        return window, X0, task, ends
 
     def _actor_step(self, window, X0):
         """Fill ``.grad`` with the flow's direction over the window; (loss, cos, the window's detached rollout)."""
@@ -75,9 +92,11 @@ class SHAC(BPTT):
         return float(out.loss.detach()), float("nan"), out
 
     @torch.no_grad()
-    def _targets(self, out, ends):
-        """The critic's data from the window's rollout: (observations, TD(λ) targets, the guard's max |V|)."""
-        config, sim = self.config, self.train_sim
+    def _targets(self, out, ends, task=None):
+        """The critic's data from the window's rollout: (observations, TD(λ) targets, the guard's max |V|). ``task``:
+        the window's (bounded actions, frozen normalisation); None: the config's without normalisation."""
+        config = self.config
+        sim = make_task(self.train_sim, config) if task is None else task
         xs = out.states.detach()[..., : sim.state_dim]
         costs = sim.cost(xs[1:], out.actions.detach())
         v_next = self._value(sim.obs(xs[1:]))
@@ -120,15 +139,14 @@ class SHAC(BPTT):
         config, sim, rows = self.config, self.train_sim, []
         resets = torch.as_tensor(data.epoch(epoch), dtype=self.dtype)
         orders = data.critic_order(epoch, config.critic_iterations, config.window * config.batch)
+        noises = torch.as_tensor(data.noise(epoch, config.window), dtype=self.dtype) if config.policy == "gaussian" else None
         for u in range(resets.shape[0]):
-            window = Window(sim, self._value, config.gamma, config.window, config.time_limit)
-            ends = (self.steps + config.window >= config.horizon).to(self.dtype)
-            X0 = window.wrap(self.envs, ends)
-            self._window = (window, X0)  # for locate_nonfinite
-            loss, cos, out = self._actor_step(window, X0)
+            actor_sim, X0, task, ends = self._window(None if noises is None else noises[u])
+            self._last_window = (actor_sim, X0)  # for locate_nonfinite
+            loss, cos, out = self._actor_step(actor_sim, X0)
             norm = float(optim.global_norm(self.params))
             finite = bool(np.isfinite(loss) and np.isfinite(norm))
-            obs, targets, value_max = self._targets(out, ends)
+            obs, targets, value_max = self._targets(out, ends, task)
             optim.clip(config, self.params)
             row = dict(loss=loss, grad_norm=norm, grad_norm_clipped=float(optim.global_norm(self.params)), cos_input_none=cos,
                        lr=self.sched.get_last_lr()[0], finite=finite, critic_loss=float("nan"), value_max=value_max)
@@ -142,29 +160,42 @@ class SHAC(BPTT):
             elif config.on_nonfinite == "stop":
                 break
             with torch.no_grad():  # the environments go on (or restart) whether or not the update was applied
-                x_h = out.states[-1][..., : sim.state_dim].detach()
+                xs = out.states.detach()[..., : sim.state_dim]
+                x_h = xs[-1]
                 self.steps = self.steps + config.window
                 done = (self.steps >= config.horizon) | ~torch.isfinite(x_h).all(-1) | (alive(sim, x_h) == 0)
                 self.envs = torch.where(done[:, None], resets[u], x_h)
                 self.steps = torch.where(done, torch.zeros_like(self.steps), self.steps)
+                if self.rms is not None and finite:  # the published RunningMeanStd's samples: x_0 … x_{h−1}, next envs
+                    seen = sim.obs(xs[:-1]).reshape(-1, sim.obs_dim)
+                    self.rms = rms_update(self.rms, torch.cat([seen, sim.obs(self.envs)]))
         return {k: np.asarray([r[k] for r in rows]) for k in rows[0]}
 
     def locate_nonfinite(self, data, epoch: int, index: int) -> str:
         """Where the last epoch's failing update first went non-finite: the epoch stopped there without applying
         it, so the actor and critics are that update's; ``gradstop.diagnose`` traces its window."""
-        window, X0 = self._window
+        window, X0 = self._last_window
         found = diagnose(self.policy, window, flows=[self.flow], horizon=self.config.window, x0=X0,
                          memory=self.config.memory, contributions=False)
         return "in the actor's window, " + explain(found, self.flow.name)
 
+    def evaluate(self, x0: np.ndarray) -> dict[str, float]:
+        """The policy at its mean (a Gaussian's) on the true sim, its actions bounded and (``obs_norm``) its observations
+        normalised by the current statistics."""
+        stats = self.rms[:2] if self.rms is not None else None
+        return evaluate(self.config, make_task(self.sim, self.config, stats), self.policy, x0)
+
     # -- checkpoints ------------------------------------------------------------------------------
     def state(self) -> dict:
+        extra = {"obs_rms": list(self.rms)} if self.rms is not None else {}
         return {**super().state(), "critic": self.critic.state_dict(), "target": self.target.state_dict(),
-                "critic_optimizer": self.critic_opt.state_dict(), "envs": self.envs, "steps": self.steps}
+                "critic_optimizer": self.critic_opt.state_dict(), "envs": self.envs, "steps": self.steps, **extra}
 
     def load_state(self, data: bytes) -> dict:
         state = super().load_state(data)
         checkpoint.load_modules(state, critic=self.critic, target=self.target)
         self.critic_opt.load_state_dict(state["critic_optimizer"])
         self.envs, self.steps = state["envs"], state["steps"]
+        if self.rms is not None:
+            self.rms = tuple(state["obs_rms"])
         return state
