@@ -13,18 +13,23 @@ __all__ = ["FLOW_COLORS", "flow_color", "plot_curves", "plot_lines", "save_figur
 
 # One colour per flow base, the same in every figure gradstop draws (matplotlib's tab10).
 FLOW_COLORS = {"none": "tab:blue", "input": "tab:orange", "state": "tab:green", "all": "tab:red",
-               "combined": "tab:purple", "directional": "tab:brown", "decay": "tab:pink", "truncate": "tab:olive"}
+               "combined": "tab:purple", "directional": "tab:brown", "decay": "tab:pink", "truncate": "tab:olive",
+               "zero": "tab:cyan", "alpha": "black", "alpha:auto": "tab:gray"}
 
 
 def flow_color(name: str) -> str:
     """The colour of a flow in every figure: by its base (``input+truncate:32`` is input's), a modifier-only
-    flow (``decay:0.9``, ``truncate:16``) by its modifier; anything else tab:gray."""
+    flow (``decay:0.9``, ``truncate:16``) by its modifier, a zeroth-/α-order flow by its kind (``zero``, a fixed
+    ``alpha:α``, ``alpha:auto``); anything else tab:gray."""
     from gradstop.flows import parse_flow
 
     try:
         flow = parse_flow(name)
     except ValueError:
         return "tab:gray"
+    if flow.mixing is not None:
+        kind = "alpha:auto" if flow.mixing.auto else "zero" if flow.mixing.alpha == 0.0 else "alpha"
+        return FLOW_COLORS[kind]
     if flow.base == "none" and flow.decay != 1.0:
         return FLOW_COLORS["decay"]
     if flow.base == "none" and flow.truncate is not None:
