@@ -289,6 +289,7 @@ def test_the_committed_gallery_is_current():
         pytest.skip(f"sweep-backed figures in docs/gallery drawn from part of their runs, to be finished: {partial}")
 
 
+@pytest.mark.slow
 def test_alpha_order_quick_writes_its_tables_with_alpha_and_budgets(tmp_path):
     import csv
 

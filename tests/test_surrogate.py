@@ -26,8 +26,13 @@ def _same(backend, **params):
     return sims.make("pointmass", backend=backend, **{**SIM, **params})
 
 
-sims.register("test-pointmass-heavy", _heavy, replace=True)
-sims.register("test-pointmass-same", _same, replace=True)
+@pytest.fixture(autouse=True)
+def surrogates(monkeypatch):
+    """The two surrogates, registered in a copy of the registry that each test gets and drops (other tests, e.g.
+    the help text's list of simulators, never see them)."""
+    monkeypatch.setattr(sims, "_REGISTRY", dict(sims._REGISTRY))
+    sims.register("test-pointmass-heavy", _heavy)
+    sims.register("test-pointmass-same", _same)
 
 
 def _gradient(backend, flow, impl="native", horizon=6):
