@@ -559,3 +559,13 @@ def test_jax_and_torch_take_the_same_steps_with_the_published_actor_in_float64()
         stats.append(np.concatenate([np.ravel(to_np(a)) for a in rms] + [program.weights()[-1]]))
     np.testing.assert_allclose(runs[0], runs[1], rtol=1e-10)
     np.testing.assert_allclose(stats[0], stats[1], rtol=1e-10)
+
+
+def test_the_noisy_window_resets_with_zero_noise_for_the_rollouts_structure_check():
+    """A rollout checks a pytree x0 (Brax) against ``sim.reset(0, 1)``: the Gaussian actor's Noisy sim resets too."""
+    import sims
+    from gradstop.trainers.noise import Noisy
+
+    noisy = Noisy(sims.make("pointmass", backend="numpy"), horizon=3)
+    X = noisy.reset(np.random.default_rng(0), 2)
+    assert X.shape == (2, noisy.state_dim) and not X[:, noisy.sim.state_dim:].any()

@@ -44,6 +44,12 @@ class Noisy:
         n = self.sim.state_dim
         return X[..., :n], X[..., n:]
 
+    def reset(self, key=None, batch: int = 1, dtype=None):
+        """States of fresh initial states with zero noise (the rollout reads their structure to check x0)."""
+        x = self.sim.reset(key, batch, dtype=dtype)
+        zeros = self.ops.xp.zeros((batch, self.horizon, self.action_dim), dtype=dtype)
+        return self.wrap(x, zeros)
+
     def inner(self, X):
         """The wrapped simulator's states out of these (any leading axes)."""
         return self._split(X)[0]

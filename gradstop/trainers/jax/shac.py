@@ -257,7 +257,8 @@ class SHAC:
             new["steps"] = jnp.where(done, 0, steps)
             if config.obs_norm:  # the observations the published code feeds its RunningMeanStd: x_0 … x_{h−1}, next envs
                 seen = sim.obs(jax.tree.map(lambda v: v[:-1], xs)).reshape(-1, sim.obs_dim)
-                new["rms"] = rms_update(state["rms"], jnp.concatenate([seen, sim.obs(new["envs"])]))
+                new["rms"] = rms_update(state["rms"],  # in the statistics' dtype (a Brax obs may come in float64)
+                                        jnp.concatenate([seen, sim.obs(new["envs"])]).astype(state["rms"][0].dtype))
             if skip:  # keep every learner's state where the actor's update is non-finite
                 learners = ("actor", "actor_opt", "critic", "critic_opt", "target", "applied") + (("rms",) if config.obs_norm else ())
                 new.update({k: jax.tree.map(lambda a, b: jnp.where(metrics["finite"], a, b), new[k], state[k]) for k in learners})
