@@ -255,6 +255,13 @@ def explained(sim, horizon: int, footprint=None, memory: str = "residuals"):
         raise
 
 
+def check_noise_wanted(noise, flow) -> None:
+    """``noise=`` is given only with a zeroth-/α-order flow, the only ones that read it."""
+    if noise is not None and not flow.mixed:
+        raise ValueError(f"noise= is read only by the zeroth-/α-order flows (zero, alpha:α, alpha:auto), not by "
+                         f"{flow.name!r}: drop it, or choose one of those flows")
+
+
 def check_noise_shape(shape: tuple, expected: tuple, flow) -> None:
     """The ``noise=`` draws of a zeroth-/α-order flow: (2, N, H, B, action_dim)."""
     if tuple(shape) != tuple(expected):

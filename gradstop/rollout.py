@@ -89,9 +89,5 @@ def rollout(policy, sim, *, stop: FlowLike = "none", horizon: int, x0=None, key=
     check_compile(compile, sim.backend)
     backend = importlib.import_module(f"gradstop.{sim.backend}")
     fast = {"compile": True} if compile else {}
-    if noise is not None and not flow.mixed:
-        raise ValueError(f"noise= is read only by the zeroth-/α-order flows (zero, alpha:α, alpha:auto), not by {flow.name!r}: "
-                         "drop it, or choose one of those flows")
-    extra = {"noise": noise} if noise is not None else {}
     return backend.rollout(policy, sim, stop=flow, horizon=horizon, x0=x0, key=key, batch=batch, impl=impl, memory=memory,
-                           **fast, **extra)
+                           noise=noise, **fast)

@@ -40,6 +40,7 @@ def rollout(policy, sim, *, stop="none", horizon: int, x0=None, key=None, batch:
     front.check_horizon(horizon)
     front.check_impl(impl, memory)
     front.check_framework(policy, sim)
+    front.check_noise_wanted(noise, flow)
     with front.explained(sim, horizon, lambda: _footprint(policy, sim, x0, batch), front.kept(impl, memory)):
         x0 = _initial_states(policy, sim, x0, key, batch)
 
@@ -51,9 +52,6 @@ def rollout(policy, sim, *, stop="none", horizon: int, x0=None, key=None, batch:
             sim, flow = front.with_surrogate(sim, flow)  # the noise wraps the surrogate, not the other way
             noise = _mixing_noise(policy, sim, flow, horizon, x0, key, noise)
             return mixing.rollout(policy, sim, flow, horizon, x0, noise, first_order)
-        if noise is not None:
-            raise ValueError(f"noise= is read only by the zeroth-/α-order flows (zero, alpha:α, alpha:auto), not by "
-                             f"{flow.name!r}: drop it, or choose one of those flows")
         return first_order(policy, sim, flow, x0)
 
 

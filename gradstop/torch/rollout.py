@@ -46,9 +46,7 @@ def rollout(policy, sim, *, stop="none", horizon: int, x0=None, key=None, batch:
     front.check_impl(impl, memory)
     front.check_framework(policy, sim)
     front.check_compile(compile, "torch")
-    if noise is not None and not flow.mixed:
-        raise ValueError(f"noise= is read only by the zeroth-/α-order flows (zero, alpha:α, alpha:auto), not by "
-                         f"{flow.name!r}: drop it, or choose one of those flows")
+    front.check_noise_wanted(noise, flow)
     x0 = _initial_states(policy, sim, x0, key, batch)
 
     def first_order(policy, sim, flow, x0):
