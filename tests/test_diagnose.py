@@ -190,7 +190,7 @@ def test_a_sim_missing_a_protocol_method_is_named():
         gs.diagnose(gs.jax.mlp(0, 4, 2), NoCost(), flows=["none"], horizon=3)
 
 
-def test_a_wrapper_without_reset_is_diagnosed_from_its_own_x0():
+def test_a_wrapper_is_diagnosed_from_its_own_x0_or_its_reset():
     """The trainers' wrappers (a Gaussian policy's noise in the state) have no reset: x0 is given instead."""
     from gradstop.trainers.noise import Noisy
     from sims import make
@@ -201,5 +201,22 @@ def test_a_wrapper_without_reset_is_diagnosed_from_its_own_x0():
     x0 = noisy.wrap(sim.reset(0, 3, dtype=torch.float64), torch.randn(3, 5, 2, dtype=torch.float64))
     d = gs.diagnose(policy, noisy, flows=["none", "input"], horizon=5, x0=x0)
     assert d.nonfinite == [] and d.lam_mean["none"].shape == (6,)
+    # The wrapper's own reset starts from zero noise: without x0 the diagnosis is of the mean policy.
+    d0 = gs.diagnose(policy, noisy, flows=["none"], horizon=5, batch=3)
+    assert d0.nonfinite == [] and d0.lam_mean["none"].shape == (6,)
+
+    class NoReset:
+        """A wrapper that cannot draw initial states: only its own x0 can start it."""
+
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            if name == "reset":
+                raise AttributeError(name)
+            return getattr(self.inner, name)
+
+    bare = NoReset(noisy)
+    assert gs.diagnose(policy, bare, flows=["none"], horizon=5, x0=x0).nonfinite == []
     with pytest.raises(TypeError, match="has no method 'reset'"):
-        gs.diagnose(policy, noisy, flows=["none"], horizon=5)
+        gs.diagnose(policy, bare, flows=["none"], horizon=5)
