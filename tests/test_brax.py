@@ -155,3 +155,50 @@ def test_a_brax_task_whose_reward_is_constant_is_refused_with_the_fix(monkeypatc
     monkeypatch.delitem(sb.COSTS, "inverted_pendulum")
     with pytest.raises(ValueError, match=r"brax:inverted_pendulum's cost is -1 whatever the state and action .* sims.brax.COSTS"):
         train(TrainConfig(sim="brax:inverted_pendulum", horizon=4, epochs=1, updates_per_epoch=1, batch=2))
+
+
+# -- episode rewards as Brax counts them -------------------------------------------------------------
+@pytest.mark.slow  # compiles two 80-step hopper unrolls and Brax's evaluator (about a minute)
+@pytest.mark.parametrize("algo", ["bptt", "shac"])
+def test_episode_rewards_stop_at_the_first_done_as_brax_evaluator_counts_them(algo):
+    """hopper keeps paying its healthy reward after a fall (terminate_when_unhealthy): the trainers' test reward
+    counts the step that ended an episode and none after it, which is what Brax's own ``Evaluator`` reports for the
+    same policy from the same initial states."""
+    import types
+
+    from brax.envs.wrappers import training as brax_training
+    from brax.training.acting import Evaluator
+
+    from gradstop.trainers.config import TrainConfig
+    from gradstop.trainers.jax.bptt import make_evaluate
+    from gradstop.trainers.shac import make_task
+
+    horizon, n = 80, 8
+    sim = make("brax:hopper", pipeline="spring")
+    policy = gs.jax.mlp(3, sim.obs_dim, sim.action_dim, hidden=(16, 16), dtype=jnp.float32)
+    import equinox as eqx
+
+    params, static = eqx.partition(policy, eqx.is_array)
+    leaves, tree = jax.tree.flatten(params)  # a last-layer bias of 2 on every joint: the hopper falls within 80 steps
+    params = jax.tree.unflatten(tree, leaves[:-1] + [jnp.full_like(leaves[-1], 2.0)])
+    policy = eqx.combine(params, static)
+    config = TrainConfig(algo=algo, sim="brax:hopper", horizon=horizon, window=16, obs_norm=False)
+    task = make_task(sim, config)
+    squash = jnp.tanh if config.action_squash == "tanh" else (lambda a: a)
+    assert (algo == "shac") == (task is not sim)  # SHAC's actor steps the env through tanh, as published
+
+    key = jax.random.PRNGKey(7)  # Brax's wrappers take raw uint32 keys
+    evaluator = Evaluator(brax_training.wrap(sim._env, episode_length=horizon, action_repeat=1),
+                          lambda p: (lambda obs, k: (squash(eqx.combine(p, static)(obs)), {})),
+                          num_eval_envs=n, episode_length=horizon, action_repeat=1, key=key)
+    brax_reward = evaluator.run_evaluation(params, {})["eval/episode_reward"]
+
+    x0 = sim.reset(jax.random.split(key)[1], n)  # the evaluator's own reset keys for its first evaluation
+    _, _, reward = make_evaluate(types.SimpleNamespace(horizon=horizon), task, static)(params, x0)
+    np.testing.assert_allclose(float(reward), float(brax_reward), rtol=1e-4)
+
+    # The test can fail: some episodes did end early, and summing past their done would pay more.
+    out = gs.rollout(policy, task, stop="none", horizon=horizon, x0=x0)
+    assert np.asarray(out.states.done[1:-1]).any(0).sum() >= 1  # at least one of the 8 falls before the last step
+    unmasked = float(np.asarray(out.states.reward[1:]).sum(0).mean())
+    assert unmasked > float(reward) + 1.0

@@ -28,7 +28,7 @@ from gradstop.flows import parse_flow
 from sims import BUILTINS
 
 __all__ = ["TrainConfig", "ALGOS", "ALGO_DEFAULTS", "OPTIMIZERS", "SCHEDULES", "DATA_MODES", "NONFINITE", "DTYPES", "POLICIES", "RUN_ONLY",
-           "CRITIC_INITS", "CRITIC_OPTIMIZERS", "TD_DONES", "TIME_LIMITS", "ACTION_SQUASHES"]
+           "CRITIC_INITS", "CRITIC_OPTIMIZERS", "TD_DONES", "TIME_LIMITS", "ACTION_SQUASHES", "SHAC_EARLIER"]
 
 ALGOS = ("bptt", "shac")
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -58,6 +58,12 @@ ALGO_DEFAULTS = {
                  time_limit="bootstrap", guards=True, actor_layer_norm=True, policy="gaussian", init_std=math.exp(-1.0),
                  action_squash="tanh", obs_norm=True),
 }
+# gradstop's SHAC before it followed the published code in each of these: ``TrainConfig(algo="shac", **SHAC_EARLIER)``
+# is that variant (a deterministic, unbounded actor; no LayerNorm; a uniform-initialised critic with its own Adam;
+# raw observations; the time limit as terminal; dones seen at window ends; no guards).
+SHAC_EARLIER = dict(critic_layer_norm=False, critic_init="uniform", critic_optimizer="adam", td_dones="window",
+                    time_limit="terminal", guards=False, actor_layer_norm=False, policy="deterministic",
+                    action_squash="none", obs_norm=False)
 # Fields that do not change a run's numbers (up to a non-finite update): a resumed run may differ in them.
 RUN_ONLY = ("checkpoint_every", "on_nonfinite", "compile")
 # Fields added after configs were first written: a config file without them gets these values, and a config
