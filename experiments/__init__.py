@@ -64,10 +64,14 @@ FIGURES = {
     "precision-drift": Figure("precision_drift", "float32 against float64 gradients over the horizon", "≈ 35 s"),
     "training-curves": Figure("training_curves", "BPTT and SHAC training curves per flow on pointmass, cartpole and "
                               "Brax reacher", "31 min on 2 Ray workers (240 runs)", sweep=True),
+    "shac-cartpole": Figure("shac_cartpole", "SHAC's published cartpole config on DiffRL's cartpole, against gradstop's "
+                            "earlier SHAC variant", "23 min on 2 Ray workers (20 runs of 500 windows), beside other jobs", sweep=True),
     "cartpole-study": Figure("cartpole_study", "final test loss per flow on the 1–4-pole cartpole, the published setting",
                              "≈ 17 h on 2 Ray workers at 65 s a run (1856 runs: 10 seeds, variants, tuning)", sweep=True),
     "alpha-order": Figure("alpha_order", "first-order flows against zeroth- and α-order gradients on contact tasks and "
                           "the swing-up", "12 min on 2 Ray workers (180 runs of 400 updates)", sweep=True),
+    "bias-variance": Figure("bias_variance", "the first-order gradient's disagreement with the zeroth-order one, and both "
+                            "variances, against the horizon on the contact tasks", "8 min 43 s (beside a sweep)"),
     "model-free": Figure("model_free", "Brax PPO and SAC against gradstop BPTT and SHAC on reacher, by wall-clock",
                          "11.5 min (4 methods × 3 seeds; builds .venv-peer on first use)", python=peer_python,
                          inputs=best_flows_of_training_curves),

@@ -8,6 +8,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from experiments import gradient_norms, precision_drift
@@ -305,3 +306,38 @@ def test_alpha_order_quick_writes_its_tables_with_alpha_and_budgets(tmp_path):
     pairs = list(csv.DictReader(open(out / "pairs.csv")))
     assert [r["flow"] for r in pairs] == ["zero+samples:2", "alpha:auto+samples:2"] and all(r["verdict"] for r in pairs)
     assert (out / "alpha-order.png").exists() and json.loads((out / "settings.json").read_text())["complete"]
+
+
+def test_bias_variance_finds_the_impacts_of_a_rollout():
+    from experiments.bias_variance import impacts
+
+    # vx flips from + to − in step 2 (the wall), vy from − to + in step 4 (the floor); a − to + vx is no wall impact
+    states = np.array([[0, 1, 1.0, -0.1], [0, 1, 1.0, -0.5], [0, 1, -1.0, -0.9], [0, 1, 1.0, -1.2], [0, 1, 1.0, 0.8]])
+    assert impacts(states, 0.5) == {"wall": [2], "floor": [4]}
+
+
+@pytest.mark.slow
+def test_bias_variance_quick_writes_its_table(tmp_path):
+    from experiments import bias_variance
+
+    out = tmp_path / "b"
+    bias_variance.main(["--quick", "--out", str(out)])
+    rows = read(out / "bias.csv")
+    assert [int(r["H"]) for r in rows] == [1, 2, 3, 4] and all(float(r["eps"]) > 0 for r in rows)
+    assert read(out / "impacts.csv") == [{"task": "bounce-hard", "seed": "0", "surface": "wall", "step": "4"}]
+    assert json.loads((out / "settings.json").read_text())["complete"]
+
+
+@pytest.mark.slow
+def test_shac_cartpole_quick_writes_both_arms_and_their_pair(tmp_path):
+    from experiments import shac_cartpole
+
+    out = tmp_path / "s"
+    shac_cartpole.main(["--quick", "--out", str(out)])
+    table = read(out / "table.csv")
+    assert [r["arm"] for r in table] == ["published", "earlier"] and all(r["done"] == "2" for r in table)
+    assert all(float(r["reward_iqm_low"]) <= float(r["reward_iqm"]) <= float(r["reward_iqm_high"]) < 0 for r in table)
+    (pair,) = read(out / "pairs.csv")
+    assert (pair["arm"], pair["base"], pair["seeds"]) == ("published", "earlier", "2") and pair["verdict"]
+    curves = read(out / "curves.csv")
+    assert {int(r["env_steps"]) for r in curves if r["update"] == "2"} == {2 * 8 * 30}

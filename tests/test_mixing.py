@@ -331,6 +331,27 @@ def test_the_bias_test_fires_at_the_discontinuity_and_not_away_from_it(start, fi
     assert ("beyond its confidence bound" in t.summary()) == fires
 
 
+@pytest.mark.slow  # 2 × 8192 noisy rollouts per horizon (about 30 s)
+@pytest.mark.parametrize("contact,fires", [("hard", [False, True]), ("soft", [False, False])])
+def test_the_bias_test_fires_at_the_bouncing_balls_floor_impact_and_not_before_it(contact, fires):
+    """The ball starts at the mean initial state and hits the wall in step 4 and the floor in step 9 (the noise-free
+    rollout). With hard impacts the step is discontinuous where an impact moves to another substep, the state jumping
+    by about (1 + e)·g·h against the floor; the pathwise gradient misses those jumps, so after the floor impact
+    (H = 10) it disagrees with the zeroth-order one beyond ĝ0's confidence bound, and before it (H = 8) it does not.
+    The soft contact is smooth: the test does not fire at either horizon."""
+    from sims import make
+
+    sim = make("bounce", backend="jax", contact=contact)
+    policy = gs.jax.mlp(0, sim.obs_dim, sim.action_dim, hidden=(4,), dtype=jnp.float64)
+    low, high = sim.init_bounds()
+    x0 = jnp.asarray((low + high)[None] / 2, jnp.float64)
+    states = np.asarray(gs.rollout(policy, sim, stop="none", horizon=10, x0=x0).states[:, 0])
+    if contact == "hard":
+        assert np.all(states[1:9, 3] < 0) and states[9, 3] > 0  # vy flips in step 9 (the floor), not before
+    t = gs.bias_test(policy, sim, horizons=[8, 10], x0=x0, samples=8192, sigma=0.1, bound=1.0, key=0)
+    assert list(t.fires) == fires, t.summary()
+
+
 def test_diagnose_runs_the_bias_test_of_each_first_order_flow_on_its_own_states():
     sim, policy, x0 = load("jax", "pointmass", batch=2)
     d = gs.diagnose(policy, sim, flows=["none", "input", "combined"], horizon=4, x0=x0,

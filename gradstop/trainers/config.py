@@ -60,10 +60,11 @@ ALGO_DEFAULTS = {
 }
 # gradstop's SHAC before it followed the published code in each of these: ``TrainConfig(algo="shac", **SHAC_EARLIER)``
 # is that variant (a deterministic, unbounded actor; no LayerNorm; a uniform-initialised critic with its own Adam;
-# raw observations; the time limit as terminal; dones seen at window ends; no guards).
+# raw observations; the time limit as terminal; dones seen at window ends; no guards). Its init_std, which a
+# deterministic actor never reads, is the dataclass default that configs of that variant hold: the same runs.
 SHAC_EARLIER = dict(critic_layer_norm=False, critic_init="uniform", critic_optimizer="adam", td_dones="window",
                     time_limit="terminal", guards=False, actor_layer_norm=False, policy="deterministic",
-                    action_squash="none", obs_norm=False)
+                    action_squash="none", obs_norm=False, init_std=0.5)
 # Fields that do not change a run's numbers (up to a non-finite update): a resumed run may differ in them.
 RUN_ONLY = ("checkpoint_every", "on_nonfinite", "compile")
 # Fields added after configs were first written: a config file without them gets these values, and a config
