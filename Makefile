@@ -23,7 +23,7 @@ demo: $(STAMP)
 # Default test run (excludes tests marked slow) on two workers, one intra-op thread each (tests/conftest.py),
 # then the benchmark suite's smoke subset, untimed.
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 -m "not slow"
+	$(BIN)/python -m pytest -n 2 -m "not slow" --durations=15
 	$(BIN)/python -m pytest benchmarks --quick --benchmark-disable -q
 
 test-slow: $(STAMP)

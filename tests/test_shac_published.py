@@ -315,10 +315,16 @@ class Loud(PointMass):
 
 
 @pytest.mark.parametrize("backend", [pytest.param("jax", marks=pytest.mark.slow), "torch"])
-def test_a_run_whose_gradient_explodes_stops_with_the_guards_message(backend):
-    cfg = TrainConfig.for_algo("shac", backend=backend, **{**TINY, "hidden": (4,), "critic_hidden": (4,)})
+def test_a_run_whose_gradient_explodes_stops_with_the_guards_message(backend, tmp_path):
+    """The stop names the update; the stopping update is in updates.csv, with the gradient norm that stopped it."""
+    import csv
+
+    cfg = TrainConfig.for_algo("shac", backend=backend, **{**TINY, "hidden": (4,), "critic_hidden": (4,),
+                                                           "sim": f"{__name__}:Loud", "sim_params": {"dims": 1}})
     with pytest.raises(GuardError, match=r"SHAC stopped at update 1 \(epoch 1\), flow none: the actor's gradient norm"):
-        train(cfg, sim=Loud(backend=backend, dims=1))
+        train(cfg, out=tmp_path / "run")
+    rows = list(csv.DictReader(open(tmp_path / "run" / "updates.csv")))
+    assert [r["update"] for r in rows] == ["1"] and float(rows[0]["grad_norm"]) > GUARD_LIMIT
 
 
 # -- 7: the actor: LayerNorm, Gaussian with log σ = −1, bounded actions ------------------------------

@@ -76,9 +76,10 @@ LOCK_FILE = ".train.lock"  # held while a process trains into the folder
 class NonFiniteError(RuntimeError):
     """A non-finite loss or gradient stopped a run (``on_nonfinite='stop'``)."""
 
-    def __init__(self, message: str, *, update: int, epoch: int, flow: str):
+    def __init__(self, message: str, *, update: int, epoch: int, flow: str, metrics: dict | None = None):
         super().__init__(message)
         self.update, self.epoch, self.flow = update, epoch, flow
+        self.metrics = metrics  # the stopped epoch's per-update metrics up to the stopping update, where known
 
 
 class RunResult(NamedTuple):
@@ -377,14 +378,19 @@ def _epochs(config, program, data, updates, evals, folder, progress, tensorboard
     try:
         for epoch in range(start, config.epochs):
             tick = time.perf_counter()
-            m = program.run_epoch(data, epoch)
+            try:
+                m = program.run_epoch(data, epoch)
+            except NonFiniteError as stop:  # SHAC's guards: the epoch's updates up to the stop are logged, then it stops
+                if stop.metrics is not None:
+                    took = time.perf_counter() - tick
+                    n = len(stop.metrics["loss"])
+                    updates.append(_rows(stop.metrics, epoch, steps, clock + took, n * program.env_steps_per_update / took))
+                raise
             took = time.perf_counter() - tick
             clock += took
             n = len(m["loss"])
             rate = n * program.env_steps_per_update / took
-            rows = [dict(epoch=epoch + 1, update=epoch * steps + i + 1, seconds=clock, steps_per_second=rate,
-                         **{k: (bool(m[k][i]) if k == "finite" else m[k][i]) for k in METRICS + MIXING_COLUMNS if k in m})
-                    for i in range(n)]
+            rows = _rows(m, epoch, steps, clock, rate)
             bad = [r for r in rows if not r["finite"]]
             if bad and config.on_nonfinite == "stop":
                 updates.append(rows[: rows.index(bad[0]) + 1])
@@ -539,6 +545,13 @@ def _tensorboard(folder, config, purge_step):
     # purge_step drops events past the checkpoint that a resumed run is about to write again
     return SummaryWriter(str(Path(folder) / config.flow_slug), purge_step=purge_step or None)
 
+
+
+def _rows(m: dict, epoch: int, steps: int, clock: float, rate: float) -> list[dict]:
+    """``updates.csv``'s rows for the per-update arrays ``m`` of epoch ``epoch`` (0-based)."""
+    return [dict(epoch=epoch + 1, update=epoch * steps + i + 1, seconds=clock, steps_per_second=rate,
+                 **{k: (bool(m[k][i]) if k == "finite" else m[k][i]) for k in METRICS + MIXING_COLUMNS if k in m})
+            for i in range(len(m["loss"]))]
 
 def _log(writer, rows, ev, step) -> None:
     if writer is None:

@@ -256,7 +256,8 @@ def check_guards(config, metrics: dict, epoch: int, member: str = "") -> None:
     """Raise :class:`GuardError` at the first update of ``epoch`` (0-based) whose ``value_max`` (the largest
     |V| the window bootstrapped from) or finite ``grad_norm`` passes ``GUARD_LIMIT``, unless an earlier
     update is non-finite and stops the run (``on_nonfinite='stop'``: that stop is reported instead).
-    ``metrics``: the epoch's per-update arrays. Nothing is checked with ``guards=False``."""
+    ``metrics``: the epoch's per-update arrays; the error carries them up to the stopping update, which the run
+    writes to ``updates.csv`` before it stops. Nothing is checked with ``guards=False``."""
     if not config.guards:
         return
     finite = np.asarray(metrics["finite"], bool)
@@ -275,4 +276,5 @@ def check_guards(config, metrics: dict, epoch: int, member: str = "") -> None:
             update = epoch * config.steps_per_epoch + i + 1
             raise GuardError(f"SHAC stopped at update {update} (epoch {epoch + 1}), flow {config.flow}{member}: {what}. "
                              "The published SHAC stops here too; pass --no-guards (guards=False) to train on",
-                             update=update, epoch=epoch + 1, flow=config.flow)
+                             update=update, epoch=epoch + 1, flow=config.flow,
+                             metrics={k: np.asarray(v)[: i + 1] for k, v in metrics.items()})

@@ -151,7 +151,7 @@ class SHAC(BPTT):
             row = dict(loss=loss, grad_norm=norm, grad_norm_clipped=float(optim.global_norm(self.params)), cos_input_none=cos,
                        lr=self.sched.get_last_lr()[0], finite=finite, critic_loss=float("nan"), value_max=value_max)
             rows.append(row)
-            check_guards(config, {k: [r[k] for r in rows] for k in ("finite", "grad_norm", "value_max")}, epoch)
+            check_guards(config, {k: [r[k] for r in rows] for k in rows[0]}, epoch)
             if finite:
                 self.opt.step()
                 row["critic_loss"] = self._critic_fit(obs, targets, orders[u])
