@@ -60,3 +60,28 @@ def test_torch_shac_chain_needs_no_second_forward_for_a_combining_flow():
     finally:
         shac.rollout = original
     assert calls == [], "SHAC ran an extra rollout for the critic's data"
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_the_world_model_as_a_surrogate_keeps_the_true_forward_and_takes_its_derivatives(backend):
+    """model_use='surrogate': the actor's rollouts are the true simulator's (the first update's loss is exactly that of a
+    run without a model, from the same weights and data), while its gradient is the fitted model's (it differs; the
+    rollout goes through sims.surrogate.Surrogate(sim, model), tested in tests/test_surrogate.py); model_use='chain'
+    changes the forward."""
+    from sims.surrogate import Surrogate
+
+    small = {**FIT, "model_transitions": 1024, "model_epochs": 3}
+    base = dict(sim="pointmass", sim_params={"dims": 2}, backend=backend, dtype="float64", horizon=8, batch=4, epochs=1,
+                updates_per_epoch=1, hidden=(8,), test_size=4)
+    plain, surrogate, chain = (train(TrainConfig(**base, **extra)).updates[0]
+                               for extra in ({}, {**small, "model_use": "surrogate"}, small))
+    assert float(surrogate["loss"]) == float(plain["loss"]) != float(chain["loss"])
+    assert abs(float(surrogate["grad_norm"]) - float(plain["grad_norm"])) > 1e-6 * float(plain["grad_norm"])
+    cfg = TrainConfig(**base, **small, model_use="surrogate")
+    program = program_for(cfg, make_sim(cfg))
+    assert isinstance(program.train_sim, Surrogate) and isinstance(program.train_sim.model, Learned)
+    with pytest.raises(ValueError, match=r"model_use='surrogate' says how to use the fitted world model, but world_model "
+                                         r"is off: add --world-model"):
+        TrainConfig(model_use="surrogate")
+    with pytest.raises(ValueError, match="model_use"):
+        TrainConfig(world_model=True, model_use="tangent")

@@ -42,7 +42,7 @@ from gradstop._checks import IMPLS, MEMORY_POLICIES
 from gradstop._policy import ACTIVATIONS, WEIGHT_INITS
 from gradstop.flows import VALID_FORMS, parse_flow
 from gradstop.trainers.config import (ACTION_SQUASHES, ALGO_DEFAULTS, ALGOS, CRITIC_INITS, CRITIC_OPTIMIZERS, DATA_MODES, DTYPES, NONFINITE,
-                                      OPTIMIZERS, POLICIES, SCHEDULES, TD_DONES, TIME_LIMITS, TrainConfig)
+                                      MODEL_USES, OPTIMIZERS, POLICIES, SCHEDULES, TD_DONES, TIME_LIMITS, TrainConfig)
 from gradstop._io import atomic_write, atomic_write_json, read_json, versions
 
 EXIT_OK, EXIT_USAGE, EXIT_NONFINITE, EXIT_INTERRUPTED = 0, 2, 3, 130
@@ -67,7 +67,8 @@ GROUPS = {
               "time_limit", "guards", "action_squash", "obs_norm")),
     "world model": ("--world-model: train the actor through a network fitted to the simulator\n"
                     "(and evaluate it on the simulator itself)",
-                    ("world_model", "model_hidden", "model_transitions", "model_epochs", "model_lr", "model_batch")),
+                    ("world_model", "model_hidden", "model_transitions", "model_epochs", "model_lr", "model_batch",
+                     "model_use")),
     "output": ("where the results go, and how a run reports and recovers",
                ("checkpoint_every", "on_nonfinite")),
 }
@@ -76,7 +77,7 @@ CHOICES = {"algo": ALGOS, "backend": ("jax", "torch"), "impl": IMPLS, "memory": 
            "activation": ACTIVATIONS, "critic_activation": ACTIVATIONS, "weight_init": WEIGHT_INITS, "policy": POLICIES,
            "optimizer": OPTIMIZERS, "schedule": SCHEDULES, "dtype": DTYPES, "on_nonfinite": NONFINITE,
            "critic_init": CRITIC_INITS, "critic_optimizer": CRITIC_OPTIMIZERS, "td_dones": TD_DONES, "time_limit": TIME_LIMITS,
-           "action_squash": ACTION_SQUASHES}
+           "action_squash": ACTION_SQUASHES, "model_use": MODEL_USES}
 METAVARS = {"sim": "NAME", "preset": "NAME", "hidden": "W,W,…", "critic_hidden": "W,W,…"}
 
 USAGE = "gradstop train [--sim NAME] [--flow FLOWS] [--config FILE] [OPTION …]"

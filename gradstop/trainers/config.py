@@ -28,9 +28,11 @@ from gradstop.flows import parse_flow
 from sims import BUILTINS
 
 __all__ = ["TrainConfig", "ALGOS", "ALGO_DEFAULTS", "OPTIMIZERS", "SCHEDULES", "DATA_MODES", "NONFINITE", "DTYPES", "POLICIES", "RUN_ONLY",
-           "CRITIC_INITS", "CRITIC_OPTIMIZERS", "TD_DONES", "TIME_LIMITS", "ACTION_SQUASHES", "SHAC_EARLIER"]
+           "CRITIC_INITS", "CRITIC_OPTIMIZERS", "TD_DONES", "TIME_LIMITS", "ACTION_SQUASHES", "SHAC_EARLIER",
+           "MODEL_USES"]
 
 ALGOS = ("bptt", "shac")
+MODEL_USES = ("chain", "surrogate")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "linear", "cosine")
 DATA_MODES = ("fresh", "fixed")
@@ -71,7 +73,8 @@ RUN_ONLY = ("checkpoint_every", "on_nonfinite", "compile")
 # holding one at this value hashes as it did before the field existed (``identity`` leaves it out).
 ADDED_LATER = {"compile": False, "weight_init": "torch", "adam_eps": 1e-8, "validation": False,
                "critic_layer_norm": False, "critic_init": "uniform", "critic_optimizer": "adam", "td_dones": "window",
-               "time_limit": "terminal", "guards": False, "actor_layer_norm": False, "action_squash": "none", "obs_norm": False}
+               "time_limit": "terminal", "guards": False, "actor_layer_norm": False, "action_squash": "none", "obs_norm": False,
+               "model_use": "chain"}
 
 
 def _f(default, help: str, **kw):
@@ -170,6 +173,9 @@ class TrainConfig:
     model_epochs: int = _f(30, "world model: passes of Adam over the transitions")
     model_lr: float = _f(1e-3, "world model: Adam learning rate")
     model_batch: int = _f(256, "world model: minibatch size")
+    model_use: str = _f("chain", f"world model: how the actor uses it: {' | '.join(MODEL_USES)} (chain: its forward and "
+                        "derivatives, the model in place of the sim; surrogate: the sim's own forward with the model's step "
+                        "derivatives, sims.surrogate, as the flow part surrogate: does with a simulator)")
     # -- the run ----------------------------------------------------------------------------------
     seed: int = _f(0, "seed of the initial weights, the data sets and the data order")
     dtype: str = _f("float32", f"parameter and state dtype: {' | '.join(DTYPES)}")
@@ -240,6 +246,10 @@ class TrainConfig:
             given = "action_squash=" + repr(self.action_squash) if self.action_squash != "none" else "obs_norm=True"
             raise ValueError(f"{given} is SHAC's (algo='shac'); BPTT steps the simulator with the policy's own actions and "
                              "observations: use --algo shac, or --action-squash none --no-obs-norm")
+        _choice("model_use", self.model_use, MODEL_USES)
+        if self.model_use != "chain" and not self.world_model:
+            raise ValueError(f"model_use={self.model_use!r} says how to use the fitted world model, but world_model is off: "
+                             "add --world-model (world_model=True), or drop --model-use")
         if self.world_model and self.model_transitions < self.model_batch:
             raise ValueError(f"model_transitions ({self.model_transitions}) is smaller than model_batch ({self.model_batch}); raise it")
         if self.algo == "shac":

@@ -160,7 +160,8 @@ def check_task(sim, seed: int = 0) -> None:
 def program_for(config: TrainConfig, sim, policy=None):
     """The backend's trainer object for ``config`` (``gradstop.trainers.<backend>.<algo>``).
 
-    With ``world_model`` it first fits the model (``gradstop.trainers.world_model``) and trains through it.
+    With ``world_model`` it first fits the model (``gradstop.trainers.world_model``) and trains through it
+    (``model_use='chain'``) or through the simulator with the model's step derivatives (``'surrogate'``).
     """
     flow = parse_flow(config.flow)
     if flow.mixed and (config.algo != "bptt" or config.policy != "deterministic"):
@@ -173,6 +174,10 @@ def program_for(config: TrainConfig, sim, policy=None):
         from gradstop.trainers import world_model
 
         model = world_model.fit(config, sim)  # deterministic: a resumed run refits the same model
+        if config.model_use == "surrogate":  # the true forward, the model's step derivatives
+            from sims.surrogate import Surrogate
+
+            model = Surrogate(sim, model)
     return getattr(module, config.algo.upper())(config, sim, policy, model=model)
 
 
