@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -381,3 +382,17 @@ def test_gradstop_diagnose_bias_test_writes_its_table(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["diagnose", "--sim", "pointmass", "--bias-test", "0,5", "--out", str(tmp_path / "e")])
     assert "--bias-test horizons must be integers ≥ 1" in capsys.readouterr().err
+
+
+def test_the_bias_test_reports_where_the_first_order_variance_explodes():
+    """σ1² growing more than ten times per step of horizon is a finding of its own (an impact): the summary names it."""
+    from gradstop.health.bias import BiasTest
+
+    hs = np.array([8, 9, 10, 12, 16])
+    var1 = np.array([1e-3, 3.3e-3, 0.39, 7e-3, 5e-1])  # ×3.3 (no), ×118 (yes), a fall, ×71 over 4 steps (no: < 10⁴)
+    t = BiasTest("none", hs, np.ones(5), np.full(5, 2.0), np.ones(5), var1, np.zeros(5, bool), 64, 0.1, 1.0, 0.05)
+    assert [(a, b) for a, b, _ in t.variance_jumps()] == [(9, 10)]
+    assert t.variance_jumps()[0][2] == pytest.approx(0.39 / 3.3e-3)
+    assert "σ1² jumps ×118 from H = 9 to H = 10" in t.summary()
+    quiet = dataclasses.replace(t, var1=np.array([1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2]))
+    assert quiet.variance_jumps() == [] and "jumps" not in quiet.summary()

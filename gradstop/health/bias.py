@@ -22,6 +22,8 @@ from gradstop.flows import Mixing, parse_flow
 
 __all__ = ["bias_test", "BiasTest"]
 
+JUMP = 10.0  # a first-order variance that grows more than this many times per step of horizon is reported
+
 
 @dataclasses.dataclass(frozen=True)
 class BiasTest:
@@ -64,7 +66,21 @@ class BiasTest:
         else:
             lines.append(f"no horizon shows a disagreement beyond the bound (where ε is large, the test could not look: "
                          "add samples, or lower σ)")
+        for h0, h1, ratio in self.variance_jumps():
+            lines.append(f"the first-order variance σ1² jumps ×{ratio:.3g} from H = {h0} to H = {h1}: something between "
+                         "them (an impact, a stiff contact) makes the pathwise gradient erratic there")
         return "\n".join(lines)
+
+    def variance_jumps(self, factor: float = JUMP) -> list[tuple[int, int, float]]:
+        """(H, H', σ1²(H')/σ1²(H)) for consecutive tested horizons whose first-order variance grows more than
+        ``factor`` times per step of horizon between them (``factor ** (H' − H)`` in all): where the pathwise
+        gradient's variance explodes, e.g. at an impact."""
+        jumps = []
+        for i in range(1, len(self.horizons)):
+            h0, h1, v0, v1 = int(self.horizons[i - 1]), int(self.horizons[i]), self.var1[i - 1], self.var1[i]
+            if h1 > h0 and v0 > 0 and np.isfinite(v1) and v1 > v0 * factor ** (h1 - h0):
+                jumps.append((h0, h1, float(v1 / v0)))
+        return jumps
 
     def __str__(self) -> str:
         return self.summary()
