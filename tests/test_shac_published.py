@@ -14,7 +14,7 @@ import pytest
 from gradstop.trainers import NonFiniteError, TrainConfig, train
 from gradstop.trainers.config import ADDED_LATER, ALGO_DEFAULTS, RUN_ONLY
 from gradstop.trainers.run import program_for
-from gradstop.trainers.shac import GUARD_LIMIT, GuardError, Window, check_guards, critic_weights, td_lambda
+from gradstop.trainers.shac import GUARD_LIMIT, GuardError, Window, check_guards, critic_weights, sane, td_lambda
 from sims import make
 from sims.pointmass import PointMass
 
@@ -45,7 +45,8 @@ def test_shac_takes_the_published_values_and_bptt_and_old_files_the_earlier_ones
     assert TrainConfig(algo="shac", guards=False, td_dones="window").td_dones == "window"  # a field given wins
     # a SHAC config file written before these fields existed: the earlier variant, with the hash it had then
     new = TrainConfig.for_algo("shac", **TINY)
-    old = {**{k: v for k, v in new.to_dict().items() if k not in PUBLISHED}, **EARLIER_OLD_FIELDS}
+    later = ("model_use",)  # fields added after these: absent from such a file too
+    old = {**{k: v for k, v in new.to_dict().items() if k not in PUBLISHED and k not in later}, **EARLIER_OLD_FIELDS}
     loaded = TrainConfig.from_dict(old)
     assert {k: getattr(loaded, k) for k in earlier} == earlier
     before = {"compile": False, "weight_init": "torch", "adam_eps": 1e-8, "validation": False}  # ADDED_LATER until then
@@ -262,6 +263,38 @@ def test_a_time_limit_end_bootstraps_with_the_target_critics_value(backend):
     np.testing.assert_allclose(to_np(boot.terminal_cost(boot.wrap(x, ends))), [7.0 / 2, 7.0 / 2, 7.0 / 2])
     np.testing.assert_allclose(to_np(term.terminal_cost(term.wrap(x, ends))), [tc[0] / 2, tc[1] / 2, 7.0 / 2])
     assert abs(tc[0] - 7.0) > 1e-3
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_time_limit_end_whose_observation_is_beyond_1e6_bootstraps_zero_as_published(backend):
+    """The published code's fix: at an episode end whose observation before reset is non-finite or beyond ±1e6, V = 0
+    (actor and critic); a window that does not end its episode there, and a sane observation, keep V."""
+    sim = make("pointmass", backend=backend, dims=1)
+    cfg = TrainConfig.for_algo("shac", backend=backend, dtype="float64", action_squash="none", **TINY)
+    program = program_for(cfg, sim)
+    value = lambda o: o[..., 0] * 0 + 7.0  # noqa: E731
+    program.value_fn = lambda target: value
+    program._value = value
+    xp = __import__("jax.numpy" if backend == "jax" else "torch", fromlist=["asarray"])
+    x = xp.asarray([[2e6, 0.0], [2e6, 0.0], [0.5, 0.0], [float("nan"), 0.0]], dtype=xp.float64)
+    ends = xp.asarray([1.0, 0.0, 1.0, 1.0], dtype=xp.float64)
+    assert to_np(sane(sim, x)).tolist() == [False, False, True, False]
+    window = Window(sim, value, gamma=0.5, window=2, time_limit="bootstrap")
+    np.testing.assert_allclose(to_np(window.terminal_cost(window.wrap(x[:3], ends[:3]))), [0.0, 7.0 / 2, 7.0 / 2])
+    # the critic's last target at the time limit: c + γ·0 for the observation beyond 1e6, c + γ·V for the sane one
+    import gradstop as gs
+
+    policy = gs.jax.mlp(0, 2, 1, hidden=(4,)) if backend == "jax" else gs.torch.mlp(2, 1, hidden=(4,), seed=0).double()
+    x0 = xp.asarray([[1e7, 0.0], [0.5, 0.0]], dtype=xp.float64)  # a point mass at 1e7 stays beyond 1e6 for one window
+    ends = x0[:, 0] * 0 + 1
+    out = gs.rollout(policy, Window(sim, value, cfg.gamma, cfg.window, "bootstrap"), horizon=cfg.window,
+                     x0=window.wrap(x0, ends))
+    states = out.states.detach() if backend == "torch" else out.states
+    acts = out.actions.detach() if backend == "torch" else out.actions
+    last_cost = to_np(sim.cost(states[-1][..., :2], acts[-1]))
+    _, targets, _ = (program._targets(None, out, ends) if backend == "jax" else program._targets(out, ends))
+    np.testing.assert_allclose(to_np(targets).reshape(cfg.window, 2)[-1], last_cost + cfg.gamma * np.array([0.0, 7.0]),
+                               rtol=1e-12)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

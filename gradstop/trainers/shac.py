@@ -37,7 +37,7 @@ from gradstop import _policy
 from gradstop.trainers.run import NonFiniteError
 
 __all__ = ["Window", "Task", "make_task", "rms_init", "rms_update", "td_lambda", "alive", "critic_weights", "check_guards",
-           "GuardError", "GUARD_LIMIT"]
+           "GuardError", "GUARD_LIMIT", "sane"]
 
 GUARD_LIMIT = 1e6  # the published SHAC stops where |V| or the actor's gradient norm passes this (algorithms/shac.py)
 RMS_COUNT0 = 1e-4  # the published RunningMeanStd starts at mean 0, variance 1, with this weight (utils/running_mean_std.py)
@@ -88,6 +88,10 @@ class Task:
 
     def cost(self, x_next, a):
         return self.sim.cost(x_next, self.bound(a))
+
+    def raw_obs(self, x):
+        """The simulator's own observation, before normalisation (``sane`` reads it)."""
+        return self.sim.obs(x)
 
     def obs(self, x):
         o = self.sim.obs(x)
@@ -188,7 +192,8 @@ class Window:
         x, d, e = self.split(X)
         v = self.value(self.sim.obs(x))
         if self.time_limit == "bootstrap":  # at the time limit V even where terminated too, as published
-            end = (e + (1 - e) * alive(self.sim, x)) * v
+            xp = self.ops.xp
+            end = xp.where(e > 0, xp.where(sane(self.sim, x), v, xp.zeros_like(v)), alive(self.sim, x) * v)
         else:
             end = e * self.sim.terminal_cost(x) + (1 - e) * alive(self.sim, x) * v
         return d * end / self.window
@@ -197,6 +202,14 @@ class Window:
         """Window states of fresh initial states (the rollout reads their structure; SHAC wraps its running ones)."""
         x = self.sim.reset(key, batch, dtype=dtype)
         return self.wrap(x, self.sim.terminal_cost(x) * 0)
+
+
+def sane(sim, x):
+    """True where the simulator's own observation of x (before any normalisation) is finite and within
+    ±``GUARD_LIMIT`` (B,): an episode that ends at its time limit elsewhere bootstraps V = 0, as the published code
+    does for such an observation before reset (algorithms/shac.py, "ugly fix for nan values")."""
+    o = getattr(sim, "raw_obs", sim.obs)(x)
+    return (abs(o) <= GUARD_LIMIT).all(-1)
 
 
 def alive(sim, x):

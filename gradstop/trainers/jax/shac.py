@@ -38,7 +38,8 @@ from gradstop.rollout import rollout
 from gradstop.trainers.jax import checkpoint, optim
 from gradstop.trainers.jax.bptt import as_states, make_evaluate, make_policy
 from gradstop.trainers.noise import Noisy
-from gradstop.trainers.shac import Window, alive, check_guards, critic_weights, make_task, rms_init, rms_update, td_lambda
+from gradstop.trainers.shac import (Window, alive, check_guards, critic_weights, make_task, rms_init, rms_update, sane,
+                                    td_lambda)
 
 __all__ = ["SHAC", "make_critic"]
 
@@ -200,7 +201,8 @@ class SHAC:
         costs = sim.cost(after, out.actions)  # undiscounted c(x_{i+1}, a_i)
         v_next = self.value_fn(target)(sim.obs(after))
         last = jax.tree.map(lambda v: v[-1], xs)
-        at_limit = v_next[-1] if config.time_limit == "bootstrap" else sim.terminal_cost(last)
+        at_limit = (jnp.where(sane(sim, last), v_next[-1], 0.0) if config.time_limit == "bootstrap"
+                    else sim.terminal_cost(last))
         dones = None
         if config.td_dones == "step":  # a termination inside the window ends its episode there: V = 0, recursion restarts
             dones = 1 - alive(sim, after) * jnp.ones_like(v_next)

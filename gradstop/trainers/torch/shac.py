@@ -14,7 +14,8 @@ from gradstop.rollout import rollout
 from gradstop.torch.policy import mlp, set_weights
 from gradstop.trainers.schedule import lr_at
 from gradstop.trainers.noise import Noisy
-from gradstop.trainers.shac import Window, alive, check_guards, critic_weights, make_task, rms_init, rms_update, td_lambda
+from gradstop.trainers.shac import (Window, alive, check_guards, critic_weights, make_task, rms_init, rms_update, sane,
+                                    td_lambda)
 from gradstop.trainers.torch import checkpoint, optim
 from gradstop.trainers.torch.bptt import BPTT, evaluate
 
@@ -100,7 +101,8 @@ class SHAC(BPTT):
         xs = out.states.detach()[..., : sim.state_dim]
         costs = sim.cost(xs[1:], out.actions.detach())
         v_next = self._value(sim.obs(xs[1:]))
-        at_limit = v_next[-1].clone() if config.time_limit == "bootstrap" else sim.terminal_cost(xs[-1])
+        at_limit = (torch.where(sane(sim, xs[-1]), v_next[-1], torch.zeros_like(v_next[-1])) if config.time_limit == "bootstrap"
+                    else sim.terminal_cost(xs[-1]))
         dones = None
         if config.td_dones == "step":  # a termination inside the window ends its episode there: V = 0, recursion restarts
             dones = 1 - alive(sim, xs[1:]) * torch.ones_like(v_next)
