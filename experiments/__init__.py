@@ -63,7 +63,7 @@ FIGURES = {
                              "≈ 1 min"),
     "precision-drift": Figure("precision_drift", "float32 against float64 gradients over the horizon", "≈ 35 s"),
     "training-curves": Figure("training_curves", "BPTT and SHAC training curves per flow on pointmass, cartpole and "
-                              "Brax reacher", "31 min on 2 Ray workers (240 runs)", sweep=True),
+                              "Brax reacher", "≈ 2 h on 2 Ray workers (600 runs; 1 h 20 min for the 354 added to 240 earlier ones)", sweep=True),
     "shac-cartpole": Figure("shac_cartpole", "SHAC's published cartpole config on DiffRL's cartpole, against gradstop's "
                             "earlier SHAC variant", "23 min on 2 Ray workers (20 runs of 500 windows), beside other jobs", sweep=True),
     "cartpole-study": Figure("cartpole_study", "final test loss per flow on the 1–4-pole cartpole, the published setting",

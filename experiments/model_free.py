@@ -165,7 +165,9 @@ def gradstop_runs(args: Args):
         for seed in range(args.seeds):
             targs = dataclasses.replace(tc.Args(), updates=updates, envs=args.envs, test_size=args.envs)
             config = tc.config(targs, args.env, method, flow, seed, spec=task)
-            runs.append(Run(f"method={method},flow={flow.replace(':', '_')},seed={seed}", config))
+            # the training-curves figure's run-name token (SHAC's published variant: shac-published), so runs of
+            # gradstop's earlier SHAC variant, named method=shac, are never taken for the published one's
+            runs.append(Run(f"method={tc.RUN_NAME[method]},flow={flow.replace(':', '_')},seed={seed}", config))
     return runs
 
 
