@@ -551,12 +551,12 @@ def _tensorboard(folder, config, purge_step):
     return SummaryWriter(str(Path(folder) / config.flow_slug), purge_step=purge_step or None)
 
 
-
 def _rows(m: dict, epoch: int, steps: int, clock: float, rate: float) -> list[dict]:
     """``updates.csv``'s rows for the per-update arrays ``m`` of epoch ``epoch`` (0-based)."""
     return [dict(epoch=epoch + 1, update=epoch * steps + i + 1, seconds=clock, steps_per_second=rate,
                  **{k: (bool(m[k][i]) if k == "finite" else m[k][i]) for k in METRICS + MIXING_COLUMNS if k in m})
             for i in range(len(m["loss"]))]
+
 
 def _log(writer, rows, ev, step) -> None:
     if writer is None:
