@@ -37,7 +37,7 @@ import tyro
 from gradstop.flows import parse_flow
 from gradstop.study import stats
 from gradstop.study.figures import SweepOptions, finish_sweep_figure, run_script, sweep_runs, write_tables
-from gradstop.study.results import flow_color, save_figure
+from gradstop.study.results import aligned_by_seed, flow_color, save_figure
 from gradstop.study.sweep import Run
 from gradstop.trainers.config import TrainConfig
 
@@ -207,14 +207,9 @@ def plot(path, curves, args) -> None:
         for j, key in enumerate(("env_steps", "seconds")):
             ax = axes[i, j]
             for flow in args.flows:
-                by_seed = {}
-                for c in curves:
-                    if (c["task"], c["flow"]) == (task, flow):
-                        by_seed.setdefault(c["seed"], []).append(c)
-                if not by_seed:
+                rows = aligned_by_seed(c for c in curves if (c["task"], c["flow"]) == (task, flow))
+                if not rows:
                     continue
-                n = min(len(v) for v in by_seed.values())
-                rows = [sorted(v, key=lambda c: c["update"])[:n] for v in by_seed.values()]
                 xs = np.median([[c[key] for c in r] for r in rows], 0)
                 ys = np.asarray([[c["test_loss"] for c in r] for r in rows], float)
                 q25, q50, q75 = np.nanpercentile(ys, [25, 50, 75], axis=0)

@@ -41,7 +41,7 @@ import tyro
 
 from gradstop.study import stats
 from gradstop.study.figures import SweepOptions, finish_sweep_figure, run_script, sweep_runs, write_tables
-from gradstop.study.results import save_figure
+from gradstop.study.results import aligned_by_seed, save_figure
 from gradstop.study.sweep import Run
 from gradstop.trainers.config import SHAC_EARLIER, TrainConfig
 
@@ -152,20 +152,14 @@ def pairs(args, final) -> list[dict]:
     return rows
 
 
-def bands(curves, arm: str, key: str):
-    """Per evaluation: the median over seeds of ``key`` (x), and the IQM of the episode reward with its interval;
-    only evaluations every seed of the arm has reached (a part-finished run would bias the later points)."""
-    by_seed = {}
-    for c in curves:
-        if c["arm"] == arm:
-            by_seed.setdefault(c["seed"], []).append(c)
-    if len(by_seed) < 2:
+def bands(curves, arm: str):
+    """Per evaluation every seed of the arm has reached: {x: its median over seeds} for x in env_steps and seconds,
+    and the IQM of the episode reward with its interval, and the number of seeds; None for fewer than 2 seeds."""
+    rows = aligned_by_seed(c for c in curves if c["arm"] == arm)
+    if len(rows) < 2:
         return None
-    n = min(len(v) for v in by_seed.values())
-    rows = [sorted(v, key=lambda c: c["update"])[:n] for v in by_seed.values()]
-    xs = np.median([[c[key] for c in r] for r in rows], 0)
-    est = [stats.summarize([r[i]["test_reward"] for r in rows], cell=f"{arm} evaluation {i}")["iqm"] for i in range(n)]
-    return xs, np.array([e.value for e in est]), np.array([e.low for e in est]), np.array([e.high for e in est]), len(rows)
+    xs = {key: np.median([[c[key] for c in r] for r in rows], 0) for key in ("env_steps", "seconds")}
+    return xs, *stats.iqm_curve([[c["test_reward"] for c in r] for r in rows], cell=arm), len(rows)
 
 
 def plot(path, curves, args) -> None:
@@ -175,12 +169,14 @@ def plot(path, curves, args) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(8.5, 3.2), dpi=120)
+    computed = {arm: bands(curves, arm) for arm in args.arms}  # once per arm, for both axes
     for ax, key in zip(axes, ("env_steps", "seconds")):
         for arm in args.arms:
-            b = bands(curves, arm, key)
+            b = computed[arm]
             if b is None:
                 continue
             xs, mid, low, high, n = b
+            xs = xs[key]
             ax.plot(xs, mid, color=COLORS[arm], label=f"{arm} ({n} seeds)", linewidth=1.3)
             ax.fill_between(xs, low, high, color=COLORS[arm], alpha=0.18)
         ax.set_xlabel("environment steps" if key == "env_steps" else "training wall-clock (s)")

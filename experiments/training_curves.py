@@ -50,7 +50,7 @@ import tyro
 from gradstop.study import stats
 from gradstop.study.figures import (SweepOptions, adopt_runs, finish_sweep_figure, read_settings, run_script, sweep_runs,
                                     write_tables)
-from gradstop.study.results import flow_color, save_figure
+from gradstop.study.results import aligned_by_seed, flow_color, save_figure
 from gradstop.study.sweep import Run
 from gradstop.trainers.config import ALGO_DEFAULTS, SHAC_EARLIER, TrainConfig
 
@@ -200,22 +200,17 @@ def pairs(args, final) -> list[dict]:
     return rows
 
 
-def _band(curves, task, algo, flow, x):
-    """(x, IQM, its 95% interval) over seeds at the evaluations every seed reached (x: 'update' or 'seconds');
-    with one seed, its curve and no band."""
-    by_seed: dict = {}
-    for c in curves:
-        if (c["task"], c["algo"], c["flow"]) == (task, algo, flow):
-            by_seed.setdefault(c["seed"], []).append(c)
-    if not by_seed:
+def _band(curves, task, algo, flow):
+    """({x: its median over seeds} for x in update and seconds, IQM, its 95% interval) over seeds at the evaluations
+    every seed reached; with one seed or a non-finite value, the median and the min–max band; None for no runs."""
+    rows = aligned_by_seed(c for c in curves if (c["task"], c["algo"], c["flow"]) == (task, algo, flow))
+    if not rows:
         return None
-    n = min(len(v) for v in by_seed.values())
-    ys = np.asarray([[c["test_loss"] for c in sorted(v, key=lambda c: c["update"])[:n]] for v in by_seed.values()], float)
-    xs = np.asarray([[c[x] for c in sorted(v, key=lambda c: c["update"])[:n]] for v in by_seed.values()], float)
+    ys = np.asarray([[c["test_loss"] for c in r] for r in rows], float)
+    xs = {x: np.median(np.asarray([[c[x] for c in r] for r in rows], float), 0) for x in ("update", "seconds")}
     if len(ys) < 2 or not np.isfinite(ys).all():
-        return np.median(xs, 0), np.nanmedian(ys, 0), np.nanmin(ys, 0), np.nanmax(ys, 0)
-    est = [stats.summarize(ys[:, i], cell=f"{task} {algo} {flow} evaluation {i}")["iqm"] for i in range(n)]
-    return np.median(xs, 0), *(np.array([getattr(e, k) for e in est]) for k in ("value", "low", "high"))
+        return xs, np.nanmedian(ys, 0), np.nanmin(ys, 0), np.nanmax(ys, 0)
+    return xs, *stats.iqm_curve(ys, cell=f"{task} {algo} {flow}")
 
 
 def plot(path, curves, args) -> None:
@@ -227,15 +222,17 @@ def plot(path, curves, args) -> None:
     tasks = [t for t in args.tasks if any(c["task"] == t for c in curves)] or list(args.tasks)
     cols = [(algo, x) for algo in args.algos for x in ("update", "seconds")]
     fig, axes = plt.subplots(len(tasks), len(cols), figsize=(3.5 * len(cols), 2.9 * len(tasks)), dpi=120, squeeze=False)
+    bands = {(t, a, f): _band(curves, t, a, f) for t in tasks for a in args.algos for f in args.flows}  # once per cell
     for i, task in enumerate(tasks):
         for j, (algo, x) in enumerate(cols):
             ax = axes[i, j]
             values = []
             for flow in args.flows:
-                band = _band(curves, task, algo, flow, x)
+                band = bands[(task, algo, flow)]
                 if band is None:
                     continue
                 xs, med, lo, hi = band
+                xs = xs[x]
                 ax.plot(xs, med, color=flow_color(flow), label=flow, linewidth=1.2)
                 ax.fill_between(xs, lo, hi, color=flow_color(flow), alpha=0.12)
                 values.append(med[np.isfinite(med)])

@@ -172,3 +172,22 @@ def test_the_cartpole_study_tables_are_the_stats_modules_numbers():
     assert [r["fraction"] for r in profile] == fraction.tolist() and profile[0]["poles"] == "2-3"
     text = study.summary_text(data, args, len(runs), len(runs))
     assert text.count("paired seeds") == 2 and "4 paired seeds" in text
+
+
+def test_iqm_curve_is_the_summary_of_each_evaluation_on_its_own():
+    values = np.random.default_rng(3).lognormal(size=(6, 4))
+    value, low, high = stats.iqm_curve(values, cell="c")
+    for i in range(4):
+        e = stats.summarize(values[:, i], cell=f"c evaluation {i}")["iqm"]
+        assert (value[i], low[i], high[i]) == (e.value, e.low, e.high)
+    assert np.all(low <= value) and np.all(value <= high)
+
+
+def test_aligned_by_seed_cuts_every_seed_to_the_evaluations_all_reached():
+    from gradstop.study.results import aligned_by_seed
+
+    rows = [dict(seed=1, update=8), dict(seed=0, update=0), dict(seed=1, update=0), dict(seed=0, update=8),
+            dict(seed=0, update=16)]
+    assert aligned_by_seed(rows) == [[dict(seed=1, update=0), dict(seed=1, update=8)],
+                                     [dict(seed=0, update=0), dict(seed=0, update=8)]]
+    assert aligned_by_seed([]) == []

@@ -21,7 +21,20 @@ from gradstop._plot import FLOW_COLORS, flow_color, plot_curves, plot_lines, sav
 
 
 __all__ = ["run_folder", "unique_path", "write_csv", "write_json", "jsonable", "plot_curves", "plot_lines", "flow_color",
-           "save_figure"]
+           "save_figure", "aligned_by_seed"]
+
+
+def aligned_by_seed(rows) -> list[list[dict]]:
+    """One cell's evaluation rows (dicts with "seed" and "update") as one list per seed, in the order the seeds
+    first appear, each sorted by update and cut to the evaluations every seed reached (a part-finished run would
+    bias the later points); [] for no rows."""
+    by_seed: dict = {}
+    for r in rows:
+        by_seed.setdefault(r["seed"], []).append(r)
+    if not by_seed:
+        return []
+    n = min(len(v) for v in by_seed.values())
+    return [sorted(v, key=lambda r: r["update"])[:n] for v in by_seed.values()]
 
 def unique_path(root: Path | str, name: str) -> Path:
     """``root/name-YYYYmmdd-HHMMSS``, with ``-2``, ``-3``, … appended if that exists."""

@@ -40,7 +40,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 __all__ = ["Estimate", "summarize", "probability_below", "paired_log_ratio", "performance_profile", "verdict",
-           "describe_pair", "iqm", "median", "CONFIDENCE", "REPS", "MIN_SEEDS", "NO_DIFFERENCE"]
+           "describe_pair", "iqm", "median", "iqm_curve", "CONFIDENCE", "REPS", "MIN_SEEDS", "NO_DIFFERENCE"]
 
 CONFIDENCE = 0.95  # coverage of every interval
 REPS = 2000  # bootstrap resamples per estimate (rliable's own default, 50 000, takes minutes per figure)
@@ -170,6 +170,16 @@ def summarize(values, *, cell: str, reps: int = REPS, seed: int = 0, confidence:
     points = np.array([iqm(array), median(array)])  # rliable's own metrics for the point estimates
     return {name: Estimate(float(points[i]), float(low[i]), float(high[i]), int(array.size), confidence)
             for i, name in enumerate(("iqm", "median"))}
+
+
+def iqm_curve(values, *, cell: str, reps: int = REPS, seed: int = 0, confidence: float = CONFIDENCE):
+    """Per column of ``values`` (seeds, points), e.g. a training curve's evaluations: the IQM over seeds and its
+    interval, as :func:`summarize` gives them for that column alone (labelled ``"{cell} evaluation {i}"``).
+    Returns three (points,) arrays: value, low, high."""
+    values = np.asarray(values, dtype=float)
+    est = [summarize(values[:, i], cell=f"{cell} evaluation {i}", reps=reps, seed=seed, confidence=confidence)["iqm"]
+           for i in range(values.shape[1])]
+    return tuple(np.array([getattr(e, k) for e in est]) for k in ("value", "low", "high"))
 
 
 def probability_below(losses, base_losses, *, cell: str, reps: int = REPS, seed: int = 0,
