@@ -46,7 +46,7 @@ def peer_python() -> Path:
         return python
     make = shutil.which("make")
     if make is None:
-        raise RuntimeError("the model-free figure needs .venv-peer (jax 0.9.2 for Brax's agents), which `make peer-venv` "
+        raise RuntimeError("the model-free and locomotion figures need .venv-peer (jax 0.9.2 for Brax's agents), which `make peer-venv` "
                            "builds, and this machine has no make: install make, or build the venv as the Makefile does")
     print(f"building {python.parents[1]} for Brax's agents (jax 0.9.2; once, about two minutes) ...", flush=True)
     done = subprocess.run([make, "-C", str(repo), "peer-venv"])
@@ -54,6 +54,17 @@ def peer_python() -> Path:
         raise RuntimeError(f"`make peer-venv` exited {done.returncode}: check that PyPI is reachable, then run it "
                            "again to see the whole error")
     return python
+
+
+def require_peer_jax(script: str, otherwise: str = "") -> None:
+    """Raise ImportError, naming the fix, where this jax lacks what Brax 0.14.2's training agents call
+    (``jax.device_put_replicated``, removed after 0.9.2); ``otherwise``: another way out, for the message."""
+    import jax
+
+    if not hasattr(jax, "device_put_replicated"):
+        raise ImportError(f"Brax's training agents need jax.device_put_replicated, which jax {jax.__version__} removed: "
+                          f"run this script with jax 0.9.2, in the venv `make peer-venv` builds (.venv-peer/bin/python -m "
+                          f"experiments.{script}){otherwise}")
 
 
 FIGURES = {
@@ -65,7 +76,7 @@ FIGURES = {
     "training-curves": Figure("training_curves", "BPTT and SHAC training curves per flow on pointmass, cartpole and "
                               "Brax reacher", "≈ 2 h on 2 Ray workers (600 runs; 1 h 20 min for the 354 added to 240 earlier ones)", sweep=True),
     "shac-cartpole": Figure("shac_cartpole", "SHAC's published cartpole config on DiffRL's cartpole, against gradstop's "
-                            "earlier SHAC variant", "23 min on 2 Ray workers (20 runs of 500 windows), beside other jobs", sweep=True),
+                            "earlier SHAC variant", "≈ 36 min on 2 Ray workers (30 runs of 500 windows)", sweep=True),
     "cartpole-study": Figure("cartpole_study", "final test loss per flow on the 1–4-pole cartpole, the published setting",
                              "≈ 17 h on 2 Ray workers at 65 s a run (1856 runs: 10 seeds, variants, tuning)", sweep=True),
     "alpha-order": Figure("alpha_order", "first-order flows against zeroth- and α-order gradients on contact tasks and "
@@ -75,4 +86,7 @@ FIGURES = {
     "model-free": Figure("model_free", "Brax PPO and SAC against gradstop BPTT and SHAC on reacher, by wall-clock",
                          "11.5 min (4 methods × 3 seeds; builds .venv-peer on first use)", python=peer_python,
                          inputs=best_flows_of_training_curves),
+    "locomotion": Figure("locomotion", "SHAC and BPTT against Brax PPO on hopper at equal wall-clock budgets",
+                         "48 min (3 methods × 3 seeds of 400 s, two at a time; builds .venv-peer on first use)",
+                         python=peer_python),
 }

@@ -115,12 +115,9 @@ def best_flows(table: str, env: str) -> dict:
 
 
 def check_jax() -> None:
-    import jax
+    from experiments import require_peer_jax
 
-    if not hasattr(jax, "device_put_replicated"):
-        raise ImportError(f"Brax's training agents (PPO, SAC) need jax.device_put_replicated, which jax {jax.__version__} "
-                          "removed: run this script with jax 0.9.2, in the venv `make peer-venv` builds "
-                          "(.venv-peer/bin/python -m experiments.model_free)")
+    require_peer_jax(SCRIPT)
 
 
 # -- Brax's agents -----------------------------------------------------------------------------------

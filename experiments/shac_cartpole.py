@@ -6,13 +6,16 @@ gradstop's earlier SHAC variant on the same task, seeds and budget.
 
 Arms (PyTorch, float32, each seed the same initial weights, initial states and test set in both arms):
 
-    published   ``gradstop train --algo shac --sim diffrl_cartpole --horizon 240 --window 30 --epochs 50
-                --updates-per-epoch 10``: SHAC's published defaults (``ALGO_DEFAULTS["shac"]``: the Gaussian
-                actor with log-std −1, LayerNorm in actor and critic, the orthogonal critic, observation
-                normalisation, per-step dones, the time-limit bootstrap, the guards, tanh on the actor's
-                sample) and the yaml's settings (docs/simulators.md lists each with its source). 500 windows of
-                30 steps × 64 environments: the published 500 epochs.
-    earlier     the same command with every one of those switches at gradstop's earlier variant
+    published   ``gradstop train --algo shac --sim diffrl_cartpole --horizon 240 --epochs 50 --updates-per-epoch 10``:
+                SHAC's published defaults (``ALGO_DEFAULTS["shac"]``: the Gaussian actor with log-std −1, LayerNorm
+                in actor and critic, the orthogonal critic, observation normalisation, per-step dones, episodes
+                that end inside a window (240 is not a multiple of 32), the time-limit bootstrap, the guards, tanh on
+                the actor's sample) and the yaml's settings (docs/simulators.md lists each with its source). 500
+                windows of 32 steps × 64 environments: the published 500 epochs.
+    published-w30  the same with ``--window 30``, so that every episode ends at a window's end, as the earlier
+                variant needs: the pair (published-w30, earlier) changes only the variant, the pair (published,
+                published-w30) only the window.
+    earlier     ``published-w30`` with every one of those switches at gradstop's earlier variant
                 (``SHAC_EARLIER``): a deterministic, unbounded actor, no LayerNorm, a uniform-initialised critic
                 with its own Adam, no observation normalisation, the time limit as terminal, dones at window
                 ends, no guards. The simulator's clip to [−1, 1] still bounds the force.
@@ -24,8 +27,9 @@ upright (gradstop's measure; the paper reports rewards only).
 
 Writes ``curves.csv`` (every evaluation of every run), ``final.csv`` (a row per run), ``table.csv`` (per arm
 the IQM and median of the final episode reward and success with 95% stratified-bootstrap intervals over
-seeds, ``gradstop.study.stats``), ``pairs.csv`` (``published`` against ``earlier`` on the same seeds: the
-geometric-mean ratio of final episode costs, −reward, with its interval and verdict) and
+seeds, ``gradstop.study.stats``), ``pairs.csv`` (``published-w30`` against ``earlier``, ``published`` against
+``published-w30``, each on the same seeds: the geometric-mean ratio of final episode costs, −reward, with its
+interval and verdict) and
 ``shac-cartpole.png`` (IQM and its 95% interval band against environment steps and against wall-clock).
 Runs are a resumable sweep in ``OUT/runs``. ``--quick`` (2 seeds, 2 windows, 8 environments) runs in
 about a minute.
@@ -40,15 +44,17 @@ import numpy as np
 import tyro
 
 from gradstop.study import stats
-from gradstop.study.figures import SweepOptions, finish_sweep_figure, run_script, sweep_runs, write_tables
+from gradstop.study.figures import SweepOptions, adopt_runs, finish_sweep_figure, run_script, sweep_runs, write_tables
 from gradstop.study.results import aligned_by_seed, save_figure
 from gradstop.study.sweep import Run
 from gradstop.trainers.config import SHAC_EARLIER, TrainConfig
 
 SCRIPT = "shac_cartpole"
-ARMS = {"published": {}, "earlier": SHAC_EARLIER}
-COLORS = {"published": "#1f77b4", "earlier": "#d62728"}
-EPISODE, WINDOW = 240, 30
+EPISODE = 240  # the published episode_length
+ARMS = {"published": dict(window=32), "published-w30": dict(window=30), "earlier": dict(window=30, **SHAC_EARLIER)}
+COLORS = {"published": "#1f77b4", "published-w30": "#17becf", "earlier": "#d62728"}
+# (arm, base): each pair compares on the same seeds; the first holds the window, the second changes only it
+PAIRS = (("published-w30", "earlier"), ("published", "published-w30"))
 
 
 @dataclasses.dataclass
@@ -84,7 +90,7 @@ def parse(argv=None) -> Args:
 
 
 def config(args: Args, arm: str, seed: int) -> TrainConfig:
-    return TrainConfig(algo="shac", sim="diffrl_cartpole", backend="torch", horizon=EPISODE, window=WINDOW,
+    return TrainConfig(algo="shac", sim="diffrl_cartpole", backend="torch", horizon=EPISODE,
                        flow="none", epochs=args.epochs, updates_per_epoch=args.updates_per_epoch, batch=args.batch,
                        test_size=args.test_size, seed=seed, checkpoint_every=5, **ARMS[arm])
 
@@ -132,22 +138,22 @@ def tables(args, all_runs, records):
 
 
 def pairs(args, final) -> list[dict]:
-    """``published`` against each other arm on the seeds both finished: the geometric-mean ratio of final episode
-    costs (−reward, positive on this task), its interval and its verdict."""
+    """Each pair of ``PAIRS`` whose arms both ran, on the seeds both finished: the geometric-mean ratio of final
+    episode costs (−reward, positive on this task), its interval and its verdict."""
     cost = {(f["arm"], f["seed"]): -f["final_test_reward"] for f in final
             if f["status"] == "done" and f["final_test_reward"] is not None}
     rows = []
-    for arm in args.arms:
-        if arm == "published" or "published" not in args.arms:
+    for arm, base in PAIRS:
+        if arm not in args.arms or base not in args.arms:
             continue
-        seeds = sorted(s for (a, s) in cost if a == "published" and (arm, s) in cost)
-        row = dict(arm="published", base=arm, seeds=len(seeds), cost_ratio=None, low=None, high=None, verdict=None)
+        seeds = sorted(s for (a, s) in cost if a == arm and (base, s) in cost)
+        row = dict(arm=arm, base=base, seeds=len(seeds), cost_ratio=None, low=None, high=None, verdict=None)
         if len(seeds) >= 2:
-            e = stats.paired_log_ratio({s: cost[("published", s)] for s in seeds}, {s: cost[(arm, s)] for s in seeds},
-                                       cell=f"published vs {arm}")
+            e = stats.paired_log_ratio({s: cost[(arm, s)] for s in seeds}, {s: cost[(base, s)] for s in seeds},
+                                       cell=f"{arm} vs {base}")
             row.update(cost_ratio=float(np.exp(e.value)), low=float(np.exp(e.low)), high=float(np.exp(e.high)),
-                       verdict=stats.verdict(e, below="published ends with the lower cost",
-                                             above="published ends with the higher cost"))
+                       verdict=stats.verdict(e, below=f"{arm} ends with the lower cost",
+                                             above=f"{arm} ends with the higher cost"))
         rows.append(row)
     return rows
 
@@ -183,7 +189,7 @@ def plot(path, curves, args) -> None:
         ax.set_ylabel("test episode reward")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, title="SHAC (IQM, 95% interval)", title_fontsize=7)
-    fig.suptitle("SHAC on DiffRL's cartpole swing-up (diffrl_cartpole), published config vs earlier variant",
+    fig.suptitle("SHAC on DiffRL's cartpole swing-up (diffrl_cartpole): published config (window 32 and 30), earlier variant",
                  fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)
@@ -196,6 +202,10 @@ def main(argv=None) -> None:
     args = parse(argv)
     started = time.perf_counter()
     all_runs = runs(args)
+    adopted = adopt_runs(args.out, all_runs)
+    if adopted:
+        print(f"reusing {len(adopted)} finished runs under the names used now (e.g. {next(iter(adopted))} -> "
+              f"{next(iter(adopted.values()))}; the list: renamed.json)", flush=True)
     out, records, report = sweep_runs(args, SCRIPT, all_runs, "shac-cartpole")
     curves, final, table, paired = tables(args, all_runs, records)
     write_tables(out, {"curves.csv": curves, "final.csv": final, "table.csv": table, "pairs.csv": paired})

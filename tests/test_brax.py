@@ -146,6 +146,34 @@ def test_shac_trains_on_a_brax_task(tmp_path):
     np.testing.assert_allclose(rewards, [-e["test_loss"] for e in result.evals], rtol=1e-5)
 
 
+@pytest.mark.slow  # compiles a 12-step hopper window (about a minute)
+def test_a_hopper_that_falls_inside_a_shac_window_restarts_there_with_its_discount_back_at_one():
+    """The pytree path of SHAC's window with episodes (Window(episode=...)): a Brax ``done`` ends the episode at its
+    step, the environment goes on from its restart state, and the discount and step count start again."""
+    import equinox as eqx
+
+    from gradstop.trainers.shac import Window
+
+    sim = make("brax:hopper", pipeline="spring")
+    policy = gs.jax.mlp(3, sim.obs_dim, sim.action_dim, hidden=(16,), dtype=jnp.float32)
+    params, static = eqx.partition(policy, eqx.is_array)
+    leaves, tree = jax.tree.flatten(params)  # a last-layer bias of −2 on every joint: the hopper falls at its 8th step
+    policy = eqx.combine(jax.tree.unflatten(tree, leaves[:-1] + [jnp.full_like(leaves[-1], -2.0)]), static)
+    x0, restart = sim.reset(0, 4), sim.reset(1, 4)
+    window = Window(sim, lambda o: o[..., 0] * 0 + 5.0, 0.9, 12, "bootstrap", episode=1000, terminations=True)
+    zero = jnp.zeros(4)
+    out = gs.rollout(policy, window, horizon=12, x0=window.wrap(x0, zero, zero, restart))
+    x, d, _, t, j, f, _ = window.parts(out.states)
+    fell = np.argwhere(np.asarray(f) > 0)
+    assert len(fell) and np.isfinite(float(out.loss))
+    for i, b in fell:  # the step after the fall starts from the restart state, discount 1 and step 0
+        current = window.current(jax.tree.map(lambda v: v[i], out.states))
+        np.testing.assert_array_equal(np.asarray(current.obs[b]), np.asarray(restart.obs[b]))
+        if i + 1 < 12 and not f[i + 1, b]:
+            assert float(t[i + 1, b]) == 1.0 and float(d[i + 1, b]) == pytest.approx(0.9)
+    np.testing.assert_array_equal(np.asarray(j[:, 0]), np.arange(13))
+
+
 @pytest.mark.slow  # compiles a Brax step (15 s)
 def test_a_brax_task_whose_reward_is_constant_is_refused_with_the_fix(monkeypatch):
     """inverted_pendulum's own reward is 1 every step: without its entry in COSTS nothing could be learned."""

@@ -233,6 +233,40 @@ def test_model_free_quick_in_the_peer_venv(tmp_path):
     assert json.loads((out / "settings.json").read_text())["complete"]
 
 
+def test_locomotion_names_the_jax_ppo_needs_and_runs_each_method_at_the_budget_fixed_beforehand(tmp_path):
+    from experiments import locomotion
+
+    with pytest.raises(ImportError, match="make peer-venv.*or leave PPO out"):
+        locomotion.main(["--quick", "--out", str(tmp_path / "l")])
+    assert not (tmp_path / "l").exists()
+    args = locomotion.parse([])
+    shac, bptt = locomotion.config(args, "shac", 1), locomotion.config(args, "bptt", 1)
+    assert shac.max_seconds == bptt.max_seconds == 400.0 and shac.horizon == bptt.horizon == 1000
+    # DiffRL's hopper config (examples/cfg/shac/hopper.yaml) on SHAC's published defaults; 1000 is no multiple of 32
+    assert (shac.lr, shac.critic_lr, shac.hidden, shac.critic_hidden, shac.window, shac.td_dones) == (
+        2e-3, 2e-4, (128, 64, 32), (64, 64), 32, "step")
+    assert shac.epochs * shac.updates_per_epoch == 2000 and bptt.flow == "truncate:32"
+    with pytest.raises(ValueError, match="unknown methods"):
+        locomotion.parse(["--methods", "sac"])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not PEER.exists(), reason="needs the peer venv with jax 0.9.2: make peer-venv")
+def test_locomotion_quick_in_the_peer_venv(tmp_path):
+    out = tmp_path / "l"
+    done = subprocess.run([str(PEER), "-m", "experiments.locomotion", "--quick", "--out", str(out)], capture_output=True,
+                          text=True, cwd=PEER.parents[2], timeout=1500)
+    assert done.returncode == 0, done.stderr[-3000:]
+    final = read(out / "final.csv")
+    assert sorted((r["method"], r["seed"]) for r in final) == sorted((m, str(s)) for m in ("ppo", "shac", "bptt") for s in (0, 1))
+    assert all(float(r["seconds"]) >= 30.0 for r in final)  # every run went to its budget (compile included) and stopped
+    assert all(json.loads((out / "runs" / f"method={m},seed={s}" / "summary.json").read_text())["budget_reached"]
+               for m in ("shac", "bptt") for s in (0, 1))
+    table = read(out / "table.csv")
+    assert [r["method"] for r in table] == ["ppo", "shac", "bptt"] and all(r["seeds"] == "2" for r in table)
+    assert json.loads((out / "settings.json").read_text())["complete"]
+
+
 def test_model_free_takes_each_algorithms_best_flow_from_the_training_curves(tmp_path):
     from experiments import model_free
 
@@ -329,15 +363,28 @@ def test_bias_variance_quick_writes_its_table(tmp_path):
 
 
 @pytest.mark.slow
-def test_shac_cartpole_quick_writes_both_arms_and_their_pair(tmp_path):
+def test_shac_cartpole_quick_writes_every_arm_and_their_pairs_and_reuses_the_earlier_layouts_runs(tmp_path, capsys):
+    """The earlier layout's ``published`` arm ran windows of 30: its runs are ``published-w30`` now, renamed and not
+    retrained, while ``published`` (windows of 32, as published) runs anew."""
     from experiments import shac_cartpole
+    from gradstop.study.sweep import Run, run_sweep
 
     out = tmp_path / "s"
+    args = shac_cartpole.parse(["--quick"])
+    old = Run("arm=published,seed=0", shac_cartpole.config(args, "published-w30", 0))
+    run_sweep([old], out, progress=False)
+    trained = json.loads((out / "runs" / old.name / "summary.json").read_text())
     shac_cartpole.main(["--quick", "--out", str(out)])
+    assert "reusing 1 finished runs" in capsys.readouterr().out
+    assert json.loads((out / "runs" / "arm=published-w30,seed=0" / "summary.json").read_text()) == trained
+    assert json.loads((out / "runs" / "arm=published,seed=0" / "config.json").read_text())["window"] == 32
     table = read(out / "table.csv")
-    assert [r["arm"] for r in table] == ["published", "earlier"] and all(r["done"] == "2" for r in table)
+    assert [r["arm"] for r in table] == ["published", "published-w30", "earlier"] and all(r["done"] == "2" for r in table)
     assert all(float(r["reward_iqm_low"]) <= float(r["reward_iqm"]) <= float(r["reward_iqm_high"]) < 0 for r in table)
-    (pair,) = read(out / "pairs.csv")
-    assert (pair["arm"], pair["base"], pair["seeds"]) == ("published", "earlier", "2") and pair["verdict"]
+    pairs = read(out / "pairs.csv")
+    assert [(p["arm"], p["base"], p["seeds"]) for p in pairs] == [("published-w30", "earlier", "2"),
+                                                                  ("published", "published-w30", "2")]
+    assert all(p["verdict"] for p in pairs)
     curves = read(out / "curves.csv")
-    assert {int(r["env_steps"]) for r in curves if r["update"] == "2"} == {2 * 8 * 30}
+    assert {(r["arm"], int(r["env_steps"])) for r in curves if r["update"] == "2"} == {
+        ("published", 2 * 8 * 32), ("published-w30", 2 * 8 * 30), ("earlier", 2 * 8 * 30)}

@@ -144,7 +144,7 @@ def test_shac_defaults_are_the_published_ones_and_bad_settings_are_named():
     assert (cfg.critic_iterations, cfg.critic_minibatches, cfg.activation) == (16, 4, "elu")
     assert ALGO_DEFAULTS["bptt"] == {}
     with pytest.raises(ValueError, match=r"horizon=100 must be a multiple of window=32 \(e.g. --horizon 96\)"):
-        TrainConfig.for_algo("shac", horizon=100)
+        TrainConfig.for_algo("shac", horizon=100, td_dones="window")
     with pytest.raises(ValueError, match="algo shac keeps its environments running .* use data='fresh'"):
         TrainConfig.for_algo("shac", data="fixed")
     with pytest.raises(ValueError, match="do not split into critic_minibatches=3"):

@@ -45,7 +45,7 @@ def test_shac_takes_the_published_values_and_bptt_and_old_files_the_earlier_ones
     assert TrainConfig(algo="shac", guards=False, td_dones="window").td_dones == "window"  # a field given wins
     # a SHAC config file written before these fields existed: the earlier variant, with the hash it had then
     new = TrainConfig.for_algo("shac", **TINY)
-    later = ("model_use",)  # fields added after these: absent from such a file too
+    later = ("model_use", "max_seconds")  # fields added after these: absent from such a file too
     old = {**{k: v for k, v in new.to_dict().items() if k not in PUBLISHED and k not in later}, **EARLIER_OLD_FIELDS}
     loaded = TrainConfig.from_dict(old)
     assert {k: getattr(loaded, k) for k in earlier} == earlier
@@ -322,6 +322,179 @@ def test_the_critics_last_target_at_a_time_limit_is_cost_plus_discounted_value(b
         np.testing.assert_allclose(to_np(targets).reshape(cfg.window, 2)[-1], last_cost + cfg.gamma * end, rtol=1e-12)
 
 
+# -- episodes that end inside a window ------------------------------------------------------------------
+def published_window(policy, sim, value, x0, steps0, restart, gamma, h, T, bootstrap=True):
+    """The published ``compute_actor_loss`` (NVlabs/DiffRL algorithms/shac.py) re-written for costs, torch, one window:
+    auto-resetting environments (time limit T or ``sim.terminated``), the per-step charge of a done environment,
+    its discount and accumulated cost cleared; also the critic's data as that loop stores it (costs, next values with
+    the published rules at a done step, done mask, the observations)."""
+    import torch
+
+    x, t = x0.clone(), steps0.clone()
+    gam, acc = torch.ones(len(x), dtype=x.dtype), torch.zeros(len(x), dtype=x.dtype)
+    loss, rews, nvs, dones, obs = 0.0, [], [], [], []
+    for i in range(h):
+        obs.append(sim.obs(x).detach())
+        a = policy(sim.obs(x))
+        x_new = sim.step(x, a)
+        c = sim.cost(x_new, a)
+        t = t + 1
+        done = (t >= T) | (sim.terminated(x_new) > 0)
+        nv = value(sim.obs(x_new))
+        at_limit = value(sim.obs(x_new)) if bootstrap else sim.terminal_cost(x_new)
+        ok = (sim.obs(x_new).abs() <= 1e6).all(-1)
+        nv = torch.where(done, torch.where(~ok, 0 * nv, torch.where(t < T, 0 * nv, at_limit)), nv)
+        acc = acc + gam * c
+        charged = done if i < h - 1 else torch.ones_like(done)  # the last step: every environment
+        loss = loss + torch.where(charged, acc + gamma * gam * nv, 0 * acc).sum()
+        rews.append(c.detach()), nvs.append(nv.detach()), dones.append(done.to(x.dtype))
+        gam = torch.where(done, torch.ones_like(gam), gam * gamma)
+        acc = torch.where(done, 0 * acc, acc)
+        x = torch.where(done[:, None], restart, x_new)
+        t = torch.where(done, 0 * t, t)
+    return loss / (h * len(x)), (torch.stack(rews), torch.stack(nvs), torch.stack(dones), torch.stack(obs)), x, t
+
+
+def episode_case(backend):
+    """Four point masses in windows of 4 steps, episodes of 6: one terminates at its first step (x > 0.3) and restarts,
+    two reach the time limit inside the window, one exactly at its end."""
+    xp = __import__("jax.numpy" if backend == "jax" else "torch", fromlist=["asarray"])
+    x0 = xp.asarray([[0.0, 5.0], [-0.5, 0.1], [0.0, -1.0], [-0.2, 0.3]], dtype=xp.float64)
+    steps = xp.asarray([0.0, 3.0, 5.0, 2.0], dtype=xp.float64)
+    restart = xp.asarray([[-0.4, 0.0], [0.1, -0.2], [-0.3, 0.5], [0.2, 0.1]], dtype=xp.float64)
+    return x0, steps, restart
+
+
+@pytest.mark.parametrize("time_limit", ["bootstrap", "terminal"])
+def test_episodes_ending_inside_the_window_give_the_published_actor_loss_gradient_and_critic_data(time_limit):
+    import torch
+
+    import gradstop as gs
+
+    sim = Falls(backend="torch", dims=1)
+    value = lambda o: (o ** 2).sum(-1) + 1.0  # noqa: E731
+    policy = gs.torch.mlp(2, 1, hidden=(6,), seed=3).double()
+    x0, steps, restart = episode_case("torch")
+    h, T, gamma = 4, 6, 0.9
+    ref_loss, (rews, nvs, dones, obs), x_end, t_end = published_window(policy, sim, value, x0, steps, restart, gamma, h, T,
+                                                                        time_limit == "bootstrap")
+    assert to_np(dones).tolist() == [[1, 0, 1, 0], [0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1]]  # the case (step, env)
+    ref_grads = torch.autograd.grad(ref_loss, list(policy.parameters()))
+    window = Window(sim, value, gamma, h, time_limit, episode=T, terminations=True)
+    for impl in ("native", "fused"):
+        out = gs.rollout(policy, window, horizon=h, x0=window.wrap(x0, (steps + h >= T).double(), steps, restart), impl=impl)
+        grads = torch.autograd.grad(out.loss, list(policy.parameters()))
+        np.testing.assert_allclose(float(out.loss.detach()), float(ref_loss.detach()), rtol=1e-13)
+        for g, r in zip(grads, ref_grads):
+            np.testing.assert_allclose(to_np(g), to_np(r), rtol=1e-11, atol=1e-14)
+    # the critic's data: the published costs, done mask and next values give the TD(λ) targets; the observations the
+    # environments were in (restart states after an end)
+    cfg = TrainConfig.for_algo("shac", backend="torch", dtype="float64", time_limit=time_limit,
+                               **{**TINY, "horizon": T, "window": h})
+    program = program_for(cfg, sim)
+    program._value = value
+    got_obs, targets, _ = program._targets(out, (steps + h >= T).double(), sim, window)
+    expected = np.stack(td_lambda(to_np(rews), to_np(nvs), cfg.gamma, cfg.td_lambda, to_np(dones)))
+    np.testing.assert_allclose(to_np(targets).reshape(h, 4), expected, rtol=1e-12)
+    np.testing.assert_allclose(to_np(got_obs), to_np(obs).reshape(-1, 2), rtol=1e-14)
+    # and the environments go on from where the published loop leaves them: an episode that ends at the window's last
+    # step is restarted by the trainer after the window (with the same restart state), the others by the window
+    W = out.states.detach()
+    last, t_last = window.current(W)[-1], window.parts(W)[3][-1]
+    at_end = t_last >= T
+    assert to_np(at_end).tolist() == [False, False, False, True]
+    np.testing.assert_allclose(to_np(torch.where(at_end[:, None], restart, last)), to_np(x_end), rtol=1e-14)
+    np.testing.assert_allclose(to_np(torch.where(at_end, 0 * t_last, t_last)), to_np(t_end))
+
+
+def test_the_jax_window_runs_episodes_across_its_steps_as_the_torch_one():
+    import copy
+
+    import jax
+    import torch
+
+    import gradstop as gs
+
+    value = lambda o: (o ** 2).sum(-1) + 1.0  # noqa: E731
+    results = []
+    for backend in BACKENDS:
+        sim = Falls(backend=backend, dims=1)
+        window = Window(sim, value, 0.9, 4, "bootstrap", episode=6, terminations=True)
+        x0, steps, restart = episode_case(backend)
+        X0 = window.wrap(x0, steps * 0, steps, restart)
+        if backend == "jax":
+            policy = gs.jax.mlp(3, 2, 1, hidden=(6,))
+            for impl in ("native", "fused"):
+                loss, grads = jax.value_and_grad(lambda p: gs.rollout(p, window, horizon=4, x0=X0, impl=impl).loss)(policy)
+                results.append((float(loss), gs.jax.get_weights(grads)))  # the gradient in the weights' layout
+        else:
+            policy = gs.torch.set_weights(gs.torch.mlp(2, 1, hidden=(6,)).double(), gs.jax.get_weights(gs.jax.mlp(3, 2, 1, hidden=(6,))))
+            loss = gs.rollout(policy, window, horizon=4, x0=X0).loss
+            as_module = copy.deepcopy(policy)
+            for p, g in zip(as_module.parameters(), torch.autograd.grad(loss, list(policy.parameters()))):
+                p.data = g
+            results.append((float(loss.detach()), gs.torch.get_weights(as_module)))
+    ref_loss, ref_grads = results[-1]
+    for loss, grads in results[:-1]:
+        np.testing.assert_allclose(loss, ref_loss, rtol=1e-13)
+        for g, r in zip(grads, ref_grads):
+            np.testing.assert_allclose(g, r, rtol=1e-11, atol=1e-14)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_window_whose_episodes_end_at_its_end_computes_what_it_did_without_episodes(backend):
+    """Episodes that end only at window ends (no termination, T a multiple of h): the same loss and gradient, bit for bit."""
+    import gradstop as gs
+
+    sim = make("pointmass", backend=backend, dims=1)
+    value = lambda o: (o ** 2).sum(-1) + 1.0  # noqa: E731
+    xp = __import__("jax.numpy" if backend == "jax" else "torch", fromlist=["asarray"])
+    x0 = xp.asarray([[0.3, 0.1], [-0.2, 0.4], [0.1, -0.3]], dtype=xp.float64)
+    steps = xp.asarray([0.0, 4.0, 4.0], dtype=xp.float64)
+    ends = (steps + 4 >= 8) * 1.0
+    plain, runs = Window(sim, value, 0.9, 4, "bootstrap"), Window(sim, value, 0.9, 4, "bootstrap", episode=8)
+    if backend == "jax":
+        import jax
+
+        policy = gs.jax.mlp(1, 2, 1, hidden=(6,))
+        a = jax.value_and_grad(lambda p: gs.rollout(p, plain, horizon=4, x0=plain.wrap(x0, ends)).loss)(policy)
+        b = jax.value_and_grad(lambda p: gs.rollout(p, runs, horizon=4, x0=runs.wrap(x0, ends, steps, x0 * 0)).loss)(policy)
+        pairs = list(zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    else:
+        import torch
+
+        policy = gs.torch.mlp(2, 1, hidden=(6,), seed=1).double()
+        la = gs.rollout(policy, plain, horizon=4, x0=plain.wrap(x0, ends)).loss
+        lb = gs.rollout(policy, runs, horizon=4, x0=runs.wrap(x0, ends, steps, x0 * 0)).loss
+        ga, gb = (torch.autograd.grad(v, list(policy.parameters())) for v in (la, lb))
+        pairs = [(la, lb)] + list(zip(ga, gb))
+    for u, v in pairs:
+        np.testing.assert_array_equal(to_np(u), to_np(v))
+
+
+@pytest.mark.slow
+def test_jax_and_torch_take_the_same_steps_with_episodes_ending_inside_windows_in_float64():
+    runs = []
+    for backend in BACKENDS:
+        cfg = TrainConfig.for_algo("shac", backend=backend, dtype="float64",
+                                   **{**TINY, "horizon": 10, "window": 4, "epochs": 2, "updates_per_epoch": 3})
+        result = train(cfg, sim=Falls(backend=backend, dims=1))
+        runs.append(np.asarray([[float(u[k]) for k in ("loss", "grad_norm", "critic_loss")] for u in result.updates]))
+    np.testing.assert_allclose(runs[0], runs[1], rtol=1e-10)
+
+
+def test_an_episode_shorter_than_the_window_or_not_a_multiple_of_it_with_window_dones_is_named():
+    with pytest.raises(ValueError, match=r"the window \(32 steps\) is longer than the episode \(horizon=20\); shorten it "
+                                         r"\(--window 20\) or lengthen the episode \(--horizon 32\)"):
+        TrainConfig(algo="shac", horizon=20)
+    with pytest.raises(ValueError, match=r"td_dones='window' ends episodes at window ends only, so the episode length "
+                                         r"horizon=100 must be a multiple of window=32 \(e.g. --horizon 96\)"):
+        TrainConfig(algo="shac", horizon=100, td_dones="window")
+    assert TrainConfig(algo="shac", horizon=100).horizon == 100  # the published per-step dones: any episode length
+    with pytest.raises(ValueError, match="episode must be an integer ≥ window=4"):
+        Window(make("pointmass", dims=1), lambda o: o[..., 0], 0.9, 4, episode=3)
+
+
 # -- 6: the guards -----------------------------------------------------------------------------------
 def test_the_guards_name_the_update_the_quantity_and_the_fix():
     cfg = TrainConfig.for_algo("shac", **TINY)  # 2 updates per epoch
@@ -447,7 +620,7 @@ def test_the_window_samples_mu_plus_sigma_eps_with_the_runs_noise_and_steps_the_
     state = program.state if backend == "jax" else None
     xp = __import__("jax.numpy" if backend == "jax" else "torch", fromlist=["asarray"])
     noise = xp.asarray(eps[0], dtype=xp.float64)
-    actor_sim, X0, task, _ = program._window(state, noise) if backend == "jax" else program._window(noise)
+    actor_sim, X0, task, _, _ = program._window(state, noise) if backend == "jax" else program._window(noise)
     policy = program.policy
     out = rollout(policy, actor_sim, horizon=cfg.window, x0=X0)
     xs = to_np(out.states)[..., :2]
@@ -519,8 +692,8 @@ def test_the_statistics_take_each_windows_observations_and_stay_frozen_inside_it
         frozen.append(None if stats is None else [a.numpy().copy() for a in stats]) or real_task(s, c, stats)))
     after, real_targets = [], program._targets
 
-    def targets(out, ends, task=None):  # the critic's observations: normalised by the window's frozen statistics
-        obs, t, v = real_targets(out, ends, task)
+    def targets(out, ends, task=None, window=None):  # the critic's observations: normalised by the window's frozen statistics
+        obs, t, v = real_targets(out, ends, task, window)
         raw = sim.obs(out.states.detach()[:-1, :, :2]).reshape(-1, 2)
         np.testing.assert_allclose(obs.numpy(), ((raw - task.stats[0]) / torch.sqrt(task.stats[1] + 1e-5)).numpy(), rtol=1e-12)
         return obs, t, v

@@ -132,6 +132,26 @@ def test_a_folder_with_another_config_or_another_frameworks_checkpoint_is_refuse
     assert (killed / "summary.json").exists() and not (killed / ".config.json.tmp-4242").exists()
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_wall_clock_budget_ends_the_run_after_the_first_epoch_that_reaches_it_evaluated(backend, tmp_path):
+    cfg = TrainConfig(sim="pointmass", backend=backend, horizon=8, epochs=100_000, updates_per_epoch=2, batch=4,
+                      hidden=(8,), max_seconds=1.0, eval_every=50)
+    result = train(cfg, out=tmp_path / "r")
+    summary, updates = result.summary, result.updates
+    assert summary["budget_reached"] and 0 < summary["updates"] < cfg.epochs * 2 and len(updates) % 2 == 0
+    spent = [summary["compile_seconds"] + float(u["seconds"]) for u in updates[1::2]]  # after each epoch's training
+    assert spent[-1] >= 1.0 and (len(spent) == 1 or spent[-2] < 1.0)  # the first epoch that reached it, and no later one
+    assert int(result.evals[-1]["update"]) == summary["updates"]  # evaluated where it stopped, off the eval_every grid
+    again = train(cfg, out=tmp_path / "r")  # finished: nothing more runs
+    assert again.summary == summary and len(again.updates) == len(updates)
+    assert "budget_reached" not in train(TrainConfig(sim="pointmass", horizon=8, epochs=1, batch=4, hidden=(8,))).summary
+    assert TrainConfig(max_seconds=None).digest() == TrainConfig().digest()  # configs without a budget keep their hash
+    from gradstop.trainers import train_population
+
+    with pytest.raises(ValueError, match="a population trains its members in one program, so a wall-clock budget"):
+        train_population(cfg, seeds=[0, 1])
+
+
 def test_config_round_trips_and_bad_fields_are_named():
     cfg = TrainConfig(sim="cartpole", sim_params={"poles": 3}, hidden=(100, 100), flow="combined", data="fixed", zero_last=True)
     assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
@@ -159,6 +179,7 @@ def test_config_round_trips_and_bad_fields_are_named():
     ("flow", "inputs", "unknown flow part 'inputs'"),
     ("lr_final", 2.0, "lr_final must be a finite number ≥ 0.0 and ≤ 1.0"),
     ("train_size", 4, r"train_size \(4\) is smaller than batch \(8\)"),
+    ("max_seconds", 0, "max_seconds must be a finite number > 0.0, got 0"),
 ])
 def test_bad_config_values_get_errors_that_name_them(field, value, match):
     kwargs = {"data": "fixed"} if field == "train_size" else {}
@@ -233,6 +254,8 @@ def test_default_results_folder_is_named_by_the_config_so_the_same_command_resum
     (["--schedule", "step"], "unknown schedule 'step'"),
     (["--activation", "gelu"], "unknown activation 'gelu'"),
     (["--config", "nowhere.json"], "--config nowhere.json: no such file"),
+    (["--init-std", "0.3"], "--init-std is the Gaussian policy's initial σ, but the policy is deterministic: add --policy gaussian"),
+    (["--algo", "shac", "--policy", "deterministic", "--init-std", "0.3"], "but the policy is deterministic"),
 ])
 def test_train_command_reports_bad_arguments(tmp_path, capsys, argv, match):
     assert main(["train", "--root", str(tmp_path), "--epochs", "1", "--quiet", *argv]) == 2

@@ -52,7 +52,7 @@ EXIT_OK, EXIT_USAGE, EXIT_NONFINITE, EXIT_INTERRUPTED = 0, 2, 3, 130
 GROUPS = {
     "run": ("what to train, on which simulator, with which gradient",
             ("algo", "sim", "preset", "sim_params", "backend", "flow", "horizon", "epochs", "updates_per_epoch", "seed",
-             "dtype", "impl", "memory", "compile")),
+             "dtype", "impl", "memory", "compile", "max_seconds")),
     "data": ("the initial states: a fresh stream or a fixed training set, and a test set",
              ("data", "train_size", "test_size", "validation", "batch", "shuffle", "eval_every")),
     "policy": ("the MLP policy", ("hidden", "activation", "zero_last", "weight_init", "policy", "init_std", "actor_layer_norm")),
@@ -247,6 +247,9 @@ def configs_from(ns: argparse.Namespace) -> list[TrainConfig]:
     if not ns.config:  # the algorithm's published defaults under the flags (a config file is already complete)
         base = {**ALGO_DEFAULTS.get(given.get("algo", TrainConfig.algo), {}), **base}
     merged = {**base, **given}
+    if "init_std" in given and merged.get("policy", TrainConfig.policy) != "gaussian":
+        raise ValueError(f"--init-std is the Gaussian policy's initial σ, but the policy is "
+                         f"{merged.get('policy', TrainConfig.policy)}: add --policy gaussian, or drop --init-std")
     return [TrainConfig(**{**merged, "flow": name}) for name in names]
 
 

@@ -121,9 +121,9 @@ def sweep_runs(args, script: str, runs: list, what: str) -> tuple[Path, dict, ob
 def adopt_runs(root: Path | str, runs: list) -> dict:
     """Give runs that an earlier layout of a figure named otherwise the names ``runs`` use now, so they are reused.
 
-    A run of ``root``'s sweep whose name none of ``runs`` holds, and whose config has the identity of one of
-    ``runs`` (``TrainConfig.identity``: every field that changes its numbers) that has no run yet, is renamed to
-    that run's name: its folder, its failure record and its entry in ``sweep.json``. Each old name goes to at most
+    A run of ``root``'s sweep whose name none of ``runs`` holds (or holds for a different config now), and whose
+    config has the identity of one of ``runs`` (``TrainConfig.identity``: every field that changes its numbers) that
+    has no run yet, is renamed to that run's name: its folder, its failure record and its entry in ``sweep.json``. Each old name goes to at most
     one new run (the first in sorted order), nothing is copied or deleted, and every rename is added to
     ``root/renamed.json``. Returns {old name: new name} (empty where ``root`` holds no sweep or nothing matches).
     """
@@ -137,17 +137,18 @@ def adopt_runs(root: Path | str, runs: list) -> dict:
     with _lock(root):
         data = json.loads(manifest.read_text())
         stored = data.get("runs", {})
-        wanted = {r.name for r in runs}
+        wanted = {r.name: json.dumps(r.config.identity(), sort_keys=True, default=str) for r in runs}
         earlier: dict = {}  # identity -> an old name holding a run folder or a failure record
         for name in sorted(stored):
-            if name in wanted or not ((root / "runs" / name).is_dir() or (root / "failures" / f"{name}.json").exists()):
+            if not ((root / "runs" / name).is_dir() or (root / "failures" / f"{name}.json").exists()):
                 continue
             key = json.dumps(TrainConfig.from_dict(stored[name], source=f"{manifest} (run {name})").identity(),
                              sort_keys=True, default=str)
-            earlier.setdefault(key, name)
+            if wanted.get(name) != key:  # not wanted under this name with this config
+                earlier.setdefault(key, name)
         renames = {}
         for r in runs:
-            if r.name in stored or (root / "runs" / r.name).exists():
+            if r.name in stored or (root / "runs" / r.name).exists():  # only to a free name
                 continue
             old = earlier.pop(json.dumps(r.config.identity(), sort_keys=True, default=str), None)
             if old is not None:

@@ -74,7 +74,7 @@ RUN_ONLY = ("checkpoint_every", "on_nonfinite", "compile")
 ADDED_LATER = {"compile": False, "weight_init": "torch", "adam_eps": 1e-8, "validation": False,
                "critic_layer_norm": False, "critic_init": "uniform", "critic_optimizer": "adam", "td_dones": "window",
                "time_limit": "terminal", "guards": False, "actor_layer_norm": False, "action_squash": "none", "obs_norm": False,
-               "model_use": "chain"}
+               "model_use": "chain", "max_seconds": None}
 
 
 def _f(default, help: str, **kw):
@@ -114,6 +114,9 @@ class TrainConfig:
     updates_per_epoch: int = _f(32, "data=fresh: updates per epoch (data=fixed: train_size // batch)")
     epochs: int = _f(10, "number of epochs")
     eval_every: int = _f(1, "evaluate on the test set every this many epochs (and after the last)")
+    max_seconds: float | None = _f(None, "a wall-clock budget: the run ends after the first epoch that brings its seconds "
+                                   "(compile, training and evaluation) to this, evaluated there, or after --epochs; for "
+                                   "comparisons at equal wall-clock (the numbers then depend on the machine)")
     # -- the policy -------------------------------------------------------------------------------
     hidden: tuple = _f((64, 64), "hidden layer widths of the MLP policy (CLI: 64,64)")
     activation: str = _f("tanh", f"hidden activation: {' | '.join(ACTIVATIONS)}")
@@ -153,9 +156,10 @@ class TrainConfig:
     critic_optimizer: str = _f("adam", f"shac: the critic's optimizer: {' | '.join(CRITIC_OPTIMIZERS)} (actor: the actor's "
                                "--optimizer with its betas, adam_eps, weight_decay, momentum, as published; adam: Adam "
                                "with the actor's betas and ε 1e-8 whatever --optimizer says)")
-    td_dones: str = _f("window", f"shac: where an early termination (sim.terminated) enters the critic's TD(λ) "
-                       f"targets: {' | '.join(TD_DONES)} (step: at the step it happens, the recursion restarting there, as "
-                       "published; window: only at the window's end)")
+    td_dones: str = _f("window", f"shac: where an episode may end inside a window: {' | '.join(TD_DONES)} (step: at any "
+                       "step, as published: its time limit or an early termination (sim.terminated) ends it there for the "
+                       "actor's loss and the critic's TD(λ) targets, and the environment restarts within the window; "
+                       "window: only at window ends, so the horizon must be a multiple of the window)")
     time_limit: str = _f("terminal", f"shac: an episode's end at the time limit (horizon): {' | '.join(TIME_LIMITS)} "
                          "(bootstrap: the actor's window and the critic's targets end in the target critic's V, as "
                          "published; terminal: in the task's terminal cost)")
@@ -255,13 +259,18 @@ class TrainConfig:
         if self.algo == "shac":
             if self.data != "fresh":
                 raise ValueError("algo shac keeps its environments running and resets them with fresh initial states: use data='fresh' (--data fresh)")
-            if self.horizon % self.window:
-                raise ValueError(f"algo shac: the episode length horizon={self.horizon} must be a multiple of window={self.window} "
-                                 f"(e.g. --horizon {self.window * max(1, round(self.horizon / self.window))}), so episodes end at window ends")
+            if self.window > self.horizon:
+                raise ValueError(f"algo shac: the window ({self.window} steps) is longer than the episode (horizon={self.horizon}); "
+                                 f"shorten it (--window {self.horizon}) or lengthen the episode (--horizon {self.window})")
+            if self.horizon % self.window and self.td_dones == "window":
+                raise ValueError(f"algo shac with td_dones='window' ends episodes at window ends only, so the episode length "
+                                 f"horizon={self.horizon} must be a multiple of window={self.window} (e.g. --horizon "
+                                 f"{self.window * max(1, round(self.horizon / self.window))}); td_dones='step' (the published "
+                                 "code's) ends them at any step of a window")
             if (self.window * self.batch) % self.critic_minibatches:
                 raise ValueError(f"algo shac: window·batch = {self.window * self.batch} samples do not split into "
                                  f"critic_minibatches={self.critic_minibatches} equal minibatches; change one of them")
-        for name in ("clip_value", "clip_norm"):
+        for name in ("clip_value", "clip_norm", "max_seconds"):
             if getattr(self, name) is not None:
                 _number(name, getattr(self, name), low=0.0, strict=True)
 

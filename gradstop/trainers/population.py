@@ -28,6 +28,10 @@ def train_population(config: TrainConfig, seeds, *, progress: bool = False) -> l
         raise ValueError("seeds is empty: give at least one seed, e.g. seeds=range(8)")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds repeats a seed: {seeds}")
+    if config.max_seconds is not None:
+        raise ValueError(f"a population trains its members in one program, so a wall-clock budget (max_seconds="
+                         f"{config.max_seconds}) cannot stop one alone: train each seed with gradstop.trainers.train, or "
+                         "drop max_seconds and give epochs")
     configs = [dataclasses.replace(config, seed=s) for s in seeds]  # validates each seed
     module = importlib.import_module(f"gradstop.trainers.{config.backend}.population")
     return module.train_population(configs, progress=progress)

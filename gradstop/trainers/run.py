@@ -372,7 +372,9 @@ def _epochs(config, program, data, updates, evals, folder, progress, tensorboard
     steps = data.updates
     flow = config.flow
     compile_seconds = meta["compile_seconds"]
-    if start < config.epochs:
+    budget = config.max_seconds
+    spent = budget is not None and start > 0 and compile_seconds + clock >= budget  # resumed after its last epoch
+    if start < config.epochs and not spent:
         compile_seconds += program.compile(data, start)
     writer = _tensorboard(tensorboard, config, start * steps)
     bar = _bar(progress, config, start * steps)
@@ -381,7 +383,7 @@ def _epochs(config, program, data, updates, evals, folder, progress, tensorboard
         evals.append([dict(epoch=0, update=0, seconds=0.0, **ev)])
         _log(writer, [], ev, 0)
     try:
-        for epoch in range(start, config.epochs):
+        for epoch in range(start, config.epochs if not spent else start):
             tick = time.perf_counter()
             try:
                 m = program.run_epoch(data, epoch)
@@ -409,7 +411,9 @@ def _epochs(config, program, data, updates, evals, folder, progress, tensorboard
                                      f"({skipped} of {(epoch + 1) * steps} so far), flow {flow}: the run has "
                                      "stopped training. Lower the learning rate, clip the gradient (--clip-norm), or "
                                      "shorten the horizon", update=rows[-1]["update"], epoch=epoch + 1, flow=flow)
-            last = epoch + 1 == config.epochs
+            # the wall-clock budget: measured before this epoch's evaluation, so that every run ends evaluated
+            out_of_time = budget is not None and compile_seconds + clock >= budget
+            last = epoch + 1 == config.epochs or out_of_time
             ev = None
             if (epoch + 1) % config.eval_every == 0 or last:
                 tick = time.perf_counter()
@@ -426,6 +430,8 @@ def _epochs(config, program, data, updates, evals, folder, progress, tensorboard
                         "update": (epoch + 1) * steps, "seconds": clock, "skipped": skipped,
                         "compile_seconds": compile_seconds, "updates_bytes": updates.size(), "eval_bytes": evals.size()}
                 atomic_write(folder / CHECKPOINT_FILES[program.framework], program.state_bytes(meta))
+            if out_of_time:
+                break
     finally:
         if bar is not None:
             bar.close()
@@ -499,6 +505,8 @@ def summarise(config, program, updates, evals, folder, skipped, compile_seconds)
         "compile_seconds": float(compile_seconds),
         "steps_per_second": float(np.median(col(updates, "steps_per_second"))) if updates else None,
     }
+    if config.max_seconds is not None:  # where the wall-clock budget ended the run
+        summary["budget_reached"] = len(updates) < config.epochs * config.steps_per_epoch
     val = col(evals, "val_loss") if config.validation else np.asarray([])
     if val.size and not np.isnan(val).all():  # the evaluation chosen on the validation set, and its test numbers
         best = int(np.nanargmin(val))

@@ -10,11 +10,12 @@ environments' current states, and ends each window in a learned value::
 and both implementations (native and fused) apply to the actor's window unchanged. Its state is
 ``[x, d, e]``: the discount d_i = γ^i rides along (the step multiplies it by γ; no action reaches
 it, so it adds nothing to ∇θ), and e = 1 marks a window that ends the episode at its time
-limit (episodes last ``horizon`` steps, a multiple of h), whose end is then the target critic's
-value as in the published code (``time_limit="bootstrap"``) or the task's terminal cost
-(``"terminal"``). An environment that the simulator says terminated early (``sim.terminated``:
-Brax's ``done``) gets V = 0 at the window's end and restarts; the actor's window sees a termination
-inside it only at its end.
+limit, whose end is then the target critic's value as in the published code
+(``time_limit="bootstrap"``) or the task's terminal cost (``"terminal"``). An environment that the
+simulator says terminated early (``sim.terminated``: Brax's ``done``) gets V = 0. With
+``episode=T`` (:func:`episodes_inside` says where SHAC needs it) an episode may end at any step of the
+window, as the published code's auto-resetting environments do: it is charged its end there and
+restarts inside the window; without it, episodes end at window ends only.
 
 :func:`td_lambda` is SHAC's TD(λ) recursion for the critic's targets (cost-to-go here), with the
 published code's per-step dones. :func:`critic_weights` are the critic's initial weights, and
@@ -36,7 +37,7 @@ import numpy as np
 from gradstop import _policy
 from gradstop.trainers.run import NonFiniteError
 
-__all__ = ["Window", "Task", "make_task", "rms_init", "rms_update", "td_lambda", "alive", "critic_weights", "check_guards",
+__all__ = ["Window", "episodes_inside", "window_part", "Task", "make_task", "rms_init", "rms_update", "td_lambda", "alive", "critic_weights", "check_guards",
            "GuardError", "GUARD_LIMIT", "sane"]
 
 GUARD_LIMIT = 1e6  # the published SHAC stops where |V| or the actor's gradient norm passes this (algorithms/shac.py)
@@ -136,60 +137,133 @@ def rms_update(rms, samples):
 class Window:
     """``sim`` seen by the actor over one SHAC window: discounted, value-terminated, scaled by 1/h.
 
-    A flat state becomes the flat vector [x, d, e]; a pytree state (Brax) the tuple (x, d, e).
+    A flat state becomes the flat vector [x, d, e]; a pytree state (Brax) the tuple (x, d, e). With ``episode`` the
+    window runs the published code's episodes across its steps (below) and the state is [x, d, e, t, j, f, r]
+    (the tuple (x, d, e, t, j, f, r)): t the episode's step count at x, j the window's step, f = 1 where the step
+    that led to x ended the episode, r the state it restarts from.
 
     Args:
       sim: a simulator (flat states in JAX or torch; pytree states in JAX).
       value: ``f(obs) -> (B,)``, the target critic's cost-to-go (its parameters are constants here).
       gamma: discount γ.
       window: h, the steps per window (the loss is divided by it, as in the published code).
-      time_limit: a window that ends the episode ends in ``"bootstrap"``: V (as published), or ``"terminal"``:
-        the task's terminal cost.
+      time_limit: an episode's end at its time limit is ``"bootstrap"``: V (as published), or ``"terminal"``: the
+        task's terminal cost.
+      episode: None: episodes end at window ends only (e = 1 marks a window whose end is its episode's time limit;
+        an early termination is acted on at the window's end). An int T: an environment whose episode ends at a
+        step inside the window — its T-th step, or (``terminations``) a step where ``sim.terminated`` — is charged
+        γ^(i−s)·c_i + γ^(i−s+1)·V_end there (V_end: the time-limit end above, 0 after a termination; s the step its
+        episode started in this window) and goes on from its restart state r with the discount back at 1, as the
+        published ``compute_actor_loss`` (algorithms/shac.py) does with its auto-resetting environments. An end at
+        the window's last step is left to the window's end (the same charge), so windows that end their episodes
+        exactly compute what they did without ``episode``.
+      terminations: with ``episode``, an early termination ends the episode at its step (the published code);
+        otherwise only at the window's end.
     """
 
-    def __init__(self, sim, value, gamma: float, window: int, time_limit: str = "terminal"):
+    def __init__(self, sim, value, gamma: float, window: int, time_limit: str = "terminal", episode: int | None = None,
+                 terminations: bool = False):
         if time_limit not in ("bootstrap", "terminal"):
             raise ValueError(f"unknown time_limit {time_limit!r}; choose one of bootstrap, terminal")
+        if episode is not None and (isinstance(episode, bool) or not isinstance(episode, int) or episode < window):
+            raise ValueError(f"episode must be an integer ≥ window={window} (the episode length), got {episode!r}")
         self.sim, self.value, self.gamma, self.window, self.time_limit = sim, value, gamma, window, time_limit
+        self.episode, self.terminations = episode, bool(terminations) and hasattr(sim, "terminated")
         self.backend, self.name, self.dt = sim.backend, f"shac-window({sim.name})", sim.dt
         self.obs_dim, self.action_dim = sim.obs_dim, sim.action_dim
         self.pytree_state = getattr(sim, "pytree_state", False)
         if not self.pytree_state:
-            self.state_dim = sim.state_dim + 2
+            self.state_dim = sim.state_dim + 2 if episode is None else 2 * sim.state_dim + 5
 
     @property
     def ops(self):
         return self.sim.ops
 
-    def wrap(self, x, ends_episode):
-        """Window states (d = 1) from the environments' states x and a 0/1 (B,) mask of episode-ending windows."""
+    def wrap(self, x, ends_episode, steps=None, restart=None):
+        """Window states (d = 1) from the environments' states x and a 0/1 (B,) mask of episode-ending windows; with
+        ``episode`` also their episodes' step counts ``steps`` (B,) and the states ``restart`` they restart from."""
+        if self.episode is None:
+            if self.pytree_state:
+                return (x, ends_episode * 0 + 1, ends_episode)
+            one = x[..., :1] * 0 + 1
+            return self.ops.concat([x, one, ends_episode[..., None] * one], -1)
+        if steps is None or restart is None:
+            raise ValueError("a window with episode=... needs the episodes' step counts and restart states: "
+                             "wrap(x, ends, steps=, restart=)")
+        zero = ends_episode * 0
+        steps = steps + zero  # in the states' dtype
         if self.pytree_state:
-            return (x, ends_episode * 0 + 1, ends_episode)
-        one = x[..., :1] * 0 + 1
-        return self.ops.concat([x, one, ends_episode[..., None] * one], -1)
+            return (x, zero + 1, ends_episode, steps, zero, zero, restart)
+        cols = [zero + 1, ends_episode, steps, zero, zero]
+        return self.ops.concat([x] + [c[..., None] for c in cols] + [restart], -1)
 
     def split(self, X):
         """(x, d, e) of window states."""
+        return self.parts(X)[:3]
+
+    def parts(self, X):
+        """(x, d, e) of window states; with ``episode`` (x, d, e, t, j, f, r)."""
         if self.pytree_state:
             return X
         n = self.sim.state_dim
-        return X[..., :n], X[..., n], X[..., n + 1]
+        if self.episode is None:
+            return X[..., :n], X[..., n], X[..., n + 1]
+        return (X[..., :n], X[..., n], X[..., n + 1], X[..., n + 2], X[..., n + 3], X[..., n + 4], X[..., n + 5:])
+
+    def current(self, X):
+        """The state each environment is in: x, or its restart state r where the step that led to x ended its episode."""
+        if self.episode is None:
+            return self.split(X)[0]
+        x, _, _, _, _, f, r = self.parts(X)
+        return _select(self.ops.xp, f, r, x)
+
+    def _end_value(self, x, v, at_limit):
+        """V_end of an episode that ended in x: at its time limit V (0 where x's observation is not sane) or the
+        task's terminal cost; after an early termination 0."""
+        xp = self.ops.xp
+        end = xp.where(sane(self.sim, x), v, xp.zeros_like(v)) if self.time_limit == "bootstrap" else self.sim.terminal_cost(x)
+        return xp.where(at_limit, end, xp.zeros_like(end))
 
     def step(self, X, a):
-        x, d, e = self.split(X)
+        if self.episode is None:
+            x, d, e = self.split(X)
+            if self.pytree_state:
+                return (self.sim.step(x, a), self.gamma * d, e)
+            return self.ops.concat([self.sim.step(x, a), (self.gamma * d)[..., None], e[..., None]], -1)
+        xp = self.ops.xp
+        x, d, e, t, j, f, r = self.parts(X)
+        ended = f > 0
+        x = _select(xp, f, r, x)  # an episode that ended at the last step restarts here, its discount back at 1
+        d, t = xp.where(ended, xp.ones_like(d), d), xp.where(ended, xp.zeros_like(t), t)
+        x1 = self.sim.step(x, a)
+        t1, j1 = t + 1, j + 1
+        end = t1 >= self.episode
+        if self.terminations:
+            end = end | (self.sim.terminated(x1) > 0)
+        f1 = xp.where(end & (j1 < self.window), xp.ones_like(t1), xp.zeros_like(t1))  # the last step's: the window's end
         if self.pytree_state:
-            return (self.sim.step(x, a), self.gamma * d, e)
-        return self.ops.concat([self.sim.step(x, a), (self.gamma * d)[..., None], e[..., None]], -1)
+            return (x1, self.gamma * d, e, t1, j1, f1, r)
+        cols = [self.gamma * d, e, t1, j1, f1]
+        return self.ops.concat([x1] + [c[..., None] for c in cols] + [r], -1)
 
     def obs(self, X):
-        return self.sim.obs(self.split(X)[0])
+        return self.sim.obs(self.current(X))
 
     def cost(self, X_next, a):
         x, d, _ = self.split(X_next)
-        return (d / self.gamma) * self.sim.cost(x, a) / self.window  # d_{i+1}/γ = γ^i
+        c = (d / self.gamma) * self.sim.cost(x, a) / self.window  # d_{i+1}/γ = γ^(i−s)
+        if self.episode is None:
+            return c
+        xp = self.ops.xp
+        _, _, _, t, _, f, _ = self.parts(X_next)
+        end = self._end_value(x, self.value(self.sim.obs(x)), t >= self.episode)
+        return c + xp.where(f > 0, d * end, xp.zeros_like(end)) / self.window  # the episode's end inside the window
 
     def terminal_cost(self, X):
         x, d, e = self.split(X)
+        if self.episode is not None:
+            t = self.parts(X)[3]  # f = 0 here: an end at the window's last step is the window's end
+            e = self.ops.xp.where(t >= self.episode, t * 0 + 1, t * 0)
         v = self.value(self.sim.obs(x))
         if self.time_limit == "bootstrap":  # at the time limit V even where terminated too, as published
             xp = self.ops.xp
@@ -201,7 +275,35 @@ class Window:
     def reset(self, key=None, batch: int = 1, dtype=None):
         """Window states of fresh initial states (the rollout reads their structure; SHAC wraps its running ones)."""
         x = self.sim.reset(key, batch, dtype=dtype)
-        return self.wrap(x, self.sim.terminal_cost(x) * 0)
+        zero = self.sim.terminal_cost(x) * 0
+        return self.wrap(x, zero) if self.episode is None else self.wrap(x, zero, zero, x)
+
+
+def _select(xp, mask, a, b):
+    """a where mask (B,) > 0, else b; flat (B, n) arrays or pytrees of (B, ...) leaves."""
+    if not isinstance(b, tuple) and hasattr(b, "shape"):
+        return xp.where(mask[..., None] > 0, a, b)
+    import jax
+
+    return jax.tree.map(lambda u, v: xp.where((mask > 0).reshape(mask.shape + (1,) * (v.ndim - mask.ndim)), u, v), a, b)
+
+
+def episodes_inside(config, sim) -> int | None:
+    """The episode length T where SHAC's windows must run episodes across their steps (``Window(episode=T)``):
+    the episode does not end at window ends (T not a multiple of h), or an early termination ends it at its step
+    (``td_dones="step"`` on a simulator with ``terminated``); None where every episode ends at a window's end."""
+    if config.horizon % config.window or (config.td_dones == "step" and hasattr(sim, "terminated")):
+        return config.horizon
+    return None
+
+
+def window_part(states, window, noisy: bool = False):
+    """The :class:`Window` states out of a rollout's states (a Gaussian actor's carry its noise table after them)."""
+    if not noisy:
+        return states
+    if window.pytree_state:
+        return states[0]
+    return states[..., : window.state_dim]
 
 
 def sane(sim, x):

@@ -38,8 +38,8 @@ from gradstop.rollout import rollout
 from gradstop.trainers.jax import checkpoint, optim
 from gradstop.trainers.jax.bptt import as_states, make_evaluate, make_policy
 from gradstop.trainers.noise import Noisy
-from gradstop.trainers.shac import (Window, alive, check_guards, critic_weights, make_task, rms_init, rms_update, sane,
-                                    td_lambda)
+from gradstop.trainers.shac import (Window, alive, check_guards, critic_weights, episodes_inside, make_task, rms_init,
+                                    rms_update, sane, td_lambda, window_part)
 
 __all__ = ["SHAC", "make_critic"]
 
@@ -152,18 +152,34 @@ class SHAC:
         model = eqx.combine(critic, self.critic_static)
         return lambda obs: model(obs)[..., 0]
 
-    def _window(self, state, noise):
-        """The update's actor window: (the sim its rollout runs, its initial states, the task, the episode-end mask)."""
+    def _window(self, state, noise, restart=None):
+        """The update's actor window: (the sim its rollout runs, its initial states, the task, the episode-end mask,
+        the :class:`Window`). ``restart``: the states environments whose episode ends inside the window restart from."""
         config = self.config
         stats = state["rms"][:2] if config.obs_norm else None  # frozen over the window (the published deepcopy)
         task = make_task(self.train_sim, config, stats)
-        window = Window(task, self.value_fn(state["target"]), config.gamma, config.window, config.time_limit)
+        window = Window(task, self.value_fn(state["target"]), config.gamma, config.window, config.time_limit,
+                        episode=episodes_inside(config, self.train_sim), terminations=config.td_dones == "step")
         ends = (state["steps"] + config.window >= config.horizon).astype(self.dtype)
-        X0 = window.wrap(state["envs"], ends)
+        if window.episode is None:
+            X0 = window.wrap(state["envs"], ends)
+        else:
+            X0 = window.wrap(state["envs"], ends, state["steps"].astype(self.dtype), state["envs"] if restart is None else restart)
         if config.policy == "gaussian":  # a = μ + σ·ε with the run's own ε (Data.noise) riding in the state
             noisy = Noisy(window, config.window)
-            return noisy, noisy.wrap(X0, noise), task, ends
-        return window, X0, task, ends
+            return noisy, noisy.wrap(X0, noise), task, ends, window
+        return window, X0, task, ends, window
+
+    def _window_states(self, out, window):
+        """(the states the steps led to, the states the environments were in, the episodes' step counts, the step-ended
+        flags) of the window's rollout, (h+1, B, ...) each; the last two None where episodes end at window ends only."""
+        config = self.config
+        if window is None or window.episode is None:
+            xs = window_states(out.states, self.train_sim, config.policy == "gaussian")
+            return xs, xs, None, None
+        W = window_part(out.states, window, config.policy == "gaussian")
+        x, _, _, t, _, f, _ = window.parts(W)
+        return x, window.current(W), t, f
 
     def _actor_step(self, state, window, X0):
         """The actor's loss, gradient (and cosine), clipped and applied; also the window's rollout."""
@@ -191,12 +207,13 @@ class SHAC:
         actor = optax.apply_updates(state["actor"], updates)
         return dict(state, actor=actor, actor_opt=actor_opt), jax.lax.stop_gradient(out), metrics
 
-    def _targets(self, target, out, ends, task=None):
+    def _targets(self, target, out, ends, task=None, window=None):
         """The critic's data from the window's rollout: (observations, TD(λ) targets, the guard's max |V|). ``task``:
-        the window's (bounded actions, frozen normalisation); None: the config's without normalisation."""
+        the window's (bounded actions, frozen normalisation); None: the config's without normalisation. ``window``:
+        the :class:`Window` it ran (one with ``episode`` marks the episodes that ended inside it)."""
         config = self.config
         sim = make_task(self.train_sim, config) if task is None else task
-        xs = window_states(out.states, sim, config.policy == "gaussian")  # (h+1, B, ...)
+        xs, current, t, f = self._window_states(out, window)  # (h+1, B, ...)
         after = jax.tree.map(lambda v: v[1:], xs)
         costs = sim.cost(after, out.actions)  # undiscounted c(x_{i+1}, a_i)
         v_next = self.value_fn(target)(sim.obs(after))
@@ -204,20 +221,24 @@ class SHAC:
         at_limit = (jnp.where(sane(sim, last), v_next[-1], 0.0) if config.time_limit == "bootstrap"
                     else sim.terminal_cost(last))
         dones = None
-        if config.td_dones == "step":  # a termination inside the window ends its episode there: V = 0, recursion restarts
+        if f is not None:  # an episode that ended inside the window: V_end there, the recursion restarts
+            dones = f[1:]
+            v_next = jnp.where(dones > 0, window._end_value(after, v_next, t[1:] >= config.horizon), v_next)
+            ends = (t[-1] >= config.horizon).astype(v_next.dtype)
+        elif config.td_dones == "step":  # a termination inside the window ends its episode there: V = 0, recursion restarts
             dones = 1 - alive(sim, after) * jnp.ones_like(v_next)
             v_next = (1 - dones) * v_next
         v_next = v_next.at[-1].set(jnp.where(ends > 0, at_limit, alive(sim, last) * v_next[-1]))
         v_next = jnp.where(finite_rows(after, 2), v_next, 0.0)  # non-finite states: V = 0
         value_max = jnp.max(jnp.where(jnp.isnan(v_next), 0.0, jnp.abs(v_next)))  # the guard's |V| (NaN: not finite)
         targets = jnp.stack(td_lambda(costs, v_next, config.gamma, config.td_lambda, dones))
-        obs = sim.obs(jax.tree.map(lambda v: v[:-1], xs)).reshape(-1, sim.obs_dim)
+        obs = sim.obs(jax.tree.map(lambda v: v[:-1], current)).reshape(-1, sim.obs_dim)
         return obs, targets.reshape(-1), value_max
 
-    def _critic_fit(self, state, out, ends, orders, task=None):
+    def _critic_fit(self, state, out, ends, orders, task=None, window=None):
         """TD(λ) targets from the window's rollout, then the critic's passes and the target's Polyak step."""
         config = self.config
-        obs, targets, value_max = self._targets(state["target"], out, ends, task)
+        obs, targets, value_max = self._targets(state["target"], out, ends, task, window)
 
         def mse(critic, idx):
             return jnp.mean((self.value_fn(critic)(obs[idx]) - targets[idx]) ** 2)
@@ -247,18 +268,18 @@ class SHAC:
 
         def one_update(state, inputs):
             resets, orders, noise = inputs
-            actor_sim, X0, task, ends = self._window(state, noise)
+            actor_sim, X0, task, ends, window = self._window(state, noise, resets)
             new, out, metrics = self._actor_step(state, actor_sim, X0)
-            new, critic_loss, value_max = self._critic_fit(new, out, ends, orders, task)
+            new, critic_loss, value_max = self._critic_fit(new, out, ends, orders, task, window)
             new = dict(new, applied=state["applied"] + 1)
-            xs = window_states(out.states, sim, config.policy == "gaussian")
+            xs, current, t, _ = self._window_states(out, window)
             x_h = jax.tree.map(lambda v: v[-1], xs)
-            steps = state["steps"] + config.window
+            steps = state["steps"] + config.window if t is None else t[-1].astype(state["steps"].dtype)
             done = (steps >= config.horizon) | ~finite_rows(x_h, 1) | (alive(sim, x_h) == 0)
             new["envs"] = jax.tree.map(lambda r, x: jnp.where(done.reshape(done.shape + (1,) * (x.ndim - 1)), r, x), resets, x_h)
             new["steps"] = jnp.where(done, 0, steps)
             if config.obs_norm:  # the observations the published code feeds its RunningMeanStd: x_0 … x_{h−1}, next envs
-                seen = sim.obs(jax.tree.map(lambda v: v[:-1], xs)).reshape(-1, sim.obs_dim)
+                seen = sim.obs(jax.tree.map(lambda v: v[:-1], current)).reshape(-1, sim.obs_dim)
                 new["rms"] = rms_update(state["rms"],  # in the statistics' dtype (a Brax obs may come in float64)
                                         jnp.concatenate([seen, sim.obs(new["envs"])]).astype(state["rms"][0].dtype))
             if skip:  # keep every learner's state where the actor's update is non-finite
@@ -301,7 +322,7 @@ class SHAC:
             head = jax.tree.map(lambda v: v[:index], inputs)
             state, _ = jax.jit(self._make_epoch())(state, *head)
         noise = None if inputs[2] is None else inputs[2][index]
-        actor_sim, X0, _, _ = self._window(state, noise)
+        actor_sim, X0, _, _, _ = self._window(state, noise, jax.tree.map(lambda v: v[index], inputs[0]))
         found = diagnose(eqx.combine(state["actor"], self.static), actor_sim, flows=[config.flow], horizon=config.window,
                          x0=X0, memory=config.memory, contributions=False)
         return "in the actor's window, " + explain(found, parse_flow(config.flow).name)

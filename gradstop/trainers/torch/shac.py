@@ -14,8 +14,8 @@ from gradstop.rollout import rollout
 from gradstop.torch.policy import mlp, set_weights
 from gradstop.trainers.schedule import lr_at
 from gradstop.trainers.noise import Noisy
-from gradstop.trainers.shac import (Window, alive, check_guards, critic_weights, make_task, rms_init, rms_update, sane,
-                                    td_lambda)
+from gradstop.trainers.shac import (Window, alive, check_guards, critic_weights, episodes_inside, make_task, rms_init,
+                                    rms_update, sane, td_lambda, window_part)
 from gradstop.trainers.torch import checkpoint, optim
 from gradstop.trainers.torch.bptt import BPTT, evaluate
 
@@ -63,18 +63,35 @@ class SHAC(BPTT):
     def _value(self, obs):
         return self.target(obs)[..., 0]
 
-    def _window(self, noise):
-        """The update's actor window: (the sim its rollout runs, its initial states, the task, the episode-end mask)."""
+    def _window(self, noise, restart=None):
+        """The update's actor window: (the sim its rollout runs, its initial states, the task, the episode-end mask,
+        the :class:`Window`). ``restart``: the states environments whose episode ends inside the window restart from."""
         config = self.config
         stats = (self.rms[0].clone(), self.rms[1].clone()) if self.rms is not None else None  # frozen over the window
         task = make_task(self.train_sim, config, stats)
-        window = Window(task, self._value, config.gamma, config.window, config.time_limit)
+        window = Window(task, self._value, config.gamma, config.window, config.time_limit,
+                        episode=episodes_inside(config, self.train_sim), terminations=config.td_dones == "step")
         ends = (self.steps + config.window >= config.horizon).to(self.dtype)
-        X0 = window.wrap(self.envs, ends)
+        if window.episode is None:
+            X0 = window.wrap(self.envs, ends)
+        else:
+            X0 = window.wrap(self.envs, ends, self.steps.to(self.dtype), self.envs if restart is None else restart)
         if config.policy == "gaussian":  # a = μ + σ·ε with the run's own ε (Data.noise) riding in the state
             noisy = Noisy(window, config.window)
-            return noisy, noisy.wrap(X0, noise), task, ends
-        return window, X0, task, ends
+            return noisy, noisy.wrap(X0, noise), task, ends, window
+        return window, X0, task, ends, window
+
+    def _window_states(self, out, window):
+        """(the states the steps led to, the states the environments were in, the episodes' step counts, the step-ended
+        flags) of the window's detached rollout, (h+1, B, ...) each; the last two None where episodes end at window
+        ends only."""
+        states = out.states.detach()
+        if window is None or window.episode is None:
+            xs = states[..., : self.train_sim.state_dim]
+            return xs, xs, None, None
+        W = window_part(states, window, self.config.policy == "gaussian")
+        x, _, _, t, _, f, _ = window.parts(W)
+        return x, window.current(W), t, f
 
     def _actor_step(self, window, X0):
         """Fill ``.grad`` with the flow's direction over the window; (loss, cos, the window's detached rollout)."""
@@ -93,25 +110,30 @@ class SHAC(BPTT):
         return float(out.loss.detach()), float("nan"), out
 
     @torch.no_grad()
-    def _targets(self, out, ends, task=None):
+    def _targets(self, out, ends, task=None, window=None):
         """The critic's data from the window's rollout: (observations, TD(λ) targets, the guard's max |V|). ``task``:
-        the window's (bounded actions, frozen normalisation); None: the config's without normalisation."""
+        the window's (bounded actions, frozen normalisation); None: the config's without normalisation. ``window``:
+        the :class:`Window` it ran (one with ``episode`` marks the episodes that ended inside it)."""
         config = self.config
         sim = make_task(self.train_sim, config) if task is None else task
-        xs = out.states.detach()[..., : sim.state_dim]
+        xs, current, t, f = self._window_states(out, window)
         costs = sim.cost(xs[1:], out.actions.detach())
         v_next = self._value(sim.obs(xs[1:]))
         at_limit = (torch.where(sane(sim, xs[-1]), v_next[-1], torch.zeros_like(v_next[-1])) if config.time_limit == "bootstrap"
                     else sim.terminal_cost(xs[-1]))
         dones = None
-        if config.td_dones == "step":  # a termination inside the window ends its episode there: V = 0, recursion restarts
+        if f is not None:  # an episode that ended inside the window: V_end there, the recursion restarts
+            dones = f[1:]
+            v_next = torch.where(dones > 0, window._end_value(xs[1:], v_next, t[1:] >= config.horizon), v_next)
+            ends = (t[-1] >= config.horizon).to(v_next.dtype)
+        elif config.td_dones == "step":  # a termination inside the window ends its episode there: V = 0, recursion restarts
             dones = 1 - alive(sim, xs[1:]) * torch.ones_like(v_next)
             v_next = (1 - dones) * v_next
         v_next[-1] = torch.where(ends > 0, at_limit, alive(sim, xs[-1]) * v_next[-1])
         v_next = torch.where(torch.isfinite(xs[1:]).all(-1), v_next, torch.zeros_like(v_next))
         value_max = float(torch.where(torch.isnan(v_next), torch.zeros_like(v_next), v_next.abs()).max())
         targets = torch.stack(td_lambda(costs, v_next, config.gamma, config.td_lambda, dones)).reshape(-1)
-        return sim.obs(xs[:-1]).reshape(-1, sim.obs_dim), targets, value_max
+        return sim.obs(current[:-1]).reshape(-1, sim.obs_dim), targets, value_max
 
     def _critic_fit(self, obs, targets, orders) -> float:
         config = self.config
@@ -143,12 +165,12 @@ class SHAC(BPTT):
         orders = data.critic_order(epoch, config.critic_iterations, config.window * config.batch)
         noises = torch.as_tensor(data.noise(epoch, config.window), dtype=self.dtype) if config.policy == "gaussian" else None
         for u in range(resets.shape[0]):
-            actor_sim, X0, task, ends = self._window(None if noises is None else noises[u])
+            actor_sim, X0, task, ends, window = self._window(None if noises is None else noises[u], resets[u])
             self._last_window = (actor_sim, X0)  # for locate_nonfinite
             loss, cos, out = self._actor_step(actor_sim, X0)
             norm = float(optim.global_norm(self.params))
             finite = bool(np.isfinite(loss) and np.isfinite(norm))
-            obs, targets, value_max = self._targets(out, ends, task)
+            obs, targets, value_max = self._targets(out, ends, task, window)
             optim.clip(config, self.params)
             row = dict(loss=loss, grad_norm=norm, grad_norm_clipped=float(optim.global_norm(self.params)), cos_input_none=cos,
                        lr=self.sched.get_last_lr()[0], finite=finite, critic_loss=float("nan"), value_max=value_max)
@@ -162,14 +184,14 @@ class SHAC(BPTT):
             elif config.on_nonfinite == "stop":
                 break
             with torch.no_grad():  # the environments go on (or restart) whether or not the update was applied
-                xs = out.states.detach()[..., : sim.state_dim]
+                xs, current, t, _ = self._window_states(out, window)
                 x_h = xs[-1]
-                self.steps = self.steps + config.window
+                self.steps = self.steps + config.window if t is None else t[-1].to(self.steps.dtype)
                 done = (self.steps >= config.horizon) | ~torch.isfinite(x_h).all(-1) | (alive(sim, x_h) == 0)
                 self.envs = torch.where(done[:, None], resets[u], x_h)
                 self.steps = torch.where(done, torch.zeros_like(self.steps), self.steps)
                 if self.rms is not None and finite:  # the published RunningMeanStd's samples: x_0 … x_{h−1}, next envs
-                    seen = sim.obs(xs[:-1]).reshape(-1, sim.obs_dim)
+                    seen = sim.obs(current[:-1]).reshape(-1, sim.obs_dim)
                     self.rms = rms_update(self.rms, torch.cat([seen, sim.obs(self.envs)]))
         return {k: np.asarray([r[k] for r in rows]) for k in rows[0]}
 
