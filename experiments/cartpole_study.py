@@ -39,7 +39,8 @@ decay:0.9, truncate:10. Parts (a grid each; ``--parts`` picks):
                 validation set; per flow the setting with the lowest mean log final validation loss
                 is chosen (tuning.csv, tuned.csv) — the test set is never looked at
     tuned       the main part's grid on the reporting seeds, each flow at its tuned setting (runs the
-                tuning part first; its finished runs are reused)
+                tuning part first; its finished runs are reused); a flow whose tuned setting and lr are the
+                published ones has the main part's configs, so the main part's runs serve it (not trained twice)
 
 Statistics (``gradstop.study.stats``, rliable): per cell (part, observation, poles, flow) the IQM and
 median of the final test loss and of the success (share of poles within 12° of upright at the end),
@@ -65,6 +66,7 @@ per evaluation), ``summary.md`` (every comparison with ``none`` in words, with i
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 
@@ -145,8 +147,8 @@ class Args(SweepOptions):
     bootstrap_seed: int = 0
     """seed of the bootstrap resampling (each estimate draws its own stream from it)"""
     quick: bool = False
-    """a smoke run: 1 pole, flows none and combined, 2 seeds, 2 epochs on 16 states, 200 resamples (tests); the main and
-    clipping parts unless --parts names tuning or tuned"""
+    """a smoke run: 1 pole, flows none and combined, 2 seeds, 2 epochs on 16 states, lrs 1e-3 and 3e-3 unless --lrs is
+    given, 200 resamples (tests); the main and clipping parts unless --parts names tuning or tuned"""
     out: str = "results/cartpole-study"
     """the study's folder (resumed if it holds this study)"""
 
@@ -164,7 +166,8 @@ def parse(argv=None) -> Args:
         args = dataclasses.replace(args, parts=tuple(p for p in args.parts if p in quick_parts),
                                    poles=(1,), flows=("none", "combined"), observations=("raw",), seeds=2, variant_seeds=2,
                                    epochs=2, train_size=16, test_size=16, eval_every=1, tune_poles=(1,), tune_seeds=(100, 101),
-                                   lrs=(1e-3, 3e-3), bootstrap_reps=min(args.bootstrap_reps, 200))
+                                   lrs=(1e-3, 3e-3) if args.lrs == Args.lrs else args.lrs,  # --lrs given: kept
+                                   bootstrap_reps=min(args.bootstrap_reps, 200))
     overlap = sorted(set(args.tune_seeds) & set(range(max(args.seeds, args.variant_seeds))))
     if overlap and {"tuning", "tuned"} & set(args.parts):
         raise ValueError(f"the tuning seeds {list(args.tune_seeds)} overlap the reporting seeds 0…"
@@ -250,6 +253,23 @@ def tuned_runs(args: Args, chosen: dict) -> list[Run]:
                     out.append(Run(run_name("tuned", "tuned", obs, poles, flow, seed),
                                    config(args, poles, c["flow"], seed, obs, lr=c["lr"])))
     return out
+
+
+def shared_with_main(args: Args, wanted: list[Run]) -> tuple[list[Run], dict]:
+    """The runs to train, each config once: a tuned-part run whose flow kept its published setting and lr has the
+    config of the main-part run of its cell and seed, so that run serves both parts. Returns (the runs to train, in
+    order, without repeats; {tuned run name: main run name})."""
+    main = {json.dumps(r.config.identity(), sort_keys=True, default=str): r for r in runs(args, ["main"])}
+    aliases, out, seen = {}, [], set()
+    for r in wanted:
+        twin = main.get(json.dumps(r.config.identity(), sort_keys=True, default=str)) if describe(r)["part"] == "tuned" else None
+        if twin is not None:
+            aliases[r.name] = twin.name
+            r = twin
+        if r.name not in seen:
+            seen.add(r.name)
+            out.append(r)
+    return out, aliases
 
 
 def run_name(part: str, setting: str, obs: str, poles: int, flow: str, seed: int) -> str:
@@ -643,7 +663,12 @@ def main(argv=None) -> None:
         all_runs = runs(args, chosen=tuning["chosen"] if tuning else None)
         if "tuning" not in args.parts:
             all_runs += tune
-    out, records, report = sweep_runs(args, SCRIPT, all_runs, "cartpole study")
+    trained, aliases = shared_with_main(args, all_runs)
+    if aliases:
+        print(f"{len(aliases)} tuned-part runs keep their flow's published setting and lr: the main part's runs of the "
+              "same cell and seed serve them (one config, one run)", flush=True)
+    out, records, report = sweep_runs(args, SCRIPT, trained, "cartpole study")
+    records = {**records, **{tuned: records[main] for tuned, main in aliases.items() if main in records}}
     if tuning is None and "tuning" in args.parts:
         tune = [r for r in all_runs if describe(r)["part"] == "tuning"]
         if all(r.name in records for r in tune):

@@ -149,6 +149,25 @@ def test_cartpole_study_tunes_each_flow_on_validation_losses_of_its_own_seeds(tm
         cartpole_study.parse(["--parts", "tuned", "--tune-seeds", "1", "100"])
 
 
+def test_a_tuned_flow_at_its_published_setting_reuses_the_main_parts_runs(tmp_path, capsys):
+    """With the published lr the only candidate, every tuned run has a main run's config: none is trained again, and
+    the tuned cells report exactly the main cells' losses."""
+    cartpole_study = importlib.import_module("experiments.cartpole_study")
+    out = tmp_path / "t"
+    cartpole_study.main(["--quick", "--parts", "main", "--out", str(out)])
+    main_runs = {p.name for p in (out / "runs").iterdir()}
+    cartpole_study.main(["--quick", "--parts", "main", "tuning", "tuned", "--lrs", "1e-3", "--out", str(out)])
+    assert "4 tuned-part runs keep their flow's published setting and lr" in capsys.readouterr().out
+    assert not any(p.name.startswith("part=tuned") for p in (out / "runs").iterdir())
+    assert {p.name for p in (out / "runs").iterdir()} - main_runs == {  # only the tuning runs are new
+        f"part=tuning,obs=raw,poles=1,flow={f},candidate={f},lr=0.001,seed={s}" for f in ("none", "combined") for s in (100, 101)}
+    final = read(out / "final.csv")
+    by_part = {p: {(r["flow"], r["seed"]): r["final_test_loss"] for r in final if r["part"] == p} for p in ("main", "tuned")}
+    assert len(by_part["tuned"]) == 4 and by_part["tuned"] == by_part["main"]
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["complete"] and settings["finished"] == settings["runs"]
+
+
 def test_training_curves_quick_writes_curves_for_both_algorithms(tmp_path):
     from experiments import training_curves
 
