@@ -440,12 +440,14 @@ def summary_text(out: dict, args: Args, finished: int, total: int) -> str:
              f"written \"{stats.NO_DIFFERENCE}\". Final losses below 2⁻²⁴ (float32's resolution of 1 − cos θ; some "
              "runs end at exactly 0) enter the ratio as 2⁻²⁴. With few seeds a percentile interval is too narrow "
              "(with 2 seeds it is their range): read these with their seed counts.", ""]
-    improvement = {(r["part"], r["setting"], r["obs"], r["poles"], r["flow"]): r for r in out["improvement"]}
+    improvement = {(r["part"], r["setting"], r["obs"]) + (r["poles"], r["flow"]): r for r in out["improvement"]}
+    lines += headline_text(out, args, improvement) + iqm_tables_text(out, args)
+    lines += ["## Every flow against `none`, in words", ""]
     for part, setting, obs, title in PANELS:
         rows = [r for r in out["pairs"] if (r["part"], r["setting"], r["obs"]) == (part, setting, obs)]
         if not rows:
             continue
-        lines += [f"## {title} (part `{part}`)", ""]
+        lines += [f"### {title} (part `{part}`)", ""]
         for r in sorted(rows, key=lambda r: (r["poles"], list(args.flows).index(r["flow"]) if r["flow"] in args.flows else 0)):
             where = f"{r['poles']} pole{'s' if r['poles'] > 1 else ''}"
             if r["log_ratio"] is None and r["seeds"] == 0:
@@ -461,6 +463,69 @@ def summary_text(out: dict, args: Args, finished: int, total: int) -> str:
             lines.append("- " + stats.describe_pair(r["flow"], "none", ratio, below, where=where))
         lines.append("")
     return "\n".join(lines)
+
+
+def _estimate(row: dict | None, key: str, n: int) -> stats.Estimate | None:
+    if row is None or row.get(key) is None:
+        return None
+    return stats.Estimate(row[key], row[f"{key}_low"], row[f"{key}_high"], n)
+
+
+def headline_text(out: dict, args: Args, improvement: dict, flow: str = "combined") -> list[str]:
+    """The study's question in one table: does ``flow`` end below ``none``, per observation and pole count of the
+    main and tuned parts (IQM of each, the seed-paired ratio and P(flow ends below none), each with its interval)."""
+    cells = {(r["part"], r["setting"], r["obs"], r["poles"], r["flow"]): r for r in out["table"]}
+    pairs = {(r["part"], r["setting"], r["obs"], r["poles"], r["flow"]): r for r in out["pairs"]}
+    lines = []
+    for part, setting, obs, title in PANELS:
+        if part not in ("main", "tuned") or not any(k[:3] == (part, setting, obs) for k in pairs):
+            continue
+        if not lines:
+            lines = [f"## Does `{flow}` end below `none`?", "",
+                     "Final test loss, IQM [95% interval] (seeds); the seed-paired ratio loss " + flow + " / loss none "
+                     "(geometric mean over seeds) and P(a run of " + flow + " ends below a run of none), each with its "
+                     "interval; the verdict is the ratio's.", ""]
+        lines += [f"**{title}** (part `{part}`)", "",
+                  f"| poles | {flow} | none | ratio {flow} / none | P({flow} < none) | verdict |", "|---|---|---|---|---|---|"]
+        for poles in args.poles:
+            key = (part, setting, obs, poles)
+            ours, base, pair = cells.get(key + (flow,)), cells.get(key + ("none",)), pairs.get(key + (flow,))
+            if ours is None or base is None or pair is None:
+                continue
+            iqm = [(_estimate(c, "iqm", c["done"]), c["done"]) for c in (ours, base)]
+            ratio, imp = _estimate(pair, "ratio", pair["seeds"]), improvement.get(key + (flow,))
+            below = _estimate(imp, "p_below_none", min(imp["seeds"], imp["none_seeds"])) if imp else None
+            lines.append(" | ".join([f"| {poles}", *(f"{e.text()} ({n})" if e else f"– ({n})" for e, n in iqm),
+                                     f"×{ratio.text()} ({pair['seeds']})" if ratio else f"– ({pair['seeds']})",
+                                     below.text("{:.2f}") if below else "–", pair["verdict"] or "too few seeds"]) + " |")
+        lines.append("")
+    return lines
+
+
+def iqm_tables_text(out: dict, args: Args) -> list[str]:
+    """Per panel, the IQM of the final test loss with its interval and seed count, a row per pole count and a column
+    per flow (``table.csv`` as Markdown)."""
+    cells = {(r["part"], r["setting"], r["obs"], r["poles"], r["flow"]): r for r in out["table"]}
+    lines = []
+    for part, setting, obs, title in PANELS:
+        if not any(k[:3] == (part, setting, obs) and r["done"] for k, r in cells.items()):
+            continue
+        if not lines:
+            lines = ["## Final test loss per cell", "",
+                     "IQM of the final test loss (1 − mean cos θ at the last step; 0: every pole upright) with its 95% "
+                     "stratified-bootstrap interval and (finished seeds); `table.csv` has the median and the success too.", ""]
+        flows = [f for f in args.flows if any(k[:3] == (part, setting, obs) and k[4] == f for k in cells)]
+        lines += [f"**{title}** (part `{part}`)", "", "| poles | " + " | ".join(flows) + " |",
+                  "|---" * (len(flows) + 1) + "|"]
+        for poles in args.poles:
+            row = [cells.get((part, setting, obs, poles, f)) for f in flows]
+            if not any(row):
+                continue
+            text = [f"{_estimate(c, 'iqm', c['done']).text()} ({c['done']})" if c and c["iqm"] is not None
+                    else f"– ({c['done'] if c else 0})" for c in row]
+            lines.append(f"| {poles} | " + " | ".join(text) + " |")
+        lines.append("")
+    return lines
 
 
 # -- the figures ------------------------------------------------------------------------------------

@@ -172,6 +172,15 @@ def test_the_cartpole_study_tables_are_the_stats_modules_numbers():
     assert [r["fraction"] for r in profile] == fraction.tolist() and profile[0]["poles"] == "2-3"
     text = study.summary_text(data, args, len(runs), len(runs))
     assert text.count("paired seeds") == 2 and "4 paired seeds" in text
+    # the headline table: IQM of each, the paired ratio and P(combined < none), each with its interval, for each pole count
+    pair, imp = (next(r for r in data[k] if r["poles"] == 2) for k in ("pairs", "improvement"))
+    none = next(r for r in data["table"] if (r["poles"], r["flow"]) == (2, "none"))
+    line = next(t for t in text.splitlines() if t.startswith("| 2 | "))
+    assert line == (f"| 2 | {row['iqm']:.3g} [{row['iqm_low']:.3g}, {row['iqm_high']:.3g}] (4) | {none['iqm']:.3g} "
+                    f"[{none['iqm_low']:.3g}, {none['iqm_high']:.3g}] (4) | ×{pair['ratio']:.3g} [{pair['ratio_low']:.3g}, "
+                    f"{pair['ratio_high']:.3g}] (4) | {imp['p_below_none']:.2f} [{imp['p_below_none_low']:.2f}, "
+                    f"{imp['p_below_none_high']:.2f}] | {pair['verdict']} |")
+    assert "## Does `combined` end below `none`?" in text and "## Final test loss per cell" in text
 
 
 def test_iqm_curve_is_the_summary_of_each_evaluation_on_its_own():
