@@ -276,6 +276,24 @@ def test_a_population_equals_its_members_trained_one_by_one(backend):
         train_population(cfg, seeds=[1, 1])
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("flow", ["zero", "alpha:auto"])
+def test_a_population_of_a_zeroth_or_alpha_order_flow_equals_its_members_trained_one_by_one(backend, flow):
+    """Each member draws its own action noise (keyed by its seed and epoch), so a population logs the same losses and
+    mixing statistics (α, ‖ĝ1 − ĝ0‖, ε, σ0², σ1²) as its members trained alone."""
+    from gradstop.mixing import STAT_NAMES
+    from gradstop.trainers import train_population
+
+    cfg = TrainConfig(sim="pointmass", backend=backend, flow=flow, horizon=6, train_size=8, batch=4, epochs=2, hidden=(8,))
+    together = train_population(cfg, seeds=[2, 7])
+    for seed, member in zip([2, 7], together):
+        alone = train(dataclasses.replace(cfg, seed=seed))
+        for name in ("loss", *STAT_NAMES):
+            np.testing.assert_allclose(column(member, name), column(alone, name), rtol=2e-5, atol=1e-7, err_msg=name)
+        assert set(STAT_NAMES) <= set(member.updates[0])
+    assert column(together[0], "loss")[0] != column(together[1], "loss")[0]  # the seeds differ: so do the runs
+
+
 def test_a_population_shards_over_devices_and_gives_the_same_numbers(tmp_path):
     """With 4 (forced host) devices the population axis is split over them; the numbers do not change."""
     import json
