@@ -1,9 +1,11 @@
 """Cart with N poles hinged on it: the multi-pole model of the BPTT-stabilisation literature.
 
 State x = (x_cart, θ_1..θ_N, ẋ_cart, θ̇_1..θ̇_N) ∈ R^{2(N+1)}; θ = 0 is upright, θ = π hangs
-down. Action a ∈ R^1, the horizontal force F = force_scale·a on the cart. The poles couple to
-the cart only (no pole-pole terms), as in the published model (Schnell & Thuerey, ICLR 2024;
-their code, tum-pbs/StableBPTT, CartPole/Simulations/01/cartpole_simulator.py)::
+down. Action a ∈ R^1, the horizontal force F = force_scale·a on the cart. Each pole's angular
+acceleration depends on F and its own angle and rate only: no pole-pole terms, and the cart's
+acceleration does not feed back into the poles, so given the force sequence the poles are
+independent, as in the published model (Schnell & Thuerey, ICLR 2024; their code,
+tum-pbs/StableBPTT, CartPole/Simulations/01/cartpole_simulator.py)::
 
     A_i  = (F + m·l·sin θ_i·θ̇_i²) / M
     θ̈_i  = (g·sin θ_i − cos θ_i·A_i) / (l·(4/3 − m·cos²θ_i / M))
