@@ -115,6 +115,56 @@ def test_every_differentiable_pipeline_gives_a_finite_gradient(pipeline):
     assert np.isfinite(flat).all() and np.abs(flat).max() > 0
 
 
+# -- surrogate Jacobians on pytree states ----------------------------------------------------------
+@pytest.fixture
+def brax_surrogates(monkeypatch):
+    """Brax variants as surrogates, registered in a per-test copy of the registry."""
+    import sims
+
+    monkeypatch.setattr(sims, "_REGISTRY", dict(sims._REGISTRY))
+    for name, params in {"test-pendulum-spring": dict(pipeline="spring"), "test-pendulum-positional": dict(pipeline="positional"),
+                         "test-pendulum-mjx1": dict(pipeline="mjx", solver_iterations=1)}.items():
+        sims.register(name, lambda backend, p=params, **kw: make("brax:inverted_pendulum", **p))
+
+
+def _grad(sim, flow, impl, horizon=3):
+    policy, x0 = _policy(sim), sim.reset(3, 2)
+    return _flat(jax.jit(jax.grad(lambda p: gs.rollout(p, sim, stop=flow, horizon=horizon, x0=x0, impl=impl).loss))(policy))
+
+
+@pytest.mark.slow  # two spring compiles per implementation
+@pytest.mark.parametrize("impl", ["native", "fused"])
+def test_a_brax_simulator_as_its_own_surrogate_changes_nothing(pendulum, brax_surrogates, impl):
+    plain = _grad(pendulum, "none", impl)
+    assert np.abs(plain).max() > 0
+    assert_close(_grad(pendulum, "none+surrogate:test-pendulum-spring", impl), plain, dtype="float32", what=impl)
+
+
+@pytest.mark.slow  # MJX compiles: about 3 min
+def test_fewer_mjx_solver_iterations_as_surrogate_differentiate_the_full_solver(brax_surrogates):
+    """MJX with 4 solver iterations has no reverse mode (its solver is a while loop); with the 1-iteration solver as
+    surrogate the forward is still the 4-iteration solver's, exactly, and the gradient is finite, native = fused."""
+    full = make("brax:inverted_pendulum", pipeline="mjx", solver_iterations=4)
+    with pytest.raises(ValueError, match="Reverse-mode differentiation does not work for lax.while_loop"):
+        _grad(full, "none", "native")
+    native, fused = (_grad(full, "none+surrogate:test-pendulum-mjx1", impl) for impl in ("native", "fused"))
+    assert np.isfinite(native).all() and np.abs(native).max() > 0
+    assert_close(fused, native, dtype="float32", what="fused vs native")
+    policy, x0 = _policy(full), full.reset(3, 2)
+    states = [gs.rollout(policy, full, stop=flow, horizon=3, x0=x0).states.pipeline_state.q
+              for flow in ("none", "none+surrogate:test-pendulum-mjx1")]
+    np.testing.assert_array_equal(states[1], states[0])
+
+
+@pytest.mark.slow  # builds two Brax systems
+def test_a_brax_surrogate_of_another_pipeline_is_refused_naming_the_fix(pendulum, brax_surrogates):
+    with pytest.raises(ValueError, match=r"the surrogate 'brax:inverted_pendulum \(pipeline positional\)' has a state tree "
+                                         r"other than .*use the same environment and pipeline with other parameters"):
+        gs.rollout(_policy(pendulum), pendulum, stop="none+surrogate:test-pendulum-positional", horizon=2, x0=pendulum.reset(0, 1))
+    with pytest.raises(ValueError, match="the surrogate 'pointmass' has flat states where the simulator 'brax:inverted_pendulum \\(pipeline spring\\)' has pytree ones"):
+        gs.rollout(_policy(pendulum), pendulum, stop="none+surrogate:pointmass", horizon=2, x0=pendulum.reset(0, 1))
+
+
 # -- the trainers on Brax tasks (slow: each compiles its epoch for about a minute) -----------------
 @pytest.mark.slow
 @pytest.mark.parametrize("env", ["inverted_pendulum", "reacher", "hopper"])
