@@ -278,17 +278,10 @@ def with_surrogate(sim, flow):
         return sim, flow
     import dataclasses
 
-    import sims
-    from sims.surrogate import Surrogate
+    from sims.surrogate import Surrogate, build_model
 
     try:
-        if sim.backend == "jax":  # built inside a traced rollout: its constants (e.g. an MJX model's) stay concrete
-            import jax
-
-            with jax.ensure_compile_time_eval():
-                model = sims.make(name, backend=sim.backend)
-        else:
-            model = sims.make(name, backend=sim.backend)
+        model = build_model(name, sim.backend)
     except (ValueError, ImportError, AttributeError, TypeError) as err:
         raise ValueError(f"flow {flow.name!r}: the surrogate {name!r} cannot be built ({err}); name a simulator that "
                          "sims.make builds with its defaults, e.g. one you give to sims.register with the parameters it needs") from err

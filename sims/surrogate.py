@@ -15,7 +15,20 @@ The cost is one extra forward step of ``model`` per step, and its VJP in place o
 
 from __future__ import annotations
 
-__all__ = ["Surrogate"]
+__all__ = ["Surrogate", "build_model"]
+
+
+def build_model(name: str, backend: str):
+    """``sims.make(name, backend=backend)``, built eagerly: inside a traced rollout (where ``surrogate:NAME`` is
+    resolved) a model's constants, e.g. an MJX system's, must stay concrete."""
+    import sims
+
+    if backend != "jax":
+        return sims.make(name, backend=backend)
+    import jax
+
+    with jax.ensure_compile_time_eval():
+        return sims.make(name, backend=backend)
 
 
 class Surrogate:

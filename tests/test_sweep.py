@@ -109,6 +109,64 @@ def test_a_non_finite_run_is_a_result_kept_and_not_rerun_unless_asked(tmp_path):
     assert [o.status for o in retried.outcomes] == ["nonfinite", "skipped"] and retried.outcomes[0].seconds > 0
 
 
+def test_runs_that_differ_only_in_their_seed_train_as_one_population_with_every_file_of_a_run(tmp_path):
+    from gradstop.study import sweep
+    from gradstop.trainers import train_population
+    from gradstop.trainers.run import UPDATE_COLUMNS
+
+    runs = tiny_runs(flow=["none", "combined"], seed=[0, 1, 2])
+    (tmp_path / "p" / "runs" / runs[4].name).mkdir(parents=True)  # a run started alone before: it resumes alone
+    (tmp_path / "p" / "runs" / runs[4].name / "checkpoint.npz").write_bytes(b"")
+    groups = sweep.populations(runs, tmp_path / "p", 2)
+    assert [[r.name for r in g] for g in groups] == [
+        ["flow=none,seed=0", "flow=none,seed=1"], ["flow=none,seed=2"], ["flow=combined,seed=0", "flow=combined,seed=2"],
+        ["flow=combined,seed=1"]]
+    assert [len(g) for g in sweep.populations(runs, tmp_path / "p", 1)] == [1] * 6
+
+    report = run_sweep(runs, tmp_path / "s", progress=False, population=3)
+    assert report.counts()["done"] == 6 and report.complete
+    together = train_population(runs[0].config, seeds=[0, 1, 2])  # the population the sweep trained for flow none
+    for r, member in zip(runs[:3], together):
+        folder = tmp_path / "s" / "runs" / r.name
+        assert {p.name for p in folder.iterdir()} == {"config.json", "updates.csv", "eval.csv", "policy.npz", "loss.png",
+                                                      "summary.json"}
+        stored = json.loads((folder / "summary.json").read_text())
+        assert stored["population_seeds"] == [0, 1, 2] and stored["final_test_loss"] == member.summary["final_test_loss"]
+        alone = train(r.config)  # alone: the same run to float32 rounding
+        assert stored["final_test_loss"] == pytest.approx(alone.summary["final_test_loss"], rel=1e-4)
+        rows = (folder / "updates.csv").read_text().splitlines()
+        assert rows[0].split(",")[: len(UPDATE_COLUMNS)] == UPDATE_COLUMNS and len(rows) == 1 + 4  # 2 epochs × 2 updates
+    again = run_sweep(runs, tmp_path / "s", progress=False, population=3)
+    assert [o.status for o in again.outcomes] == ["skipped"] * 6
+    with pytest.raises(ValueError, match="population must be an integer ≥ 1"):
+        run_sweep(runs, tmp_path / "s", progress=False, population=0)
+
+
+def test_a_population_with_a_diverging_member_trains_its_runs_alone_and_records_each_outcome(tmp_path):
+    base = {**TINY, "optimizer": "sgd", "lr": 1e12}  # every seed diverges, alone as in the population
+    runs = grid(base, {"seed": [0, 1]})
+    report = run_sweep(runs, tmp_path / "s", progress=False, population=2)
+    assert [o.status for o in report.outcomes] == ["nonfinite", "nonfinite"] and report.complete
+    assert all(run_status(tmp_path / "s", r) == "nonfinite" for r in runs)
+    assert not any((tmp_path / "s" / "runs" / r.name / "summary.json").exists() for r in runs)
+
+
+def test_a_population_refuses_folders_it_cannot_start_from_scratch(tmp_path):
+    from gradstop.trainers import train_population
+
+    config = TrainConfig(**TINY)
+    train(config, tmp_path / "done")
+    with pytest.raises(ValueError, match="holds the finished run of seed 0: leave it out of the population"):
+        train_population(config, seeds=[0, 1], out=[tmp_path / "done", tmp_path / "b"])
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "config.json").write_text(json.dumps(TrainConfig(**TINY, seed=1).to_dict()))
+    (tmp_path / "half" / "checkpoint.npz").write_bytes(b"")
+    with pytest.raises(ValueError, match="holds a partly trained run of seed 1 \\(checkpoint.npz\\): resume it on its own"):
+        train_population(config, seeds=[0, 1], out=[tmp_path / "c", tmp_path / "half"])
+    with pytest.raises(ValueError, match="out names 1 folders for 2 seeds"):
+        train_population(config, seeds=[0, 1], out=[tmp_path / "d"])
+
+
 def test_a_sweep_never_reuses_a_folder_for_another_config_or_another_purpose(tmp_path):
     run_sweep(tiny_runs(seed=[0]), tmp_path / "s", progress=False)
     changed = grid({**TINY, "lr": 0.5}, {"seed": [0]})
@@ -213,6 +271,23 @@ def test_a_tiny_grid_runs_on_a_local_ray_instance(tmp_path, monkeypatch):
     solo = train(runs[0].config)  # a Ray worker's run has the numbers of a run in this process
     stored = json.loads((tmp_path / "s" / "runs" / runs[0].name / "summary.json").read_text())
     assert stored["final_test_loss"] == solo.summary["final_test_loss"]
+
+
+def test_populations_run_as_ray_tasks_one_thread_each(tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    from gradstop.study import sweep
+    from gradstop.trainers import train_population
+
+    results, record = {}, sweep._record
+    monkeypatch.setattr(sweep, "_record", lambda root, run, result: (results.__setitem__(run.name, result), record(root, run, result))[1])
+    runs = tiny_runs()
+    report = run_sweep(runs, tmp_path / "s", ray="local", cpus=2, progress=False, population=2)
+    assert report.counts()["done"] == 4
+    assert all("--xla_cpu_multi_thread_eigen=false" in r["threads"]["xla_flags"] for r in results.values()), results
+    stored = [json.loads((tmp_path / "s" / "runs" / r.name / "summary.json").read_text()) for r in runs[2:]]
+    assert [s["population_seeds"] for s in stored] == [[0, 1], [0, 1]]
+    here = train_population(runs[2].config, seeds=[0, 1])  # a Ray worker's population has this process's numbers
+    assert [s["final_test_loss"] for s in stored] == [m.summary["final_test_loss"] for m in here]
 
 
 @pytest.mark.slow

@@ -68,6 +68,9 @@ def add_parsers(sub) -> None:
     runs.add_argument("--only", action="append", metavar="TEXT", help="run only the runs whose name contains TEXT (repeatable: any)")
     runs.add_argument("--retry-nonfinite", action="store_true", help="also rerun runs that stopped on a non-finite value")
     runs.add_argument("--dry-run", action="store_true", help="list the runs and their status, train nothing")
+    runs.add_argument("--population", type=int, default=1, metavar="S",
+                      help="train up to S new JAX runs that differ only in their seed as one vmapped program per task "
+                           "(default 1; 4 measured 1.4-1.5x the runs per hour on 2 cores); summary.json names the population")
     out = s.add_argument_group("output")
     out.add_argument("--out", metavar="DIR", help="the sweep folder (resumed if it holds this sweep); default ROOT/sweep-<name>-<hash>")
     out.add_argument("--root", metavar="DIR", default="results", help="parent folder of the default sweep folder (default: results)")
@@ -100,7 +103,8 @@ def sweep(ns: argparse.Namespace) -> int:
             print(f"{run_status(out, r) or 'to run':>10}  {r.name}")
         print(f"{len(runs)} runs in {out}")
         return EXIT_OK
-    report = run_sweep(runs, out, ray=ns.ray, cpus=ns.ray_cpus, retry_nonfinite=ns.retry_nonfinite, progress=not ns.quiet)
+    report = run_sweep(runs, out, ray=ns.ray, cpus=ns.ray_cpus, retry_nonfinite=ns.retry_nonfinite, progress=not ns.quiet,
+                       population=ns.population)
     print(report.describe(), file=sys.stderr if report.failed else sys.stdout)
     return EXIT_FAILED if report.failed else EXIT_OK
 

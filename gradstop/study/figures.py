@@ -33,7 +33,7 @@ __all__ = ["args_record", "is_current", "write_settings", "claim_folder", "run_f
 # Arguments that decide where and how a figure runs, not what it computes (``from_json``: redraw from the data of an
 # earlier run, which settings.json then names as its source; ``flows_from``: the table a script read its flows from,
 # whose choice its own arguments then hold).
-SCHEDULING_ARGS = ("out", "ray", "ray_cpus", "force", "plot_only", "from_json", "flows_from")
+SCHEDULING_ARGS = ("out", "ray", "ray_cpus", "force", "plot_only", "from_json", "flows_from", "population")
 
 
 @dataclasses.dataclass
@@ -44,6 +44,9 @@ class SweepOptions:
     """run on Ray: local, auto or HOST:PORT (default: one run after another here)"""
     ray_cpus: int | None = None
     """--ray local: CPUs of the local instance"""
+    population: int = 1
+    """train up to this many new JAX runs that differ only in their seed as one vmapped program per task (4 measured
+    1.4–1.5× the runs per hour on 2 cores: experiments/sweep_throughput.py); each run's summary.json names its population"""
     plot_only: bool = False
     """draw from the runs finished so far, train nothing"""
     force: bool = False
@@ -113,7 +116,7 @@ def sweep_runs(args, script: str, runs: list, what: str) -> tuple[Path, dict, ob
     report = None
     if not args.plot_only:
         print(f"{what}: {len(runs)} runs in {out}", flush=True)
-        report = run_sweep(runs, out, ray=args.ray, cpus=args.ray_cpus)
+        report = run_sweep(runs, out, ray=args.ray, cpus=args.ray_cpus, population=getattr(args, "population", 1))
         print(report.describe(), flush=True)
     return out, read_runs(out, runs), report
 

@@ -51,7 +51,7 @@ from gradstop._io import hold_lock, read_json
 from gradstop.trainers.files import MetricsLog, atomic_write, atomic_write_json, empty_but_unfinished_writes
 
 __all__ = ["train", "RunResult", "NonFiniteError", "UPDATE_COLUMNS", "EVAL_COLUMNS", "eval_columns", "update_columns", "make_sim", "program_for", "check_task",
-           "CHECKPOINT_FILES", "summarise", "check_rebuilds"]
+           "CHECKPOINT_FILES", "summarise", "check_rebuilds", "write_finished"]
 
 METRICS = ["loss", "grad_norm", "grad_norm_clipped", "cos_input_none", "lr", "finite", "critic_loss"]  # per update, from a program
 UPDATE_COLUMNS = ["epoch", "update", *METRICS, "seconds", "steps_per_second"]
@@ -519,6 +519,24 @@ def summarise(config, program, updates, evals, folder, skipped, compile_seconds)
         _plot(folder / "loss.png", config, loss, evals)
         atomic_write_json(folder / "summary.json", summary)  # last: marks the run complete
     return RunResult(program.policy, updates, evals, summary, folder)
+
+
+def write_finished(folder: Path, config: TrainConfig, result: RunResult, extra: dict | None = None) -> RunResult:
+    """Write a run trained in memory (a population's member) into ``folder``, prepared for ``config`` and held by the
+    caller's lock, as :func:`train` leaves a finished run: ``updates.csv``, ``eval.csv``, ``policy.npz``, ``loss.png``
+    and, last, ``summary.json`` (``result.summary`` and ``extra``). Any log already there is replaced."""
+    from gradstop._policy import get_weights
+
+    for name, header, rows in (("updates.csv", update_columns(config), result.updates),
+                               ("eval.csv", eval_columns(config), result.evals)):
+        log = MetricsLog(folder / name, header)
+        log.clear()
+        log.append(rows)
+    atomic_write(folder / "policy.npz", _npz_bytes(get_weights(result.policy)))
+    _plot(folder / "loss.png", config, np.asarray([float(r["loss"]) for r in result.updates]), result.evals)
+    summary = {**result.summary, **(extra or {})}
+    atomic_write_json(folder / "summary.json", summary)  # last: marks the run complete
+    return result._replace(summary=summary, folder=folder)
 
 
 def _npz_bytes(arrays) -> bytes:
