@@ -352,6 +352,8 @@ def execute_population(names: list[str], configs: list[dict], root: str, path: s
     if path and os.path.isdir(path) and path not in sys.path:
         sys.path.insert(0, path)
     root_path = Path(root)
+    if not (root_path / "sweep.json").exists():  # not visible on this node: each run's result says so
+        return [execute(n, c, root, path) for n, c in zip(names, configs)]
     try:
         from gradstop.trainers import train_population
 
