@@ -111,6 +111,26 @@ def test_jax_and_torch_shac_take_the_same_steps_in_float64(flow):
     np.testing.assert_allclose(runs[1], runs[3], rtol=1e-10)
 
 
+@pytest.mark.parametrize("flow", ["alpha:0.5+samples:2", "alpha:auto+samples:2"])
+def test_shac_trains_zeroth_and_alpha_order_flows_alike_in_jax_and_torch(flow):
+    """The actor's window objective (discounted costs and the critic's value at the window's end) mixed with its
+    zeroth-order estimate; each update logs α, ‖ĝ1 − ĝ0‖, ε and both variances; float64, JAX = torch."""
+    from gradstop.mixing import STAT_NAMES
+
+    runs = {}
+    for backend in BACKENDS:
+        cfg = TrainConfig.for_algo("shac", sim="cartpole", sim_params={"poles": 1}, backend=backend, flow=flow,
+                                   policy="deterministic", horizon=16, window=8, batch=8, epochs=2, updates_per_epoch=2,
+                                   hidden=(16,), critic_hidden=(16,), critic_iterations=2, critic_minibatches=2,
+                                   dtype="float64", test_size=8)
+        runs[backend] = train(cfg)
+    keys = ("loss", "grad_norm", "critic_loss", *STAT_NAMES)
+    table = {b: np.asarray([[float(u[k]) for k in keys] for u in r.updates]) for b, r in runs.items()}
+    assert np.isfinite(table["jax"][:, :3]).all() and np.isfinite(table["jax"][:, 3]).all()  # α is logged every update
+    np.testing.assert_allclose(table["jax"], table["torch"], rtol=1e-9, atol=1e-12)
+    assert runs["jax"].summary["final_test_loss"] == pytest.approx(runs["torch"].summary["final_test_loss"], rel=1e-9)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_shac_resumes_from_a_checkpoint_to_the_same_numbers(backend, tmp_path, monkeypatch):
     import importlib

@@ -164,10 +164,10 @@ def program_for(config: TrainConfig, sim, policy=None):
     (``model_use='chain'``) or through the simulator with the model's step derivatives (``'surrogate'``).
     """
     flow = parse_flow(config.flow)
-    if flow.mixed and (config.algo != "bptt" or config.policy != "deterministic"):
-        what = "SHAC's actor windows" if config.algo != "bptt" else "a Gaussian policy (which draws noise of its own)"
-        raise ValueError(f"flow {flow.name!r} adds its own action noise and is trained by BPTT with a deterministic policy; "
-                         f"it does not combine with {what} yet: use --algo bptt --policy deterministic, or a first-order flow")
+    if flow.mixed and config.policy != "deterministic":
+        raise ValueError(f"flow {flow.name!r} adds its own action noise and trains a deterministic policy; it does not "
+                         "combine with a Gaussian policy (which draws noise of its own) yet: use --policy deterministic "
+                         "(BPTT or SHAC), or a first-order flow")
     module = importlib.import_module(f"gradstop.trainers.{config.backend}.{config.algo}")
     model = None
     if config.world_model:

@@ -181,13 +181,15 @@ class SHAC:
         x, _, _, t, _, f, _ = window.parts(W)
         return x, window.current(W), t, f
 
-    def _actor_step(self, state, window, X0):
-        """The actor's loss, gradient (and cosine), clipped and applied; also the window's rollout."""
+    def _actor_step(self, state, window, X0, noise=None):
+        """The actor's loss, gradient (and cosine), clipped and applied; also the window's rollout. ``noise``: a
+        zeroth-/α-order flow's action noise over the window (its rollout is then the noise-free one)."""
         config, static, flow = self.config, self.static, parse_flow(self.config.flow)
         h = config.window
 
         def loss_fn(p):
-            out = rollout(eqx.combine(p, static), window, stop=flow, horizon=h, x0=X0, impl=config.impl, memory=config.memory)
+            out = rollout(eqx.combine(p, static), window, stop=flow, horizon=h, x0=X0, impl=config.impl, memory=config.memory,
+                          noise=noise)
             return out.loss, out
 
         if flow.combining:
@@ -203,7 +205,8 @@ class SHAC:
         clipped = optim.clip(config, grads)
         updates, actor_opt = self.actor_tx.update(clipped, state["actor_opt"], state["actor"])
         metrics = dict(loss=loss, grad_norm=norm, grad_norm_clipped=optim.global_norm(clipped), cos_input_none=cos,
-                       lr=optim.schedule(config)(state["applied"]), finite=jnp.isfinite(loss) & jnp.isfinite(norm))
+                       lr=optim.schedule(config)(state["applied"]), finite=jnp.isfinite(loss) & jnp.isfinite(norm),
+                       **(out.mixing if flow.mixed else {}))
         actor = optax.apply_updates(state["actor"], updates)
         return dict(state, actor=actor, actor_opt=actor_opt), jax.lax.stop_gradient(out), metrics
 
@@ -266,10 +269,12 @@ class SHAC:
         config, sim = self.config, self.train_sim
         skip = config.on_nonfinite == "skip"
 
+        mixed = parse_flow(config.flow).mixed
+
         def one_update(state, inputs):
-            resets, orders, noise = inputs
-            actor_sim, X0, task, ends, window = self._window(state, noise, resets)
-            new, out, metrics = self._actor_step(state, actor_sim, X0)
+            resets, orders, noise = inputs  # noise: the Gaussian actor's, or a zeroth-/α-order flow's action noise
+            actor_sim, X0, task, ends, window = self._window(state, None if mixed else noise, resets)
+            new, out, metrics = self._actor_step(state, actor_sim, X0, noise if mixed else None)
             new, critic_loss, value_max = self._critic_fit(new, out, ends, orders, task, window)
             new = dict(new, applied=state["applied"] + 1)
             xs, current, t, _ = self._window_states(out, window)
@@ -296,6 +301,9 @@ class SHAC:
         config = self.config
         n = config.window * config.batch
         noise = jnp.asarray(data.noise(epoch, config.window), self.dtype) if config.policy == "gaussian" else None
+        mixing = parse_flow(config.flow).mixing
+        if mixing is not None:  # a zeroth-/α-order flow (deterministic actor): its action noise over each window
+            noise = jnp.asarray(data.mixing_noise(epoch, config.window, mixing.samples), self.dtype)
         return (as_states(data.epoch(epoch), self.dtype),
                 jnp.asarray(data.critic_order(epoch, config.critic_iterations, n), jnp.int32), noise)
 

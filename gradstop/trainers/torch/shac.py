@@ -93,8 +93,9 @@ class SHAC(BPTT):
         x, _, _, t, _, f, _ = window.parts(W)
         return x, window.current(W), t, f
 
-    def _actor_step(self, window, X0):
-        """Fill ``.grad`` with the flow's direction over the window; (loss, cos, the window's detached rollout)."""
+    def _actor_step(self, window, X0, noise=None):
+        """Fill ``.grad`` with the flow's direction over the window; (loss, cos, the window's detached rollout).
+        ``noise``: a zeroth-/α-order flow's action noise over the window (its rollout is then the noise-free one)."""
         config, flow, h = self.config, self.flow, self.config.window
         self.opt.zero_grad(set_to_none=True)
         if flow.combining:
@@ -105,7 +106,7 @@ class SHAC(BPTT):
             for name, grad in g.grads[flow.name].items():
                 named[name].grad = grad.detach().clone()
             return float(g.loss), float(g.cosine[(c_none.name, c_input.name)]), g.rollout  # its forward: no second one
-        out = rollout(self.policy, window, stop=flow, horizon=h, x0=X0, impl=config.impl, memory=config.memory)
+        out = rollout(self.policy, window, stop=flow, horizon=h, x0=X0, impl=config.impl, memory=config.memory, noise=noise)
         out.loss.backward()
         return float(out.loss.detach()), float("nan"), out
 
@@ -164,16 +165,20 @@ class SHAC(BPTT):
         resets = torch.as_tensor(data.epoch(epoch), dtype=self.dtype)
         orders = data.critic_order(epoch, config.critic_iterations, config.window * config.batch)
         noises = torch.as_tensor(data.noise(epoch, config.window), dtype=self.dtype) if config.policy == "gaussian" else None
+        mixing = self.flow.mixing  # a zeroth-/α-order flow (deterministic actor): its action noise over each window
+        actions = (torch.as_tensor(data.mixing_noise(epoch, config.window, mixing.samples), dtype=self.dtype)
+                   if mixing is not None else None)
         for u in range(resets.shape[0]):
             actor_sim, X0, task, ends, window = self._window(None if noises is None else noises[u], resets[u])
             self._last_window = (actor_sim, X0)  # for locate_nonfinite
-            loss, cos, out = self._actor_step(actor_sim, X0)
+            loss, cos, out = self._actor_step(actor_sim, X0, None if actions is None else actions[u])
             norm = float(optim.global_norm(self.params))
             finite = bool(np.isfinite(loss) and np.isfinite(norm))
             obs, targets, value_max = self._targets(out, ends, task, window)
             optim.clip(config, self.params)
             row = dict(loss=loss, grad_norm=norm, grad_norm_clipped=float(optim.global_norm(self.params)), cos_input_none=cos,
-                       lr=self.sched.get_last_lr()[0], finite=finite, critic_loss=float("nan"), value_max=value_max)
+                       lr=self.sched.get_last_lr()[0], finite=finite, critic_loss=float("nan"), value_max=value_max,
+                       **({k: float(v) for k, v in out.mixing.items()} if mixing is not None else {}))
             rows.append(row)
             check_guards(config, {k: [r[k] for r in rows] for k in rows[0]}, epoch)
             if finite:
