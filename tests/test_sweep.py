@@ -273,6 +273,7 @@ def test_a_tiny_grid_runs_on_a_local_ray_instance(tmp_path, monkeypatch):
     assert stored["final_test_loss"] == solo.summary["final_test_loss"]
 
 
+@pytest.mark.slow  # a second local Ray instance (about a minute); the default run covers populations in-process
 def test_populations_run_as_ray_tasks_one_thread_each(tmp_path, monkeypatch):
     pytest.importorskip("ray")
     from gradstop.study import sweep
