@@ -287,13 +287,22 @@ def test_bptt_logs_the_mixing_statistics_the_same_in_both_frameworks_and_resumes
     assert resumed.summary["final_test_loss"] == straight["jax"].summary["final_test_loss"]
 
 
-def test_trainers_refuse_mixing_where_it_is_not_supported():
+def test_a_gaussian_policy_trains_a_mixing_flow_alike_in_jax_and_torch():
+    """Its own noise ε rides in the state, the flow's action noise w is added to its action μ + σε: ĝ0 and ĝ1 both
+    estimate the gradient of E_{ε,w}[V]; float64, the same updates and statistics in both frameworks."""
+    from gradstop.mixing import STAT_NAMES
     from gradstop.trainers import TrainConfig, train
 
-    with pytest.raises(ValueError, match="does not combine with a Gaussian policy .* use --policy deterministic"):
-        train(TrainConfig(algo="shac", sim="pointmass", flow="zero", epochs=1))  # SHAC's published actor is Gaussian
-    with pytest.raises(ValueError, match="does not combine with a Gaussian policy"):
-        train(TrainConfig(sim="pointmass", flow="alpha:0.5", policy="gaussian", epochs=1))
+    table = {}
+    for backend in ("jax", "torch"):
+        cfg = TrainConfig(sim="pointmass", backend=backend, flow="alpha:auto+samples:2", policy="gaussian", horizon=6,
+                          train_size=8, batch=4, epochs=2, hidden=(8,), dtype="float64")
+        table[backend] = np.asarray([[float(u[k]) for k in ("loss", "grad_norm", *STAT_NAMES)] for u in train(cfg).updates])
+    assert np.isfinite(table["jax"][:, :3]).all()
+    np.testing.assert_allclose(table["jax"], table["torch"], rtol=1e-9, atol=1e-12)
+
+
+def test_gradients_refuses_a_mixing_flow():
     sim, policy, x0 = load("jax", "pointmass")
     with pytest.raises(ValueError, match="gs.gradients sweeps first-order flows"):
         gs.gradients(policy, sim, flows=["none", "zero"], horizon=3, x0=x0)

@@ -111,16 +111,17 @@ def test_jax_and_torch_shac_take_the_same_steps_in_float64(flow):
     np.testing.assert_allclose(runs[1], runs[3], rtol=1e-10)
 
 
-@pytest.mark.parametrize("flow", ["alpha:0.5+samples:2", "alpha:auto+samples:2"])
-def test_shac_trains_zeroth_and_alpha_order_flows_alike_in_jax_and_torch(flow):
+@pytest.mark.parametrize("flow,policy", [("alpha:0.5+samples:2", "deterministic"), ("alpha:auto+samples:2", "gaussian")])
+def test_shac_trains_zeroth_and_alpha_order_flows_alike_in_jax_and_torch(flow, policy):
     """The actor's window objective (discounted costs and the critic's value at the window's end) mixed with its
-    zeroth-order estimate; each update logs α, ‖ĝ1 − ĝ0‖, ε and both variances; float64, JAX = torch."""
+    zeroth-order estimate, for the deterministic and the published Gaussian actor; each update logs α, ‖ĝ1 − ĝ0‖, ε
+    and both variances; float64, JAX = torch."""
     from gradstop.mixing import STAT_NAMES
 
     runs = {}
     for backend in BACKENDS:
         cfg = TrainConfig.for_algo("shac", sim="cartpole", sim_params={"poles": 1}, backend=backend, flow=flow,
-                                   policy="deterministic", horizon=16, window=8, batch=8, epochs=2, updates_per_epoch=2,
+                                   policy=policy, horizon=16, window=8, batch=8, epochs=2, updates_per_epoch=2,
                                    hidden=(16,), critic_hidden=(16,), critic_iterations=2, critic_minibatches=2,
                                    dtype="float64", test_size=8)
         runs[backend] = train(cfg)

@@ -163,11 +163,6 @@ def program_for(config: TrainConfig, sim, policy=None):
     With ``world_model`` it first fits the model (``gradstop.trainers.world_model``) and trains through it
     (``model_use='chain'``) or through the simulator with the model's step derivatives (``'surrogate'``).
     """
-    flow = parse_flow(config.flow)
-    if flow.mixed and config.policy != "deterministic":
-        raise ValueError(f"flow {flow.name!r} adds its own action noise and trains a deterministic policy; it does not "
-                         "combine with a Gaussian policy (which draws noise of its own) yet: use --policy deterministic "
-                         "(BPTT or SHAC), or a first-order flow")
     module = importlib.import_module(f"gradstop.trainers.{config.backend}.{config.algo}")
     model = None
     if config.world_model:

@@ -173,7 +173,10 @@ class BPTT:
 
         def one_update(carry, inputs):
             params, opt_state, applied = carry
-            x0, noise = (noisy.wrap(*inputs), None) if noisy is not None else inputs if mixing else (inputs, None)
+            if noisy is not None:  # the Gaussian policy's noise rides in the state; a mixing flow's noise comes last
+                x0, noise = noisy.wrap(inputs[0], inputs[1]), (inputs[2] if mixing else None)
+            else:
+                x0, noise = inputs if mixing else (inputs, None)
             loss, grads, cos, stats = direction(params, static, x0, noise)
             norm = optim.global_norm(grads)
             clipped = optim.clip(config, grads)
@@ -204,9 +207,12 @@ class BPTT:
         """The epoch's per-update inputs: initial states, and the policy noise for a Gaussian policy or the action
         noise of a zeroth-/α-order flow."""
         x0s = as_states(data.epoch(epoch), self.dtype)
-        if self.mixing is not None:
-            return x0s, jnp.asarray(data.mixing_noise(epoch, self.config.horizon, self.mixing.samples), self.dtype)
-        return x0s if self.noisy is None else (x0s, jnp.asarray(data.noise(epoch, self.config.horizon), self.dtype))
+        actions = (jnp.asarray(data.mixing_noise(epoch, self.config.horizon, self.mixing.samples), self.dtype)
+                   if self.mixing is not None else None)
+        if self.noisy is not None:
+            policy = jnp.asarray(data.noise(epoch, self.config.horizon), self.dtype)
+            return (x0s, policy) if actions is None else (x0s, policy, actions)
+        return x0s if actions is None else (x0s, actions)
 
     def compile(self, data, epoch: int) -> float:
         """Compile the epoch and the evaluation ahead of time for these shapes; returns the seconds it took."""
@@ -232,7 +238,7 @@ class BPTT:
             params, *_ = jax.jit(self._make_epoch())(params, opt_state, applied, head)
         x0 = jax.tree.map(lambda v: v[index], inputs)
         sim = self.train_sim if self.noisy is None else self.noisy
-        x0 = self.noisy.wrap(*x0) if self.noisy is not None else x0[0] if self.mixing is not None else x0
+        x0 = self.noisy.wrap(x0[0], x0[1]) if self.noisy is not None else x0[0] if self.mixing is not None else x0
         flow = parse_flow(self.config.flow).first_order  # a zeroth-/α-order flow: where its rollout goes non-finite
         found = diagnose(eqx.combine(params, self.static), sim, flows=[flow], horizon=self.config.horizon,
                          x0=x0, memory=self.config.memory, contributions=False)

@@ -269,12 +269,10 @@ class SHAC:
         config, sim = self.config, self.train_sim
         skip = config.on_nonfinite == "skip"
 
-        mixed = parse_flow(config.flow).mixed
-
         def one_update(state, inputs):
-            resets, orders, noise = inputs  # noise: the Gaussian actor's, or a zeroth-/α-order flow's action noise
-            actor_sim, X0, task, ends, window = self._window(state, None if mixed else noise, resets)
-            new, out, metrics = self._actor_step(state, actor_sim, X0, noise if mixed else None)
+            resets, orders, noise, actions = inputs  # the Gaussian actor's noise; a zeroth-/α-order flow's action noise
+            actor_sim, X0, task, ends, window = self._window(state, noise, resets)
+            new, out, metrics = self._actor_step(state, actor_sim, X0, actions)
             new, critic_loss, value_max = self._critic_fit(new, out, ends, orders, task, window)
             new = dict(new, applied=state["applied"] + 1)
             xs, current, t, _ = self._window_states(out, window)
@@ -292,8 +290,8 @@ class SHAC:
                 new.update({k: jax.tree.map(lambda a, b: jnp.where(metrics["finite"], a, b), new[k], state[k]) for k in learners})
             return new, dict(metrics, critic_loss=critic_loss, value_max=value_max)
 
-        def epoch(state, resets, orders, noise=None):
-            return jax.lax.scan(one_update, state, (resets, orders, noise))
+        def epoch(state, resets, orders, noise=None, actions=None):
+            return jax.lax.scan(one_update, state, (resets, orders, noise, actions))
 
         return epoch
 
@@ -301,11 +299,10 @@ class SHAC:
         config = self.config
         n = config.window * config.batch
         noise = jnp.asarray(data.noise(epoch, config.window), self.dtype) if config.policy == "gaussian" else None
-        mixing = parse_flow(config.flow).mixing
-        if mixing is not None:  # a zeroth-/α-order flow (deterministic actor): its action noise over each window
-            noise = jnp.asarray(data.mixing_noise(epoch, config.window, mixing.samples), self.dtype)
+        mixing = parse_flow(config.flow).mixing  # a zeroth-/α-order flow: its action noise over each window
+        actions = None if mixing is None else jnp.asarray(data.mixing_noise(epoch, config.window, mixing.samples), self.dtype)
         return (as_states(data.epoch(epoch), self.dtype),
-                jnp.asarray(data.critic_order(epoch, config.critic_iterations, n), jnp.int32), noise)
+                jnp.asarray(data.critic_order(epoch, config.critic_iterations, n), jnp.int32), noise, actions)
 
     # -- the steps the run loop calls -------------------------------------------------------------
     def compile(self, data, epoch: int) -> float:
