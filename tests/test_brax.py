@@ -280,3 +280,9 @@ def test_episode_rewards_stop_at_the_first_done_as_brax_evaluator_counts_them(al
     assert np.asarray(out.states.done[1:-1]).any(0).sum() >= 1  # at least one of the 8 falls before the last step
     unmasked = float(np.asarray(out.states.reward[1:]).sum(0).mean())
     assert unmasked > float(reward) + 1.0
+    if algo == "bptt":  # BPTT's training objective with until_done is minus that same episode reward
+        from gradstop.trainers.episodes import UntilDone
+
+        ends = UntilDone(sim)
+        masked = gs.rollout(policy, ends, stop="none", horizon=horizon, x0=ends.wrap(x0)).loss
+        np.testing.assert_allclose(-float(masked), float(brax_reward), rtol=1e-4)

@@ -436,3 +436,58 @@ def test_the_episode_reward_stops_at_the_first_step_that_ends_the_episode(backen
     program.compile(Data.from_config(sim, dataclasses.replace(cfg, test_size=3)), 0) if backend == "jax" else None
     ev = program.evaluate(x0)
     assert ev["test_reward"] == pytest.approx(np.mean(expected), abs=1e-12)
+
+
+# -- episodes that end (until_done) ------------------------------------------------------------------
+class _EndsFar:
+    """tests/helpers.py's point mass, whose episode ends once it is more than 0.7 from the origin along its first axis."""
+
+    def __init__(self, sim):
+        self.__dict__.update(sim=sim, backend=sim.backend, dt=sim.dt, state_dim=sim.state_dim, obs_dim=sim.obs_dim,
+                             action_dim=sim.action_dim, name="ends-far")
+
+    def terminated(self, x):
+        return (abs(x[..., 0]) > 0.7) * 1.0
+
+    def __getattr__(self, name):
+        return getattr(self.__dict__["sim"], name)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_until_done_stops_each_rollouts_costs_after_its_episodes_first_done(backend):
+    """The wrapped rollout's costs are the plain rollout's, each environment's counted up to and including the step
+    that ends its episode (Brax's count), by hand; its trajectory is the plain one."""
+    from gradstop.trainers.episodes import UntilDone
+    from helpers import load
+
+    plain_sim, policy, x0 = load(backend, "pointmass", batch=6)
+    sim = _EndsFar(plain_sim)
+    wrapped = UntilDone(sim)
+    plain = gs.rollout(policy, sim, horizon=12, x0=x0)
+    ours = gs.rollout(policy, wrapped, horizon=12, x0=wrapped.wrap(x0))
+    to_np = (lambda a: np.asarray(a)) if backend == "jax" else (lambda a: a.detach().numpy())
+    states, costs = to_np(plain.states), to_np(plain.costs)  # (H+1, B, n), (H, B)
+    done = (np.abs(states[:, :, 0]) > 0.7).astype(float)
+    on = np.cumprod(1 - done[:-1], 0)  # step t counts while no state up to x_t has ended the episode
+    assert 0 < on.sum() < on.size and (on[-1] == 0).any() and (on[-1] == 1).any(), "episodes must end and go on"
+    np.testing.assert_allclose(to_np(ours.costs), on * costs, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(to_np(ours.states)[..., :-1], states, rtol=1e-12)  # the same trajectory
+    loss = float(ours.loss) if backend == "jax" else float(ours.loss.detach())
+    assert loss == pytest.approx(float((on * costs).sum(0).mean()), rel=1e-12)  # no terminal cost here
+
+
+def test_until_done_trains_alike_in_jax_and_torch_and_refuses_what_it_cannot_do(monkeypatch):
+    monkeypatch.setattr(sims, "_REGISTRY", dict(sims._REGISTRY))
+    sims.register("test-ends-far", lambda backend, **kw: _EndsFar(make("pointmass", backend=backend, dims=2, **kw)))
+    losses = {}
+    for backend in BACKENDS:
+        cfg = TrainConfig(sim="test-ends-far", backend=backend, flow="input", horizon=12, train_size=8, batch=4, epochs=2,
+                          hidden=(8,), dtype="float64", until_done=True)
+        losses[backend] = column(train(cfg), "loss")
+    np.testing.assert_allclose(losses["jax"], losses["torch"], rtol=1e-10)
+    plain = column(train(dataclasses.replace(cfg, until_done=False)), "loss")
+    assert losses["torch"][0] < plain[0]  # the same first policy and data; costs ≥ 0 and some episodes end: less
+    with pytest.raises(ValueError, match="has no terminated\\(x\\) to say where its episodes end"):
+        train(TrainConfig(sim="pointmass", until_done=True, epochs=1))
+    with pytest.raises(ValueError, match="until_done is BPTT's"):
+        TrainConfig(algo="shac", sim="pointmass", until_done=True)

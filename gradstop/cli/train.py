@@ -52,7 +52,7 @@ EXIT_OK, EXIT_USAGE, EXIT_NONFINITE, EXIT_INTERRUPTED = 0, 2, 3, 130
 GROUPS = {
     "run": ("what to train, on which simulator, with which gradient",
             ("algo", "sim", "preset", "sim_params", "backend", "flow", "horizon", "epochs", "updates_per_epoch", "seed",
-             "dtype", "impl", "memory", "compile", "max_seconds")),
+             "dtype", "impl", "memory", "compile", "max_seconds", "until_done")),
     "data": ("the initial states: a fresh stream or a fixed training set, and a test set",
              ("data", "train_size", "test_size", "validation", "batch", "shuffle", "eval_every")),
     "policy": ("the MLP policy", ("hidden", "activation", "zero_last", "weight_init", "policy", "init_std", "actor_layer_norm")),

@@ -74,7 +74,7 @@ RUN_ONLY = ("checkpoint_every", "on_nonfinite", "compile")
 ADDED_LATER = {"compile": False, "weight_init": "torch", "adam_eps": 1e-8, "validation": False,
                "critic_layer_norm": False, "critic_init": "uniform", "critic_optimizer": "adam", "td_dones": "window",
                "time_limit": "terminal", "guards": False, "actor_layer_norm": False, "action_squash": "none", "obs_norm": False,
-               "model_use": "chain", "max_seconds": None}
+               "model_use": "chain", "max_seconds": None, "until_done": False}
 
 
 def _f(default, help: str, **kw):
@@ -114,6 +114,9 @@ class TrainConfig:
     updates_per_epoch: int = _f(32, "data=fresh: updates per epoch (data=fixed: train_size // batch)")
     epochs: int = _f(10, "number of epochs")
     eval_every: int = _f(1, "evaluate on the test set every this many epochs (and after the last)")
+    until_done: bool = _f(False, "BPTT on a terminating task (the sim's terminated(x), e.g. Brax's done): each rollout's "
+                                 "costs stop after its episode's first done, that step included, as Brax's evaluator "
+                                 "counts episode reward (default: the rollout pays on past done)")
     max_seconds: float | None = _f(None, "a wall-clock budget: the run ends after the first epoch that brings its seconds "
                                    "(compile, training and evaluation) to this, evaluated there, or after --epochs; for "
                                    "comparisons at equal wall-clock (the numbers then depend on the machine)")
@@ -246,6 +249,9 @@ class TrainConfig:
         _number("target_alpha", self.target_alpha, low=0.0, high=1.0)
         _number("model_lr", self.model_lr, low=0.0, strict=True)
         _number("init_std", self.init_std, low=0.0, strict=True)
+        if self.until_done and self.algo != "bptt":
+            raise ValueError("until_done is BPTT's (algo='bptt'): SHAC's windows end each episode at its done themselves "
+                             "(td_dones='step'); drop --until-done")
         if self.algo == "bptt" and (self.action_squash != "none" or self.obs_norm):
             given = "action_squash=" + repr(self.action_squash) if self.action_squash != "none" else "obs_norm=True"
             raise ValueError(f"{given} is SHAC's (algo='shac'); BPTT steps the simulator with the policy's own actions and "

@@ -24,6 +24,7 @@ from gradstop.gradients import gradients
 from gradstop.jax.policy import gaussian, get_weights, mlp, set_weights
 from gradstop.rollout import rollout
 from gradstop.trainers.jax import checkpoint, optim
+from gradstop.trainers.episodes import UntilDone
 from gradstop.trainers.noise import Noisy
 
 __all__ = ["BPTT", "make_policy", "make_evaluate", "update_direction", "as_states"]
@@ -122,6 +123,9 @@ class BPTT:
     def __init__(self, config, sim, policy=None, model=None):
         self.config, self.sim = config, sim
         self.train_sim = sim if model is None else model  # the actor learns through the model, is scored on sim
+        # until_done: the costs stop at each episode's first done (trainers/episodes.py); the initial states gain its flag
+        self.episodes = UntilDone(self.train_sim) if config.until_done else None
+        self.train_sim = self.episodes or self.train_sim
         # a Gaussian policy reads its noise from the state (trainers/noise.py); evaluation uses its mean
         self.noisy = Noisy(self.train_sim, config.horizon) if config.policy == "gaussian" else None
         self.mixing = parse_flow(config.flow).mixing  # zeroth-/α-order flows: their action noise is an input too
@@ -174,9 +178,10 @@ class BPTT:
         def one_update(carry, inputs):
             params, opt_state, applied = carry
             if noisy is not None:  # the Gaussian policy's noise rides in the state; a mixing flow's noise comes last
-                x0, noise = noisy.wrap(inputs[0], inputs[1]), (inputs[2] if mixing else None)
+                x0, noise = noisy.wrap(self._episode_start(inputs[0]), inputs[1]), (inputs[2] if mixing else None)
             else:
                 x0, noise = inputs if mixing else (inputs, None)
+                x0 = self._episode_start(x0)
             loss, grads, cos, stats = direction(params, static, x0, noise)
             norm = optim.global_norm(grads)
             clipped = optim.clip(config, grads)
@@ -238,11 +243,16 @@ class BPTT:
             params, *_ = jax.jit(self._make_epoch())(params, opt_state, applied, head)
         x0 = jax.tree.map(lambda v: v[index], inputs)
         sim = self.train_sim if self.noisy is None else self.noisy
-        x0 = self.noisy.wrap(x0[0], x0[1]) if self.noisy is not None else x0[0] if self.mixing is not None else x0
+        x0 = self.noisy.wrap(self._episode_start(x0[0]), x0[1]) if self.noisy is not None else \
+            self._episode_start(x0[0] if self.mixing is not None else x0)
         flow = parse_flow(self.config.flow).first_order  # a zeroth-/α-order flow: where its rollout goes non-finite
         found = diagnose(eqx.combine(params, self.static), sim, flows=[flow], horizon=self.config.horizon,
                          x0=x0, memory=self.config.memory, contributions=False)
         return explain(found, flow.name)
+
+    def _episode_start(self, x0):
+        """Initial states as the training rollout takes them: with until_done, each with its episode's flag."""
+        return x0 if self.episodes is None else self.episodes.wrap(x0)
 
     def evaluate(self, x0: np.ndarray) -> dict[str, float]:
         """Test loss (flow-independent forward) and the task's success measure (NaN if none)."""

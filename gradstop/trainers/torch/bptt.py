@@ -19,6 +19,7 @@ from gradstop.flows import parse_flow
 from gradstop.gradients import gradients
 from gradstop.rollout import rollout
 from gradstop.torch.policy import gaussian, get_weights, mlp, set_weights
+from gradstop.trainers.episodes import UntilDone
 from gradstop.trainers.noise import Noisy
 from gradstop.trainers.torch import checkpoint, optim
 
@@ -67,6 +68,9 @@ class BPTT:
     def __init__(self, config, sim, policy=None, model=None):
         self.config, self.sim = config, sim
         self.train_sim = sim if model is None else model  # the actor learns through the model, is scored on sim
+        # until_done: the costs stop at each episode's first done (trainers/episodes.py); the initial states gain its flag
+        self.episodes = UntilDone(self.train_sim) if config.until_done else None
+        self.train_sim = self.episodes or self.train_sim
         # a Gaussian policy reads its noise from the state (trainers/noise.py); evaluation uses its mean
         self.noisy = Noisy(self.train_sim, config.horizon) if config.policy == "gaussian" else None
         self.rollout_sim = self.train_sim if self.noisy is None else self.noisy
@@ -113,6 +117,7 @@ class BPTT:
             return 0.0
         start = time.perf_counter()
         x0 = torch.as_tensor(data.epoch(epoch)[0], dtype=self.dtype)
+        x0 = x0 if self.episodes is None else self.episodes.wrap(x0)
         self._direction(x0, self._noise(data, epoch)[0] if self.flow.mixed else None)
         self.opt.zero_grad(set_to_none=True)
         return time.perf_counter() - start
@@ -124,6 +129,8 @@ class BPTT:
         """
         config, rows = self.config, []
         x0s = torch.as_tensor(data.epoch(epoch), dtype=self.dtype)
+        if self.episodes is not None:
+            x0s = self.episodes.wrap(x0s)
         if self.noisy is not None:
             x0s = self.noisy.wrap(x0s.flatten(0, 1), torch.as_tensor(data.noise(epoch, config.horizon), dtype=self.dtype)
                                   .flatten(0, 1)).unflatten(0, x0s.shape[:2])
