@@ -111,7 +111,8 @@ def test_jax_and_torch_shac_take_the_same_steps_in_float64(flow):
     np.testing.assert_allclose(runs[1], runs[3], rtol=1e-10)
 
 
-@pytest.mark.parametrize("flow,policy", [("alpha:0.5+samples:2", "deterministic"), ("alpha:auto+samples:2", "gaussian")])
+@pytest.mark.parametrize("flow,policy", [("alpha:0.5+samples:2", "deterministic"),
+                                         pytest.param("alpha:auto+samples:2", "gaussian", marks=pytest.mark.slow)])
 def test_shac_trains_zeroth_and_alpha_order_flows_alike_in_jax_and_torch(flow, policy):
     """The actor's window objective (discounted costs and the critic's value at the window's end) mixed with its
     zeroth-order estimate, for the deterministic and the published Gaussian actor; each update logs α, ‖ĝ1 − ĝ0‖, ε
