@@ -51,16 +51,11 @@ class UntilDone:
             return X
         return X[..., :-1], X[..., -1]
 
-    def inner(self, X):
-        """The wrapped simulator's states out of these."""
-        return self._split(X)[0]
-
     def reset(self, key=None, batch: int = 1, dtype=None):
         return self.wrap(self.sim.reset(key, batch, dtype=dtype))
 
     def _on(self, x, flag):
-        done = self.sim.terminated(x)
-        return flag * (1 - (done > 0).astype(flag.dtype) if self.backend == "jax" else 1 - (done > 0).to(flag.dtype))
+        return flag * (1 - self._ops.xp.asarray(self.sim.terminated(x) > 0, dtype=flag.dtype))
 
     def step(self, X, a):
         x, flag = self._split(X)
