@@ -171,17 +171,12 @@ class BPTT:
 
     def _make_epoch(self):
         config, static = self.config, self.static
-        noisy, mixing = self.noisy, self.mixing is not None
-        direction = update_direction(config, self.train_sim if noisy is None else noisy)
+        direction = update_direction(config, self.train_sim if self.noisy is None else self.noisy)
         lr_of, skip = optim.schedule(config), config.on_nonfinite == "skip"
 
         def one_update(carry, inputs):
             params, opt_state, applied = carry
-            if noisy is not None:  # the Gaussian policy's noise rides in the state; a mixing flow's noise comes last
-                x0, noise = noisy.wrap(self._episode_start(inputs[0]), inputs[1]), (inputs[2] if mixing else None)
-            else:
-                x0, noise = inputs if mixing else (inputs, None)
-                x0 = self._episode_start(x0)
+            x0, noise = self._start(inputs)
             loss, grads, cos, stats = direction(params, static, x0, noise)
             norm = optim.global_norm(grads)
             clipped = optim.clip(config, grads)
@@ -243,16 +238,23 @@ class BPTT:
             params, *_ = jax.jit(self._make_epoch())(params, opt_state, applied, head)
         x0 = jax.tree.map(lambda v: v[index], inputs)
         sim = self.train_sim if self.noisy is None else self.noisy
-        x0 = self.noisy.wrap(self._episode_start(x0[0]), x0[1]) if self.noisy is not None else \
-            self._episode_start(x0[0] if self.mixing is not None else x0)
+        x0, _ = self._start(x0)
         flow = parse_flow(self.config.flow).first_order  # a zeroth-/α-order flow: where its rollout goes non-finite
         found = diagnose(eqx.combine(params, self.static), sim, flows=[flow], horizon=self.config.horizon,
                          x0=x0, memory=self.config.memory, contributions=False)
         return explain(found, flow.name)
 
-    def _episode_start(self, x0):
-        """Initial states as the training rollout takes them: with until_done, each with its episode's flag."""
-        return x0 if self.episodes is None else self.episodes.wrap(x0)
+    def _start(self, inputs):
+        """One update's inputs (as :meth:`inputs` gives them) as the training rollout takes them: (initial states —
+        with until_done each with its episode's flag, with a Gaussian policy its noise riding in the state —, a
+        zeroth-/α-order flow's action noise or None)."""
+        if self.noisy is not None:  # a mixing flow's noise comes after the policy's
+            x0, policy = inputs[0], inputs[1]
+            noise = inputs[2] if self.mixing is not None else None
+        else:
+            (x0, noise), policy = (inputs if self.mixing is not None else (inputs, None)), None
+        x0 = x0 if self.episodes is None else self.episodes.wrap(x0)
+        return (x0 if policy is None else self.noisy.wrap(x0, policy)), noise
 
     def evaluate(self, x0: np.ndarray) -> dict[str, float]:
         """Test loss (flow-independent forward) and the task's success measure (NaN if none)."""

@@ -116,8 +116,7 @@ class BPTT:
         if not self.config.compile:
             return 0.0
         start = time.perf_counter()
-        x0 = torch.as_tensor(data.epoch(epoch)[0], dtype=self.dtype)
-        x0 = x0 if self.episodes is None else self.episodes.wrap(x0)
+        x0 = self._episode_start(torch.as_tensor(data.epoch(epoch)[0], dtype=self.dtype))
         self._direction(x0, self._noise(data, epoch)[0] if self.flow.mixed else None)
         self.opt.zero_grad(set_to_none=True)
         return time.perf_counter() - start
@@ -128,9 +127,7 @@ class BPTT:
         With ``on_nonfinite='stop'`` the epoch ends at the first non-finite update (not applied).
         """
         config, rows = self.config, []
-        x0s = torch.as_tensor(data.epoch(epoch), dtype=self.dtype)
-        if self.episodes is not None:
-            x0s = self.episodes.wrap(x0s)
+        x0s = self._episode_start(torch.as_tensor(data.epoch(epoch), dtype=self.dtype))
         if self.noisy is not None:
             x0s = self.noisy.wrap(x0s.flatten(0, 1), torch.as_tensor(data.noise(epoch, config.horizon), dtype=self.dtype)
                                   .flatten(0, 1)).unflatten(0, x0s.shape[:2])
@@ -152,6 +149,10 @@ class BPTT:
             self.sched.step()
             self.applied += 1
         return {k: np.asarray([r[k] for r in rows]) for k in rows[0]}
+
+    def _episode_start(self, x0):
+        """Initial states as the training rollout takes them: with until_done, each with its episode's flag."""
+        return x0 if self.episodes is None else self.episodes.wrap(x0)
 
     def _noise(self, data, epoch: int) -> torch.Tensor:
         """A zeroth-/α-order flow's action noise for every update of ``epoch``, (updates, 2, N, H, batch, action_dim)."""
