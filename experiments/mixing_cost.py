@@ -4,6 +4,8 @@ One update direction (the gradient of ``gs.rollout(...).loss``) on the 1-pole ca
 (MLP 64×64 tanh, H = 100, 8 initial states), per flow: ``none`` (the first-order reference),
 ``zero``, ``alpha:0.5``, and ``alpha:auto`` (which takes per-sample gradients for its variances),
 each with N = 1 and N = 4 noisy rollouts per initial state; JAX jitted (compile excluded), PyTorch eager.
+PyTorch's ``alpha:auto`` runs twice: batched with torch.func (the default) and one sample at a time
+(``gradstop.torch.mixing.VECTORISE = False``, the reference path), so their ratio is what batching saves.
 
     python experiments/mixing_cost.py                 # the measurement (a few minutes)
     python experiments/mixing_cost.py --quick         # a smoke run
@@ -23,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 FLOWS = ["none", "zero", "alpha:0.5", "alpha:auto", "zero+samples:4", "alpha:0.5+samples:4", "alpha:auto+samples:4"]
+ONE_AT_A_TIME = " (one sample at a time)"  # a torch contender: alpha:auto without torch.func's batching
 
 
 def _jax_case(flow, horizon, batch):
@@ -48,15 +51,21 @@ def _jax_case(flow, horizon, batch):
 
 def _torch_case(flow, horizon, batch):
     import gradstop as gs
+    from gradstop.torch import mixing
     from sims import make
 
     sim = make("cartpole", backend="torch", poles=1)
     policy = gs.torch.mlp(sim.obs_dim, sim.action_dim, hidden=(64, 64))
     x0 = sim.reset(0, batch)
+    flow, batched = flow.removesuffix(ONE_AT_A_TIME), not flow.endswith(ONE_AT_A_TIME)
 
     def once():
         policy.zero_grad(set_to_none=True)
-        gs.rollout(policy, sim, stop=flow, horizon=horizon, x0=x0, key=1).loss.backward()
+        mixing.VECTORISE = batched
+        try:
+            gs.rollout(policy, sim, stop=flow, horizon=horizon, x0=x0, key=1).loss.backward()
+        finally:
+            mixing.VECTORISE = True
 
     once()  # warm-up
     return once
@@ -89,11 +98,12 @@ def main(argv=None):
     torch.set_num_threads(1)
     flows = FLOWS[:4] if ns.quick else FLOWS
     horizon, rounds = (10, 2) if ns.quick else (ns.horizon, ns.rounds)
-    rows = [r for backend in ("jax", "torch") for r in measure(backend, flows, horizon, ns.batch, rounds)]
+    slow = [f + ONE_AT_A_TIME for f in flows if f.startswith("alpha:auto")]
+    rows = measure("jax", flows, horizon, ns.batch, rounds) + measure("torch", flows + slow, horizon, ns.batch, rounds)
     print(f"one update direction, 1-pole cartpole, MLP 64×64, H = {horizon}, batch {ns.batch}, {rounds} rounds")
-    print(f"{'backend':8} {'flow':24} {'median s':>10} {'× none':>8}")
+    print(f"{'backend':8} {'flow':46} {'median s':>10} {'× none':>8}")
     for r in rows:
-        print(f"{r['backend']:8} {r['flow']:24} {r['median_seconds']:10.4f} {r['ratio_to_none']:8.2f}")
+        print(f"{r['backend']:8} {r['flow']:46} {r['median_seconds']:10.4f} {r['ratio_to_none']:8.2f}")
     out = Path(ns.out)
     out.mkdir(parents=True, exist_ok=True)
     settings = dict(horizon=horizon, batch=ns.batch, rounds=rounds, sim="cartpole poles=1", hidden=[64, 64],

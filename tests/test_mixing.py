@@ -171,6 +171,53 @@ def test_native_fused_jax_and_torch_give_one_gradient(flow):
             assert (math.isnan(v) and math.isnan(reference[2][k])) or v == pytest.approx(reference[2][k], rel=1e-9), k
 
 
+def _torch_auto(sim, policy, x0, flow, impl, noise, vectorise, monkeypatch):
+    monkeypatch.setattr(gs.torch.mixing, "VECTORISE", vectorise)
+    policy.zero_grad(set_to_none=True)
+    out = gs.rollout(policy, sim, stop=flow, horizon=noise.shape[2], x0=x0, impl=impl, noise=noise)
+    out.loss.backward()
+    return flat(p.grad.numpy() for p in policy.parameters()), {k: float(v) for k, v in out.mixing.items()}
+
+
+@pytest.mark.parametrize("flow", ["alpha:auto+samples:3+tol:100", "alpha:auto+input+decay:0.8+tol:100",
+                                  "alpha:auto+state+tol:100", "alpha:auto+surrogate:test-cartpole-light+tol:100"])
+def test_torch_auto_batches_its_per_sample_gradients_to_the_one_at_a_time_numbers(flow, monkeypatch):
+    import warnings
+
+    import sims
+
+    monkeypatch.setattr(sims, "_REGISTRY", dict(sims._REGISTRY))
+    sims.register("test-cartpole-light", lambda backend, **p: sims.make("cartpole", backend=backend, poles=2,
+                                                                       pole_mass=0.05, **p))
+    sim, policy, x0 = load("torch", "cartpole", batch=2)
+    samples = parse_flow(flow).mixing.samples
+    noise = torch.as_tensor(np.random.default_rng(1).standard_normal((2, samples, 7, 2, sim.action_dim)))
+    g_loop, s_loop = _torch_auto(sim, policy, x0, flow, "native", noise, False, monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # batched without falling back
+        for impl in ("native", "fused"):
+            g, s = _torch_auto(sim, policy, x0, flow, impl, noise, True, monkeypatch)
+            assert_close(g, g_loop, what=f"{impl} {flow}")
+            for k, v in s.items():
+                assert v == pytest.approx(s_loop[k], rel=1e-9), k
+    assert 0.0 <= s_loop["alpha"] <= 1.0 and s_loop["var0"] > 0 and s_loop["var1"] > 0
+
+
+def test_torch_auto_falls_back_to_one_sample_at_a_time_with_a_warning_where_torch_func_cannot_batch(monkeypatch):
+    from test_faults_api import FunctionStep
+
+    sim = FunctionStep(backend="torch", dims=2)
+    policy = gs.torch.mlp(sim.obs_dim, sim.action_dim, hidden=(4,), dtype=torch.float64)
+    x0 = sim.reset(0, 2, dtype=torch.float64)
+    noise = torch.as_tensor(np.random.default_rng(2).standard_normal((2, 2, 4, 2, sim.action_dim)))
+    flow = "alpha:auto+samples:2+tol:100"
+    g_loop, s_loop = _torch_auto(sim, policy, x0, flow, "native", noise, False, monkeypatch)
+    with pytest.warns(RuntimeWarning, match="torch.func could not batch the per-sample gradients.*one sample at a time"):
+        g, s = _torch_auto(sim, policy, x0, flow, "native", noise, True, monkeypatch)
+    assert_close(g, g_loop, what="fallback")
+    assert s == pytest.approx(s_loop, rel=1e-12)
+
+
 def test_key_draws_fresh_noise_and_the_same_key_repeats_it():
     sim, policy, x0 = load("jax", "pointmass", batch=2)
 

@@ -63,7 +63,7 @@ def rollout(policy, sim, *, stop="none", horizon: int, x0=None, key=None, batch:
         if flow.mixed:
             sim, flow = front.with_surrogate(sim, flow)  # the noise wraps the surrogate, not the other way
             return mixing.rollout(policy, sim, flow, horizon, x0, _mixing_noise(sim, flow, horizon, x0, key, noise),
-                                  first_order)
+                                  first_order, vectorise=impl == "native" and not compile)
         return first_order(policy, sim, flow, x0)
 
 
