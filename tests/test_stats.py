@@ -92,6 +92,20 @@ def test_paired_log_ratio_pairs_seeds_and_names_the_missing_ones():
     assert floored.value == pytest.approx(np.mean(np.log([1.0, 1e-6 / 0.08, 1.5])))
 
 
+def test_paired_difference_pairs_seeds_and_takes_losses_of_any_sign():
+    flow, base = {0: -30.0, 1: -12.0, 2: 4.0}, {0: -20.0, 1: -10.0, 2: 5.0}  # negated rewards
+    est = stats.paired_difference(flow, base, cell="c", reps=1000)
+    assert est.value == pytest.approx(np.mean([-10.0, -2.0, -1.0])) and est.n == 3
+    # every resample of the three differences has a negative mean: the interval is below zero
+    assert est.low >= -10.0 and est.high <= -1.0 and stats.verdict(est) == "lower"
+    two = stats.paired_difference({0: 1.0, 1: 3.0}, {0: 0.0, 1: 0.0}, cell="c", reps=4000)
+    assert (two.low, two.high) == pytest.approx((1.0, 3.0))  # two pairs: exactly their range, as for summarize
+    with pytest.raises(ValueError, match=r"c: the seeds do not pair: seed\(s\) \[3\] have no base run"):
+        stats.paired_difference({0: 0.1, 1: 0.2, 3: 0.3}, base, cell="c")
+    with pytest.raises(ValueError, match="not finite"):
+        stats.paired_difference({0: 0.1, 1: float("inf"), 2: 0.3}, base, cell="c")
+
+
 def test_too_few_seeds_is_an_error_naming_the_cell_and_the_fix():
     with pytest.raises(ValueError, match=r"part=main, poles=2: 1 finished seed\(s\); an interval needs at least 2: run more seeds"):
         stats.summarize([0.1], cell="part=main, poles=2")

@@ -17,6 +17,8 @@ is rliable's ``probability_of_improvement`` of ``−loss_flow`` over ``−loss_n
   rliable (runs compared across seeds, each sample resampled on its own), with its interval.
 - :func:`paired_log_ratio`: mean over seeds of log(loss_flow / loss_base) on the same seed (the same initial
   weights and data), its interval from resampling seeds; exp of it is the geometric-mean loss ratio.
+- :func:`paired_difference`: the mean over seeds of loss_flow − loss_base on the same seed, with its interval: the
+  comparison for losses that can be ≤ 0 (a negated reward), where a ratio means nothing.
 - :func:`performance_profile`: the fraction of runs (seeds × pole counts) whose final loss is below τ, for each τ,
   with pointwise intervals.
 - :func:`verdict` and :func:`describe_pair`: the wording of a comparison; an interval that includes zero is
@@ -39,7 +41,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["Estimate", "summarize", "probability_below", "paired_log_ratio", "performance_profile", "verdict",
+__all__ = ["Estimate", "summarize", "probability_below", "paired_log_ratio", "paired_difference", "performance_profile", "verdict",
            "describe_pair", "iqm", "median", "iqm_curve", "CONFIDENCE", "REPS", "MIN_SEEDS", "NO_DIFFERENCE"]
 
 CONFIDENCE = 0.95  # coverage of every interval
@@ -196,6 +198,37 @@ def probability_below(losses, base_losses, *, cell: str, reps: int = REPS, seed:
     return Estimate(value, float(low[0]), float(high[0]), int(min(x.size, y.size)), confidence)
 
 
+def _pairs(losses: Mapping, base_losses: Mapping, cell: str, what: str):
+    """(seeds, losses, base losses) as arrays in seed order; a ValueError naming the cell where they do not pair."""
+    if not isinstance(losses, Mapping) or not isinstance(base_losses, Mapping):
+        raise ValueError(f"{cell}: a paired {what} needs seed -> loss mappings for both flows, got "
+                         f"{type(losses).__name__} and {type(base_losses).__name__}")
+    only, base_only = sorted(set(losses) - set(base_losses)), sorted(set(base_losses) - set(losses))
+    if only or base_only:
+        raise ValueError(f"{cell}: the seeds do not pair: seed(s) {only} have no base run and seed(s) {base_only} "
+                         "have no run of this flow; compare the seeds both have finished (or finish the missing runs)")
+    seeds = sorted(losses)
+    return (seeds, _values([losses[s] for s in seeds], cell, "loss"),
+            _values([base_losses[s] for s in seeds], cell, "loss"))
+
+
+def paired_difference(losses: Mapping, base_losses: Mapping, *, cell: str, reps: int = REPS, seed: int = 0,
+                      confidence: float = CONFIDENCE) -> Estimate:
+    """The mean over seeds of loss − base_loss on the same seed, with the interval from resampling seeds (the pairs
+    stay together). Negative: lower losses than the base. For losses of any sign (a negated reward), where
+    :func:`paired_log_ratio` cannot be had.
+
+    Raises:
+      ValueError: the seeds do not match (the message names the missing ones), fewer than 2 pairs, or a loss
+        that is not finite.
+    """
+    _, a, b = _pairs(losses, base_losses, cell, "difference")
+    difference = a - b
+    points, low, high = _interval(f"difference|{cell}", difference[:, None], _mean, reps=reps, seed=seed,
+                                  confidence=confidence)
+    return Estimate(float(points[0]), float(low[0]), float(high[0]), int(difference.size), confidence)
+
+
 def paired_log_ratio(losses: Mapping, base_losses: Mapping, *, cell: str, reps: int = REPS, seed: int = 0,
                      confidence: float = CONFIDENCE, floor: float | None = None) -> Estimate:
     """The mean over seeds of log(loss / base_loss) on the same seed, with the interval from resampling seeds
@@ -210,15 +243,7 @@ def paired_log_ratio(losses: Mapping, base_losses: Mapping, *, cell: str, reps: 
       ValueError: the seeds do not match (the message names the missing ones), fewer than 2 pairs, or a loss
         that is not positive and finite (its logarithm is undefined).
     """
-    if not isinstance(losses, Mapping) or not isinstance(base_losses, Mapping):
-        raise ValueError(f"{cell}: a paired ratio needs seed -> loss mappings for both flows, got "
-                         f"{type(losses).__name__} and {type(base_losses).__name__}")
-    only, base_only = sorted(set(losses) - set(base_losses)), sorted(set(base_losses) - set(losses))
-    if only or base_only:
-        raise ValueError(f"{cell}: the seeds do not pair: seed(s) {only} have no base run and seed(s) {base_only} "
-                         "have no run of this flow; compare the seeds both have finished (or finish the missing runs)")
-    seeds = sorted(losses)
-    a, b = _values([losses[s] for s in seeds], cell, "loss"), _values([base_losses[s] for s in seeds], cell, "loss")
+    seeds, a, b = _pairs(losses, base_losses, cell, "ratio")
     if floor is not None:
         if not floor > 0:
             raise ValueError(f"{cell}: the loss floor must be positive, got {floor!r}")
@@ -226,7 +251,7 @@ def paired_log_ratio(losses: Mapping, base_losses: Mapping, *, cell: str, reps: 
     bad = [s for s, u, v in zip(seeds, a, b) if not (u > 0 and v > 0)]
     if bad:
         raise ValueError(f"{cell}: seed(s) {bad} have a loss ≤ 0, whose logarithm is undefined; pass the loss's "
-                         "resolution as floor, or compare differences instead of ratios")
+                         "resolution as floor, or compare differences (paired_difference) instead of ratios")
     ratio = np.log(a / b)
     points, low, high = _interval(f"ratio|{cell}", ratio[:, None], _mean, reps=reps, seed=seed, confidence=confidence)
     return Estimate(float(points[0]), float(low[0]), float(high[0]), int(ratio.size), confidence)
