@@ -26,6 +26,7 @@ so). An address that does not answer is refused within seconds.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -320,22 +321,16 @@ def execute(name: str, config: dict, root: str, path: str | None = None) -> dict
     ``path``: a folder to put first on ``sys.path`` (the driver's current directory, so that a ``"module:Class"``
     simulator imports in a Ray worker as it does where the sweep was started)."""
     tick = time.perf_counter()
-    if path and os.path.isdir(path) and path not in sys.path:
-        sys.path.insert(0, path)
-    root_path = Path(root)
-    if not (root_path / "sweep.json").exists():
+    root_path = _worker_root(root, path)
+    if root_path is None:
         return dict(status="failed", seconds=0.0, error=f"the sweep folder {root} is not visible on {socket.gethostname()}: "
                     "Ray workers write their runs directly, so put --out on a filesystem every node mounts at the same path")
     try:
         from gradstop.trainers.run import NonFiniteError, train
 
         cfg = TrainConfig.from_dict(config, source=f"run {name}")
-        restore = _jax_setup(cfg, root_path) if cfg.backend == "jax" else None
-        try:
+        with _jax_setup(cfg, root_path):
             result = train(cfg, root_path / "runs" / name)
-        finally:
-            if restore is not None:
-                restore()
         return dict(status="done", seconds=time.perf_counter() - tick, summary=result.summary)
     except NonFiniteError as err:
         return dict(status="nonfinite", seconds=time.perf_counter() - tick, error=str(err))
@@ -349,21 +344,15 @@ def execute_population(names: list[str], configs: list[dict], root: str, path: s
     raises: a result per run, as :func:`execute` gives. A population that fails (a member went non-finite, or anything
     else) is trained again run by run, so each run gets the outcome it has alone and nothing is recorded twice."""
     tick = time.perf_counter()
-    if path and os.path.isdir(path) and path not in sys.path:
-        sys.path.insert(0, path)
-    root_path = Path(root)
-    if not (root_path / "sweep.json").exists():  # not visible on this node: each run's result says so
+    root_path = _worker_root(root, path)
+    if root_path is None:  # not visible on this node: each run's result says so
         return [execute(n, c, root, path) for n, c in zip(names, configs)]
     try:
         from gradstop.trainers import train_population
 
         cfgs = [TrainConfig.from_dict(c, source=f"run {n}") for n, c in zip(names, configs)]
-        restore = _jax_setup(cfgs[0], root_path) if cfgs[0].backend == "jax" else None
-        try:
+        with _jax_setup(cfgs[0], root_path):
             results = train_population(cfgs[0], [c.seed for c in cfgs], out=[root_path / "runs" / n for n in names])
-        finally:
-            if restore is not None:
-                restore()
     except Exception:  # noqa: BLE001 -- each run alone says what happened to it
         return [execute(n, c, root, path) for n, c in zip(names, configs)]
     seconds = (time.perf_counter() - tick) / len(names)  # the population's wall-clock, shared out
@@ -393,18 +382,34 @@ def populations(pending: list[Run], root: Path, size: int) -> list[list[Run]]:
     return out
 
 
+def _worker_root(root: str, path: str | None) -> Path | None:
+    """A worker's view of the sweep: ``path`` put first on ``sys.path``; the sweep folder, None where this node
+    cannot see it."""
+    if path and os.path.isdir(path) and path not in sys.path:
+        sys.path.insert(0, path)
+    root_path = Path(root)
+    return root_path if (root_path / "sweep.json").exists() else None
+
+
+@contextlib.contextmanager
 def _jax_setup(config: TrainConfig, root: Path):
-    """JAX's 64-bit mode on exactly for float64 runs — so a run's numbers do not depend on what ran before it in
-    this process, nor on whether it ran here or in a Ray worker — and a persistent compilation cache in
+    """For a JAX run: JAX's 64-bit mode on exactly for float64 runs — so a run's numbers do not depend on what ran
+    before it in this process, nor on whether it ran here or in a Ray worker — and a persistent compilation cache in
     ``root/.jax-cache`` (unless the user set one): runs that differ only in their seed compile the same programs,
-    which Brax tasks take 30–60 s each to compile. Returns the function that restores the 64-bit mode."""
+    which Brax tasks take 30–60 s each to compile. The 64-bit mode is restored on leaving; a torch run: nothing."""
+    if config.backend != "jax":
+        yield
+        return
     import jax
 
     before = jax.config.jax_enable_x64
     jax.config.update("jax_enable_x64", config.dtype == "float64")
     if not os.environ.get("JAX_COMPILATION_CACHE_DIR") and not jax.config.jax_compilation_cache_dir:
         jax.config.update("jax_compilation_cache_dir", str(root / ".jax-cache"))
-    return lambda: jax.config.update("jax_enable_x64", before)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", before)
 
 
 def _record(root: Path, run: Run, result: dict) -> Outcome:
