@@ -1,10 +1,11 @@
 """The zeroth- and first-order gradients' disagreement and variances against the horizon, on the contact tasks.
 
-    python -m experiments.bias_variance [--quick] [--tasks bounce-hard bounce-soft] [--horizon 16]
+    python -m experiments.bias_variance [--quick] [--tasks bounce-hard bounce-soft swingup hopper] [--horizon 16]
                                         [--samples 4096] [--sigma 0.1] [--seeds 3] [--out DIR]
 
 For each task and seed, an untrained MLP policy (4 tanh units, float64, JAX; the seed draws its weights)
-starts the ball from the middle of its initial box, and ``gs.bias_test`` (Suh et al., ICML 2022; the
+starts from one initial state (the ball from the middle of its initial box; the other tasks from their
+reset state of that seed), and ``gs.bias_test`` (Suh et al., ICML 2022; the
 estimators in docs/mixing.md) runs at every H ≤ ``--horizon``: ``--samples`` noisy rollouts (action noise
 σ = ``--sigma``) give ĝ0 with its Bernstein confidence bound ε (L = 1, δ = 0.05), as many independent ones
 ĝ1 (``none``). The figure shows, against H, ‖ĝ1 − ĝ0‖ beside ε (the test fires where the first is above
@@ -13,9 +14,12 @@ the noise-free rollout's impacts (the wall, then the floor). The tasks:
 
     bounce-hard   sims.contact.Bounce, hard impacts (reflections resolved per substep)
     bounce-soft   the same with the smooth, stiff spring-damper contact (k = 2000)
+    swingup       the 1-pole cartpole swing-up (smooth dynamics: no impacts), not run by default
+    hopper        Brax's hopper on the spring pipeline (foot–ground contact), not run by default: each
+                  horizon compiles its own program, 30–60 s each for Brax
 
 Writes ``bias.csv`` (task, seed, H, bias, eps, var0, var1, fires), ``impacts.csv`` (the step of each
-impact of each seed's noise-free rollout), ``bias-variance.png`` and ``settings.json``. ``--quick``
+impact of each seed's noise-free rollout, for the bounce tasks), ``bias-variance.png`` and ``settings.json``. ``--quick``
 (bounce-hard, one seed, H ≤ 4, 64 samples) runs in seconds.
 """
 
@@ -42,7 +46,9 @@ if __package__ in (None, ""):  # run as a file: the repository root holds `sims`
 from sims import make  # noqa: E402
 
 SCRIPT = "bias_variance"
-TASKS = {"bounce-hard": {"contact": "hard"}, "bounce-soft": {"contact": "soft"}}
+TASKS = {"bounce-hard": ("bounce", {"contact": "hard"}), "bounce-soft": ("bounce", {"contact": "soft"}),
+         "swingup": ("cartpole", {"poles": 1}), "hopper": ("brax:hopper", {"pipeline": "spring"})}
+DEFAULT_TASKS = ["bounce-hard", "bounce-soft"]
 FILES = ["bias.csv", "impacts.csv", "bias-variance.png"]
 BOUND, DELTA = 1.0, 0.05
 
@@ -51,7 +57,7 @@ def parse(argv=None) -> argparse.Namespace:
     """The script's settings (``--quick`` applied)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="bounce-hard, one seed, H ≤ 4, 64 samples (tests)")
-    ap.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
+    ap.add_argument("--tasks", nargs="+", choices=list(TASKS), default=DEFAULT_TASKS)
     ap.add_argument("--horizon", type=int, default=16)
     ap.add_argument("--samples", type=int, default=4096)
     ap.add_argument("--sigma", type=float, default=0.1)
@@ -83,28 +89,32 @@ def main(argv=None) -> None:
     horizons = list(range(1, args.horizon + 1))
     rows, hits = [], []
     for task in args.tasks:
-        sim = make("bounce", backend="jax", **TASKS[task])
-        low, high = sim.init_bounds()
-        x0 = jnp.asarray((low + high)[None] / 2, jnp.float64)
+        name, params = TASKS[task]
+        sim = make(name, backend="jax", **params)
         for seed in range(args.seeds):
             policy = gs.jax.mlp(seed, sim.obs_dim, sim.action_dim, hidden=(4,), dtype=jnp.float64)
-            states = np.asarray(gs.rollout(policy, sim, stop="none", horizon=args.horizon, x0=x0).states[:, 0])
-            for where, steps in impacts(states, sim.wall_x).items():
+            if name == "bounce":
+                low, high = sim.init_bounds()
+                x0 = jnp.asarray((low + high)[None] / 2, jnp.float64)
+                states = np.asarray(gs.rollout(policy, sim, stop="none", horizon=args.horizon, x0=x0).states[:, 0])
+                found = impacts(states, sim.wall_x)
+            else:
+                x0, found = sim.reset(seed, 1, dtype=jnp.float64), {}
+            for where, steps in found.items():
                 hits += [dict(task=task, seed=seed, surface=where, step=s) for s in steps]
             t = gs.bias_test(policy, sim, horizons=horizons, x0=x0, samples=args.samples, sigma=args.sigma,
                              bound=BOUND, delta=DELTA, key=seed)
             rows += [dict(task=task, seed=seed, H=int(h), bias=float(b), eps=float(e), var0=float(v0), var1=float(v1),
                           fires=bool(f)) for h, b, e, v0, v1, f in zip(t.horizons, t.bias, t.eps, t.var0, t.var1, t.fires)]
             fired = [int(h) for h, f in zip(t.horizons, t.fires) if f]
-            print(f"{task} seed {seed}: fires at H = {fired or 'none'}; impacts "
-                  f"{ {k: v for k, v in impacts(states, sim.wall_x).items()} }", flush=True)
+            print(f"{task} seed {seed}: fires at H = {fired or 'none'}" + (f"; impacts {found}" if found else ""), flush=True)
     seconds = time.perf_counter() - started
     with run_folder(out, replace=args.force) as folder:
         write_csv(folder / "bias.csv", list(rows[0]), [list(r.values()) for r in rows])
         write_csv(folder / "impacts.csv", ["task", "seed", "surface", "step"], [list(r.values()) for r in hits])
         plot(folder / "bias-variance.png", rows, hits, args)
         write_settings(folder, SCRIPT, args, seconds=seconds, complete=True, files=FILES, horizons=horizons,
-                       tasks={k: TASKS[k] for k in args.tasks}, bound=BOUND, delta=DELTA, flow="none")
+                       tasks={k: dict(sim=TASKS[k][0], **TASKS[k][1]) for k in args.tasks}, bound=BOUND, delta=DELTA, flow="none")
     print(f"wrote {out} in {seconds:.0f} s")
 
 

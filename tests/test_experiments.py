@@ -361,6 +361,21 @@ def test_alpha_order_quick_writes_its_tables_with_alpha_and_budgets(tmp_path):
     assert (out / "alpha-order.png").exists() and json.loads((out / "settings.json").read_text())["complete"]
 
 
+def test_alpha_order_compares_the_hoppers_negated_rewards_by_difference_and_the_others_by_ratio():
+    from experiments import alpha_order
+
+    args = alpha_order.parse(["--tasks", "bounce-hard", "hopper", "--flows", "none", "zero", "--seeds", "3"])
+    final = [dict(task=t, flow=f, seed=s, status="done", final_test_loss=v)
+             for t, f, values in (("bounce-hard", "none", (0.4, 0.2, 0.8)), ("bounce-hard", "zero", (0.2, 0.1, 0.4)),
+                                  ("hopper", "none", (-10.0, -12.0, -11.0)), ("hopper", "zero", (-13.0, -14.0, -12.0)))
+             for s, v in enumerate(values)]
+    bounce, hopper = alpha_order.pairs(args, final)
+    assert bounce["ratio"] == pytest.approx(0.5) and bounce["difference"] is None and bounce["verdict"] == "lower"
+    assert hopper["ratio"] is None and hopper["difference"] == pytest.approx(-2.0) and hopper["verdict"] == "lower"
+    assert alpha_order.config(args, "hopper", "zero", 0).until_done
+    assert not alpha_order.config(args, "bounce-hard", "zero", 0).until_done
+
+
 def test_bias_variance_finds_the_impacts_of_a_rollout():
     from experiments.bias_variance import impacts
 
@@ -378,6 +393,17 @@ def test_bias_variance_quick_writes_its_table(tmp_path):
     rows = read(out / "bias.csv")
     assert [int(r["H"]) for r in rows] == [1, 2, 3, 4] and all(float(r["eps"]) > 0 for r in rows)
     assert read(out / "impacts.csv") == [{"task": "bounce-hard", "seed": "0", "surface": "wall", "step": "4"}]
+
+
+@pytest.mark.slow
+def test_bias_variance_runs_a_task_without_impacts_from_its_reset_state(tmp_path):
+    from experiments import bias_variance
+
+    out = tmp_path / "s"
+    bias_variance.main(["--quick", "--tasks", "swingup", "--out", str(out)])
+    rows = read(out / "bias.csv")
+    assert [(r["task"], int(r["H"])) for r in rows] == [("swingup", h) for h in (1, 2, 3, 4)]
+    assert all(float(r["var0"]) > 0 and float(r["var1"]) > 0 for r in rows) and read(out / "impacts.csv") == []
     assert json.loads((out / "settings.json").read_text())["complete"]
 
 
