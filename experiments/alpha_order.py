@@ -1,6 +1,6 @@
-"""First-order flows against the zeroth- and α-order estimates (Suh et al., ICML 2022) on contact tasks and the swing-up.
+"""First-order flows against the zeroth- and α-order estimates (Suh et al., ICML 2022): contact tasks, swing-up, hopper.
 
-    python -m experiments.alpha_order [--quick] [--tasks bounce-hard bounce-soft swingup] [--seeds 10]
+    python -m experiments.alpha_order [--quick] [--tasks bounce-hard bounce-soft swingup hopper] [--seeds 10]
                                       [--out DIR] [--ray local|auto|HOST:PORT] [--plot-only]
 
 Every flow — ``none``, the stopping flows ``input`` and ``decay:0.9``, ``zero``, ``alpha:0.5`` and
@@ -12,6 +12,11 @@ Adam lr 1e-3, 16 fresh initial states per update, ``--updates`` updates). Tasks:
     bounce-hard   the ball that must bounce off a wall and the floor (sims.contact, hard impacts), H = 40
     bounce-soft   the same with the soft, stiff contact (k = 2000), H = 40
     swingup       the 1-pole cartpole swing-up (gradstop's default cartpole), H = 100
+    hopper        Brax's hopper on the spring pipeline from its reset states, H = 32 (Brax APG's
+                  horizon_length), the costs counted up to each episode's first done (``until_done``):
+                  its loss is minus the reward, of either sign, so it is compared by paired differences
+                  on a linear scale where the other tasks, whose losses are positive, take ratios and
+                  a log scale
 
 A zeroth-/α-order update simulates more: the noise-free rollout and N noisy ones per initial state for
 each estimator it needs (``zero``: 1 + N rollouts per state, ``alpha:…``: 1 + 2N, a first-order flow: 1).
@@ -19,8 +24,8 @@ each estimator it needs (``zero``: 1 + N rollouts per state, ``alpha:…``: 1 + 
 interval (``gradstop.study.stats``), and the test loss at equal environment steps (the budget of a
 first-order run) and at equal wall-clock (the median wall-clock of ``none``'s runs), each the last
 evaluation within that budget, and the mean α that ``alpha:auto`` chose; ``pairs.csv`` each flow
-against ``none`` on the same seeds (the geometric-mean ratio of final test losses, its interval and
-verdict). ``curves.csv`` holds every evaluation (update, environment steps, wall-clock, test loss).
+against ``none`` on the same seeds (the geometric-mean ratio of final test losses, or for the hopper
+the mean difference, its interval and verdict). ``curves.csv`` holds every evaluation (update, environment steps, wall-clock, test loss).
 ``alpha-order.png``: the median test loss over seeds and its quartile band, against environment steps
 and against wall-clock. Runs are a resumable sweep in
 ``OUT/runs``. ``--quick`` (bounce-hard, three flows, 2 seeds, 4 updates) runs in about a minute.
@@ -42,11 +47,24 @@ from gradstop.study.sweep import Run
 from gradstop.trainers.config import TrainConfig
 
 SCRIPT = "alpha_order"
-# task -> (sim, sim_params, horizon)
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    sim: str
+    sim_params: dict
+    horizon: int
+    until_done: bool = False
+    """a terminating task: each rollout's costs stop at its episode's first done"""
+    positive: bool = True
+    """losses > 0: runs are compared by ratio, on a log scale; False: by difference, on a linear one"""
+
+
 TASKS = {
-    "bounce-hard": ("bounce", {"contact": "hard"}, 40),
-    "bounce-soft": ("bounce", {"contact": "soft"}, 40),
-    "swingup": ("cartpole", {"poles": 1}, 100),
+    "bounce-hard": Task("bounce", {"contact": "hard"}, 40),
+    "bounce-soft": Task("bounce", {"contact": "soft"}, 40),
+    "swingup": Task("cartpole", {"poles": 1}, 100),
+    "hopper": Task("brax:hopper", {"pipeline": "spring"}, 32, until_done=True, positive=False),
 }
 FLOWS = ("none", "input", "decay:0.9", "zero+samples:4", "alpha:0.5+samples:4", "alpha:auto+samples:4")
 UPDATES_PER_EPOCH = 8
@@ -67,7 +85,7 @@ class Args(SweepOptions):
     test_size: int = 64
     """test initial states, drawn once per seed"""
     quick: bool = False
-    """a smoke run: bounce-hard, flows none, zero and alpha:auto, 2 seeds, 4 updates, batch 4 (tests)"""
+    """a smoke run: bounce-hard (or the --tasks given), flows none, zero and alpha:auto, 2 seeds, 4 updates, batch 4"""
     out: str = "results/alpha-order"
     """the figure's folder (resumed if it holds this figure's runs)"""
 
@@ -75,7 +93,8 @@ class Args(SweepOptions):
 def parse(argv=None) -> Args:
     args = tyro.cli(Args, args=argv, description=__doc__.split("\n\n")[0])
     if args.quick:
-        args = dataclasses.replace(args, tasks=("bounce-hard",), flows=("none", "zero+samples:2", "alpha:auto+samples:2"),
+        tasks = ("bounce-hard",) if args.tasks == tuple(TASKS) else args.tasks  # --tasks given: those
+        args = dataclasses.replace(args, tasks=tasks, flows=("none", "zero+samples:2", "alpha:auto+samples:2"),
                                    seeds=2, updates=4, batch=4, test_size=8)
     bad = [t for t in args.tasks if t not in TASKS]
     if bad:
@@ -88,11 +107,12 @@ def parse(argv=None) -> Args:
 
 
 def config(args: Args, task: str, flow: str, seed: int) -> TrainConfig:
-    sim, params, horizon = TASKS[task]
+    t = TASKS[task]
     per_epoch = min(UPDATES_PER_EPOCH, args.updates)
-    return TrainConfig(sim=sim, sim_params=params, horizon=horizon if not args.quick else 10, flow=flow, data="fresh",
-                       batch=args.batch, updates_per_epoch=per_epoch, epochs=max(1, args.updates // per_epoch),
-                       test_size=args.test_size, hidden=(64, 64), lr=1e-3, seed=seed, checkpoint_every=5)
+    return TrainConfig(sim=t.sim, sim_params=t.sim_params, horizon=t.horizon if not args.quick else 10, flow=flow,
+                       data="fresh", batch=args.batch, updates_per_epoch=per_epoch, epochs=max(1, args.updates // per_epoch),
+                       test_size=args.test_size, hidden=(64, 64), lr=1e-3, seed=seed, checkpoint_every=5,
+                       until_done=t.until_done)
 
 
 def runs(args: Args) -> list[Run]:
@@ -114,15 +134,23 @@ def _describe(run: Run) -> dict:
     return dict(kv.split("=", 1) for kv in run.name.split(","))
 
 
-def _alphas(out, run: Run) -> list[float]:
-    """The α of every update of a finished zeroth-/α-order run (updates.csv), [] for a first-order one."""
+def mean_alpha(out, run: Run, summary: dict) -> float | None:
+    """The mean α over a finished run's updates: None for a first-order flow; a fixed α's own value; ``alpha:auto``'s
+    from its summary.json (``mean_alpha``) or, for a run written before summaries kept it, its updates.csv where
+    that is still on this machine (sweep folders in git leave per-update logs out), else None (unknown)."""
     from gradstop.trainers.files import MetricsLog
     from gradstop.trainers.run import update_columns
 
+    mix = parse_flow(run.config.flow).mixing
+    if mix is None:
+        return None
+    if not mix.auto:
+        return float(mix.alpha)
+    if summary.get("mean_alpha") is not None:
+        return float(summary["mean_alpha"])
     path = out / "runs" / run.name / "updates.csv"
-    if parse_flow(run.config.flow).mixing is None or not path.exists():
-        return []
-    return [float(u["alpha"]) for u in MetricsLog(path, update_columns(run.config)).read()]
+    alphas = [float(u["alpha"]) for u in MetricsLog(path, update_columns(run.config)).read()] if path.exists() else []
+    return float(np.mean(alphas)) if alphas else None
 
 
 def tables(args, out, all_runs, records):
@@ -131,11 +159,10 @@ def tables(args, out, all_runs, records):
         d, rec = _describe(r), records.get(r.name)
         steps = r.config.batch * r.config.horizon * rollouts_per_state(r.config.flow)
         s = (rec or {}).get("summary") or {}
-        alphas = _alphas(out, r) if rec else []
         final.append(dict(task=d["task"], flow=r.config.flow, seed=int(d["seed"]), status=rec["status"] if rec else "pending",
                           final_test_loss=s.get("final_test_loss"), train_seconds=s.get("seconds"),
                           env_steps=steps * r.config.epochs * r.config.updates_per_epoch,
-                          mean_alpha=float(np.mean(alphas)) if alphas else None))
+                          mean_alpha=mean_alpha(out, r, s) if rec else None))
         for e in (rec or {}).get("evals", []):
             curves.append(dict(task=d["task"], flow=r.config.flow, seed=int(d["seed"]), update=e["update"],
                                env_steps=e["update"] * steps, seconds=e["seconds"], test_loss=e["test_loss"]))
@@ -161,8 +188,9 @@ def tables(args, out, all_runs, records):
 
 
 def pairs(args, final) -> list[dict]:
-    """Each flow against ``none`` on the same seeds: the geometric-mean ratio of the final test losses with its
-    interval (``gradstop.study.stats.paired_log_ratio``) and its verdict."""
+    """Each flow against ``none`` on the same seeds, with its interval and verdict: the geometric-mean ratio of the
+    final test losses (``gradstop.study.stats.paired_log_ratio``), or for a task whose losses can be ≤ 0 the mean
+    difference (``paired_difference``)."""
     rows = []
     for task in args.tasks:
         loss = {(f["flow"], f["seed"]): f["final_test_loss"] for f in final
@@ -171,12 +199,18 @@ def pairs(args, final) -> list[dict]:
             if flow == "none":
                 continue
             seeds = sorted(s for (fl, s) in loss if fl == flow and ("none", s) in loss)
-            row = dict(task=task, flow=flow, seeds=len(seeds), ratio=None, ratio_low=None, ratio_high=None, verdict=None)
+            row = dict(task=task, flow=flow, seeds=len(seeds), ratio=None, ratio_low=None, ratio_high=None,
+                       difference=None, difference_low=None, difference_high=None, verdict=None)
             if len(seeds) >= 2:
-                e = stats.paired_log_ratio({s: loss[(flow, s)] for s in seeds}, {s: loss[("none", s)] for s in seeds},
-                                           cell=f"{task} {flow} vs none")
-                row.update(ratio=float(np.exp(e.value)), ratio_low=float(np.exp(e.low)), ratio_high=float(np.exp(e.high)),
-                           verdict=stats.verdict(e))
+                mine, base = {s: loss[(flow, s)] for s in seeds}, {s: loss[("none", s)] for s in seeds}
+                cell = f"{task} {flow} vs none"
+                if TASKS[task].positive:
+                    e = stats.paired_log_ratio(mine, base, cell=cell)
+                    row.update(ratio=float(np.exp(e.value)), ratio_low=float(np.exp(e.low)), ratio_high=float(np.exp(e.high)))
+                else:
+                    e = stats.paired_difference(mine, base, cell=cell)
+                    row.update(difference=e.value, difference_low=e.low, difference_high=e.high)
+                row["verdict"] = stats.verdict(e)
             rows.append(row)
     return rows
 
@@ -215,10 +249,11 @@ def plot(path, curves, args) -> None:
                 q25, q50, q75 = np.nanpercentile(ys, [25, 50, 75], axis=0)
                 ax.plot(xs, q50, color=flow_color(flow), label=flow, linewidth=1.2)
                 ax.fill_between(xs, q25, q75, color=flow_color(flow), alpha=0.12)
-            ax.set_yscale("log")
+            if TASKS[task].positive:
+                ax.set_yscale("log")
             ax.set_title(task, fontsize=9)
             ax.set_xlabel("environment steps" if key == "env_steps" else "training wall-clock (s)")
-            ax.set_ylabel("test loss")
+            ax.set_ylabel("test loss" if TASKS[task].positive else "test loss (−reward)")
             ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=6.5, title="flow (median and quartiles over seeds)", title_fontsize=6.5)
     fig.suptitle(f"first-, zeroth- and α-order gradients: {args.seeds} seeds each, BPTT, JAX", fontsize=10)
@@ -238,7 +273,7 @@ def main(argv=None) -> None:
     write_tables(out, {"curves.csv": curves, "final.csv": final, "table.csv": table, "pairs.csv": paired})
     plot(out / "alpha-order.png", curves, args)
     finish_sweep_figure(out, SCRIPT, args, started=started, runs=all_runs, records=records, report=report, files=FILES,
-                        tasks={t: dict(zip(("sim", "sim_params", "horizon"), TASKS[t])) for t in args.tasks})
+                        tasks={t: dataclasses.asdict(TASKS[t]) for t in args.tasks})
 
 
 if __name__ == "__main__":

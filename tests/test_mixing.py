@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import numpy as np
@@ -318,6 +319,10 @@ def test_bptt_logs_the_mixing_statistics_the_same_in_both_frameworks_and_resumes
         assert all(r["alpha"] == 0.0 for r in j)
     else:
         assert all(0.0 <= r["alpha"] <= 1.0 and r["eps"] > 0 for r in j)
+    for b in ("jax", "torch"):  # the record keeps the α the updates took
+        s, alphas = straight[b].summary, [r["alpha"] for r in straight[b].updates]
+        assert (s["mean_alpha"], s["min_alpha"], s["max_alpha"]) == pytest.approx((np.mean(alphas), min(alphas), max(alphas)))
+        assert json.loads((tmp_path / f"{b}-straight" / "summary.json").read_text())["mean_alpha"] == s["mean_alpha"]
     real = BPTT.run_epoch
 
     def cut_in_epoch_2(self, data, epoch):  # the run stops after epoch 1's checkpoint

@@ -507,6 +507,11 @@ def summarise(config, program, updates, evals, folder, skipped, compile_seconds)
         best = int(np.nanargmin(val))
         summary.update(final_val_loss=float(val[-1]), best_val_loss=float(val[best]),
                        best_val_epoch=int(evals[best]["epoch"]), test_loss_at_best_val=float(test[best]))
+    if updates and "alpha" in updates[0]:  # a zeroth-/α-order flow: the α its updates took, kept with the record
+        alpha = col(updates, "alpha")
+        if np.isfinite(alpha).any():
+            summary.update(mean_alpha=float(np.nanmean(alpha)), min_alpha=float(np.nanmin(alpha)),
+                           max_alpha=float(np.nanmax(alpha)))
     summary = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in summary.items()}  # strict JSON
     if folder is not None:
         buf = _npz_bytes(program.weights())
