@@ -256,7 +256,7 @@ def plot(path, curves, args) -> None:
             ax.set_ylabel("test loss" if TASKS[task].positive else "test loss (−reward)")
             ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=6.5, title="flow (median and quartiles over seeds)", title_fontsize=6.5)
-    fig.suptitle(f"first-, zeroth- and α-order gradients: {args.seeds} seeds each, BPTT, JAX", fontsize=10)
+    fig.suptitle(f"first-, zeroth- and α-order gradients: up to {args.seeds} seeds a flow (see table.csv), BPTT, JAX", fontsize=10)
     fig.tight_layout()
     save_figure(fig, path)
 
