@@ -384,6 +384,14 @@ def test_bias_variance_finds_the_impacts_of_a_rollout():
     assert impacts(states, 0.5) == {"wall": [2], "floor": [4]}
 
 
+def test_bias_variance_runs_every_horizon_but_the_hoppers_powers_of_two():
+    from experiments.bias_variance import task_horizons
+
+    assert task_horizons("bounce-hard", 5) == [1, 2, 3, 4, 5]
+    assert task_horizons("hopper", 16) == [1, 2, 4, 8, 16] and task_horizons("hopper", 12) == [1, 2, 4, 8]
+    assert task_horizons("hopper", 1) == [1]
+
+
 @pytest.mark.slow
 def test_bias_variance_quick_writes_its_table(tmp_path):
     from experiments import bias_variance
