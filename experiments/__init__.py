@@ -81,7 +81,7 @@ FIGURES = {
                              "≈ 17 h on 2 Ray workers at 65 s a run (1856 runs: 10 seeds, variants, tuning)", sweep=True),
     "alpha-order": Figure("alpha_order", "first-order flows against zeroth- and α-order gradients on contact tasks, "
                           "the swing-up and Brax hopper", "12 min on 2 Ray workers for the 180 runs of the first three "
-                          "tasks; the hopper's 60 about 3 h (populations of 4, estimated from its first 28)", sweep=True),
+                          "tasks; the hopper's 60 about 50 min (--population 6)", sweep=True),
     "bias-variance": Figure("bias_variance", "the first-order gradient's disagreement with the zeroth-order one, and both "
                             "variances, against the horizon on the contact tasks", "8 min 43 s (beside a sweep)"),
     "model-free": Figure("model_free", "Brax PPO and SAC against gradstop BPTT and SHAC on reacher, by wall-clock",

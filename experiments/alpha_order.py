@@ -256,7 +256,11 @@ def plot(path, curves, args) -> None:
             ax.set_ylabel("test loss" if TASKS[task].positive else "test loss (−reward)")
             ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=6.5, title="flow (median and quartiles over seeds)", title_fontsize=6.5)
-    fig.suptitle(f"first-, zeroth- and α-order gradients: up to {args.seeds} seeds a flow (see table.csv), BPTT, JAX", fontsize=10)
+    counts = [len({c["seed"] for c in curves if (c["task"], c["flow"]) == cell})
+              for cell in {(c["task"], c["flow"]) for c in curves}] or [0]
+    seeds = f"{max(counts)}" if min(counts) == max(counts) else f"{min(counts)}–{max(counts)}"
+    fig.suptitle(f"first-, zeroth- and α-order gradients: {seeds} seeds a flow (see table.csv), BPTT, JAX; a population's "
+                 "members share its wall-clock", fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)
 
