@@ -384,12 +384,13 @@ def test_bias_variance_finds_the_impacts_of_a_rollout():
     assert impacts(states, 0.5) == {"wall": [2], "floor": [4]}
 
 
-def test_bias_variance_runs_every_horizon_but_the_hoppers_powers_of_two():
-    from experiments.bias_variance import task_horizons
+def test_bias_variance_runs_every_horizon_but_the_hoppers_powers_of_two_on_fewer_samples():
+    from experiments.bias_variance import task_horizons, task_samples
 
     assert task_horizons("bounce-hard", 5) == [1, 2, 3, 4, 5]
     assert task_horizons("hopper", 16) == [1, 2, 4, 8, 16] and task_horizons("hopper", 12) == [1, 2, 4, 8]
     assert task_horizons("hopper", 1) == [1]
+    assert task_samples("hopper", 4096) == 512 and task_samples("hopper", 64) == 64 and task_samples("swingup", 4096) == 4096
 
 
 @pytest.mark.slow
