@@ -83,7 +83,8 @@ FIGURES = {
                           "the swing-up and Brax hopper", "12 min on 2 Ray workers for the 180 runs of the first three "
                           "tasks; the hopper's 60 about 50 min (--population 6)", sweep=True),
     "bias-variance": Figure("bias_variance", "the first-order gradient's disagreement with the zeroth-order one, and both "
-                            "variances, against the horizon on the contact tasks", "8 min 43 s (beside a sweep)"),
+                            "variances, against the horizon on the contact tasks, the swing-up and Brax hopper",
+                            "26 min (beside a sweep)"),
     "model-free": Figure("model_free", "Brax PPO and SAC against gradstop BPTT and SHAC on reacher, by wall-clock",
                          "11.5 min (4 methods × 3 seeds; builds .venv-peer on first use)", python=peer_python,
                          inputs=best_flows_of_training_curves),
