@@ -106,12 +106,31 @@ def main(argv=None) -> None:
     if Path(out).exists():
         claim_folder(out, SCRIPT, force=args.force)
     started = time.perf_counter()
-    if not os.environ.get("JAX_COMPILATION_CACHE_DIR") and not jax.config.jax_compilation_cache_dir:
+    cache = jax.config.jax_compilation_cache_dir
+    if not os.environ.get("JAX_COMPILATION_CACHE_DIR") and not cache:
         # the seeds of one task and horizon compile one program: Brax's compiles take minutes, so keep them
         jax.config.update("jax_compilation_cache_dir", str(Path.home() / ".cache" / "gradstop" / "jax"))
+    try:
+        rows, hits, horizons, samples = measure(args)
+    finally:
+        jax.config.update("jax_compilation_cache_dir", cache)
+    seconds = time.perf_counter() - started
+    with run_folder(out, replace=args.force) as folder:
+        write_csv(folder / "bias.csv", list(rows[0]), [list(r.values()) for r in rows])
+        write_csv(folder / "impacts.csv", ["task", "seed", "surface", "step"], [list(r.values()) for r in hits])
+        plot(folder / "bias-variance.png", rows, hits, args)
+        write_settings(folder, SCRIPT, args, seconds=seconds, complete=True, files=FILES, horizons=horizons, samples=samples,
+                       tasks={k: dict(sim=TASKS[k][0], **TASKS[k][1]) for k in args.tasks}, bound=BOUND, delta=DELTA, flow="none")
+    print(f"wrote {out} in {seconds:.0f} s")
+
+
+def measure(args):
+    """The test's rows, the bounce rollouts' impacts, and each task's horizons and samples."""
     rows, hits, horizons, samples = [], [], {}, {}
     for task in args.tasks:
         horizons[task], samples[task] = task_horizons(task, args.horizon), task_samples(task, args.samples)
+        if samples[task] < args.samples:
+            print(f"{task}: {samples[task]} noisy rollouts per estimator, not {args.samples} (its cap, MAX_SAMPLES)", flush=True)
         name, params = TASKS[task]
         sim = make(name, backend="jax", **params)
         for seed in range(args.seeds):
@@ -134,14 +153,7 @@ def main(argv=None) -> None:
             jax.clear_caches()
             fired = [int(h) for h, f in zip(t.horizons, t.fires) if f]
             print(f"{task} seed {seed}: fires at H = {fired or 'none'}" + (f"; impacts {found}" if found else ""), flush=True)
-    seconds = time.perf_counter() - started
-    with run_folder(out, replace=args.force) as folder:
-        write_csv(folder / "bias.csv", list(rows[0]), [list(r.values()) for r in rows])
-        write_csv(folder / "impacts.csv", ["task", "seed", "surface", "step"], [list(r.values()) for r in hits])
-        plot(folder / "bias-variance.png", rows, hits, args)
-        write_settings(folder, SCRIPT, args, seconds=seconds, complete=True, files=FILES, horizons=horizons, samples=samples,
-                       tasks={k: dict(sim=TASKS[k][0], **TASKS[k][1]) for k in args.tasks}, bound=BOUND, delta=DELTA, flow="none")
-    print(f"wrote {out} in {seconds:.0f} s")
+    return rows, hits, horizons, samples
 
 
 def plot(path, rows, hits, args) -> None:
