@@ -18,7 +18,7 @@ the noise-free rollout's impacts (the wall, then the floor). The tasks:
     hopper        Brax's hopper on the spring pipeline (foot–ground contact): each
                   horizon compiles its own program (minutes each for Brax in float64), so it runs only the
                   powers of two up to ``--horizon`` (1, 2, 4, 8, 16), with at most 512 noisy rollouts
-                  per estimator (the process held 5.4 GB at 512; 4096 failed to compile here)
+                  per estimator (the process held 5.4 GB at 512)
 
 Writes ``bias.csv`` (task, seed, H, samples, bias, eps, var0, var1, fires), ``impacts.csv`` (the step of each
 impact of each seed's noise-free rollout, for the bounce tasks), ``bias-variance.png`` and ``settings.json``. ``--quick``
@@ -54,7 +54,8 @@ TASKS = {"bounce-hard": ("bounce", {"contact": "hard"}), "bounce-soft": ("bounce
 DEFAULT_TASKS = list(TASKS)
 POWERS_OF_TWO = {"hopper"}  # tasks whose every horizon costs a long compile: H = 1, 2, 4, … ≤ --horizon
 # the most noisy rollouts per estimator a task runs: the hopper's float64 rollouts with their per-sample gradients
-# held the process at 5.4 GB at 512 (measured); 4096 failed to compile here ("Cannot allocate memory")
+# held the process at 5.4 GB at 512 (measured); 4096 failed to compile here ("Cannot allocate memory"), before
+# main freed its compiled programs per seed, and was not retried
 MAX_SAMPLES = {"hopper": 512}
 FILES = ["bias.csv", "impacts.csv", "bias-variance.png"]
 BOUND, DELTA = 1.0, 0.05
