@@ -28,7 +28,6 @@ impact of each seed's noise-free rollout, for the bounce tasks), ``bias-variance
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -43,6 +42,7 @@ import numpy as np  # noqa: E402
 import gradstop as gs  # noqa: E402
 from gradstop.study.figures import claim_folder, run_script, write_settings  # noqa: E402
 from gradstop.study.results import run_folder, save_figure, unique_path, write_csv  # noqa: E402
+from gradstop.study.sweep import default_compilation_cache  # noqa: E402
 
 if __package__ in (None, ""):  # run as a file: the repository root holds `sims`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -107,10 +107,8 @@ def main(argv=None) -> None:
     if Path(out).exists():
         claim_folder(out, SCRIPT, force=args.force)
     started = time.perf_counter()
-    cache = jax.config.jax_compilation_cache_dir
-    if not os.environ.get("JAX_COMPILATION_CACHE_DIR") and not cache:
-        # the seeds of one task and horizon compile one program: Brax's compiles take minutes, so keep them
-        jax.config.update("jax_compilation_cache_dir", str(Path.home() / ".cache" / "gradstop" / "jax"))
+    # the seeds of one task and horizon compile one program: Brax's compiles take minutes, so keep them
+    cache = default_compilation_cache(Path.home() / ".cache" / "gradstop" / "jax")
     try:
         rows, hits, horizons, samples = measure(args)
     finally:

@@ -44,7 +44,7 @@ from gradstop.trainers.config import TrainConfig
 from gradstop._io import atomic_write, atomic_write_json, empty_but_unfinished_writes, hold_lock, is_unfinished_write, read_json
 
 __all__ = ["Run", "Outcome", "SweepReport", "grid", "load_spec", "run_sweep", "connect_ray", "run_status", "read_runs", "check_runs",
-           "SweepError", "populations", "execute_population"]
+           "SweepError", "populations", "execute_population", "default_compilation_cache"]
 
 STATUSES = ("done", "skipped", "nonfinite", "failed")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=,+\-]*$")
@@ -391,6 +391,17 @@ def _worker_root(root: str, path: str | None) -> Path | None:
     return root_path if (root_path / "sweep.json").exists() else None
 
 
+def default_compilation_cache(folder: Path | str) -> str | None:
+    """Keep JAX's compiled programs in ``folder`` across processes, unless the user set a cache (its environment
+    variable or config); the setting found before, to put back where a caller wants to."""
+    import jax
+
+    before = jax.config.jax_compilation_cache_dir
+    if not os.environ.get("JAX_COMPILATION_CACHE_DIR") and not before:
+        jax.config.update("jax_compilation_cache_dir", str(folder))
+    return before
+
+
 @contextlib.contextmanager
 def _jax_setup(config: TrainConfig, root: Path):
     """For a JAX run: JAX's 64-bit mode on exactly for float64 runs — so a run's numbers do not depend on what ran
@@ -404,8 +415,7 @@ def _jax_setup(config: TrainConfig, root: Path):
 
     before = jax.config.jax_enable_x64
     jax.config.update("jax_enable_x64", config.dtype == "float64")
-    if not os.environ.get("JAX_COMPILATION_CACHE_DIR") and not jax.config.jax_compilation_cache_dir:
-        jax.config.update("jax_compilation_cache_dir", str(root / ".jax-cache"))
+    default_compilation_cache(root / ".jax-cache")
     try:
         yield
     finally:
