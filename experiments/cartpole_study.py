@@ -402,14 +402,14 @@ def tables(all_runs: list[Run], records: dict, args: Args) -> dict:
         pairs.append(dict(part=part, setting=setting, obs=obs, poles=poles, flow=flow, seeds=len(common),
                           lower_than_none=sum(ours[s] < base[s] for s in common),
                           floored=sum(v < LOSS_FLOOR for s in common for v in (ours[s], base[s])),
-                          **_estimate_columns("log_ratio", ratio),
-                          ratio=math.exp(ratio.value) if ratio else None, ratio_low=math.exp(ratio.low) if ratio else None,
-                          ratio_high=math.exp(ratio.high) if ratio else None,
-                          verdict=stats.verdict(ratio, "lower", "higher") if ratio else None))
+                          **_ratio_columns(ratio)))
         enough = len(ours) >= stats.MIN_SEEDS and len(base) >= stats.MIN_SEEDS
         below = stats.probability_below(ours, base, cell=cell, reps=reps, seed=seed) if enough else None
         improvement.append(dict(part=part, setting=setting, obs=obs, poles=poles, flow=flow, seeds=len(ours),
                                 none_seeds=len(base), **_estimate_columns("p_below_none", below)))
+
+    leaders = _leaders(groups, table, reps, seed)
+    tuning_effect = _tuning_effect(groups, args, reps, seed)
 
     profiles = []
     panels: dict = {}
@@ -425,7 +425,59 @@ def tables(all_runs: list[Run], records: dict, args: Args) -> dict:
         for tau, f, lo, hi in zip(TAUS, fraction, low, high):
             profiles.append(dict(part=part, setting=setting, obs=obs, flow=flow, poles="-".join(map(str, usable)),
                                  seeds=len(common), tau=float(tau), fraction=float(f), low=float(lo), high=float(hi)))
-    return dict(final=final, table=table, pairs=pairs, improvement=improvement, profiles=profiles, curves=curves)
+    return dict(final=final, table=table, pairs=pairs, improvement=improvement, leaders=leaders,
+                tuning_effect=tuning_effect, profiles=profiles, curves=curves)
+
+
+def _ratio_columns(ratio) -> dict:
+    """A paired log-ratio's columns: the log-ratio and the ratio, each with its interval, and the verdict."""
+    return {**_estimate_columns("log_ratio", ratio), "ratio": math.exp(ratio.value) if ratio else None,
+            "ratio_low": math.exp(ratio.low) if ratio else None, "ratio_high": math.exp(ratio.high) if ratio else None,
+            "verdict": stats.verdict(ratio, "lower", "higher") if ratio else None}
+
+
+def _leaders(groups: dict, table: list, reps: int, seed: int) -> list:
+    """Which flow ends lowest: per panel and pole count, the flow with the lowest IQM of the final test loss (of those
+    with ≥ 2 finished seeds), and every other flow against it, the seed-paired log-ratio on the seeds both have.
+    A flow whose ratio's interval includes 1 shows no measurable difference from the lowest."""
+    iqm = {(r["part"], r["setting"], r["obs"], r["poles"], r["flow"]): r["iqm"] for r in table}
+    cells: dict = {}
+    for key, rows in groups.items():
+        if iqm.get(key) is not None:
+            cells.setdefault(key[:4], {})[key[4]] = _finished(rows)
+    out = []
+    for (part, setting, obs, poles), by_flow in cells.items():
+        ranked = sorted(by_flow, key=lambda f: iqm[(part, setting, obs, poles, f)])
+        best = ranked[0]
+        for flow in ranked[1:]:
+            common = sorted(set(by_flow[flow]) & set(by_flow[best]))
+            ratio = (stats.paired_log_ratio({s: by_flow[flow][s] for s in common}, {s: by_flow[best][s] for s in common},
+                                            cell=_label(part, setting, obs, poles, flow) + f", against {best}", reps=reps,
+                                            seed=seed, floor=LOSS_FLOOR) if len(common) >= stats.MIN_SEEDS else None)
+            out.append(dict(part=part, setting=setting, obs=obs, poles=poles, lowest=best,
+                            lowest_iqm=iqm[(part, setting, obs, poles, best)], lowest_seeds=len(by_flow[best]), flow=flow,
+                            flow_iqm=iqm[(part, setting, obs, poles, flow)], seeds=len(common), **_ratio_columns(ratio)))
+    return out
+
+
+def _tuning_effect(groups: dict, args: Args, reps: int, seed: int) -> list:
+    """What tuning changed: per observation, pole count and flow, the tuned part's final test loss against the main
+    part's (the published lr and setting) on the same seed. A flow whose tuned setting is the published one shares
+    the main part's runs (``same_runs``): its ratio is 1 by construction."""
+    out = []
+    for (part, setting, obs, poles, flow), rows in groups.items():
+        published = groups.get(("main", "published", obs, poles, flow))
+        if part != "tuned" or published is None:
+            continue
+        tuned, base = _finished(rows), _finished(published)
+        common = sorted(set(tuned) & set(base))
+        same = rows[0]["flow_run"] == flow and rows[0]["lr"] == args.lr
+        ratio = (stats.paired_log_ratio({s: tuned[s] for s in common}, {s: base[s] for s in common}, reps=reps, seed=seed,
+                                        cell=_label(part, setting, obs, poles, flow) + ", tuned against published",
+                                        floor=LOSS_FLOOR) if len(common) >= stats.MIN_SEEDS and not same else None)
+        out.append(dict(obs=obs, poles=poles, flow=flow, tuned_flow=rows[0]["flow_run"], tuned_lr=rows[0]["lr"],
+                        same_runs=same, seeds=len(common), **_ratio_columns(ratio)))
+    return out
 
 
 def summary_text(out: dict, args: Args, finished: int, total: int) -> str:
@@ -441,7 +493,8 @@ def summary_text(out: dict, args: Args, finished: int, total: int) -> str:
              "runs end at exactly 0) enter the ratio as 2⁻²⁴. With few seeds a percentile interval is too narrow "
              "(with 2 seeds it is their range): read these with their seed counts.", ""]
     improvement = {(r["part"], r["setting"], r["obs"]) + (r["poles"], r["flow"]): r for r in out["improvement"]}
-    lines += headline_text(out, args, improvement) + iqm_tables_text(out, args)
+    lines += (headline_text(out, args, improvement) + leaders_text(out, args) + tuning_effect_text(out, args)
+              + iqm_tables_text(out, args))
     lines += ["## Every flow against `none`, in words", ""]
     for part, setting, obs, title in PANELS:
         rows = [r for r in out["pairs"] if (r["part"], r["setting"], r["obs"]) == (part, setting, obs)]
@@ -498,6 +551,78 @@ def headline_text(out: dict, args: Args, improvement: dict, flow: str = "combine
             lines.append(" | ".join([f"| {poles}", *(f"{e.text()} ({n})" if e else f"– ({n})" for e, n in iqm),
                                      f"×{ratio.text()} ({pair['seeds']})" if ratio else f"– ({pair['seeds']})",
                                      below.text("{:.2f}") if below else "–", pair["verdict"] or "too few seeds"]) + " |")
+        lines.append("")
+    return lines
+
+
+def leaders_text(out: dict, args: Args) -> list[str]:
+    """Which flow ends lowest, per panel and pole count: the lowest IQM, the flows with no measurable difference from
+    it (their seed-paired ratio's interval includes 1) and those measurably above it (``leaders.csv`` in words)."""
+    lines = []
+    for part, setting, obs, title in PANELS:
+        rows = [r for r in out["leaders"] if (r["part"], r["setting"], r["obs"]) == (part, setting, obs)]
+        if not rows:
+            continue
+        if not lines:
+            lines = ["## Which flow ends lowest?", "",
+                     "Per pole count, the flow with the lowest IQM of the final test loss, then every other flow against "
+                     "it: the seed-paired ratio loss flow / loss lowest with its interval (seeds). \"Tied\": the interval "
+                     "includes 1 — no measurable difference from the lowest.", ""]
+        lines += [f"**{title}** (part `{part}`)", "", "| poles | lowest IQM | tied with it | above it |", "|---|---|---|---|"]
+        for poles in args.poles:
+            mine = [r for r in rows if r["poles"] == poles]
+            if not mine:
+                continue
+            head = mine[0]
+            tied = [r for r in mine if r["verdict"] == stats.NO_DIFFERENCE or r["verdict"] == "lower"]
+            above = [r for r in mine if r["verdict"] == "higher"]
+            unpaired = [r for r in mine if r["verdict"] is None]
+
+            def listed(group):
+                return ", ".join(f"`{r['flow']}` ×{r['ratio']:.3g} [{r['ratio_low']:.3g}, {r['ratio_high']:.3g}] ({r['seeds']})"
+                                 for r in sorted(group, key=lambda r: r["ratio"])) or "–"
+            names = ", ".join("`" + r["flow"] + "`" for r in unpaired)
+            extra = f"; too few paired seeds: {names}" if unpaired else ""
+            lines.append(f"| {poles} | `{head['lowest']}` {head['lowest_iqm']:.3g} ({head['lowest_seeds']}) | {listed(tied)}{extra} "
+                         f"| {listed(above)} |")
+        lines.append("")
+    return lines
+
+
+def tuning_effect_text(out: dict, args: Args) -> list[str]:
+    """What tuning changed: per observation, a row per flow (its tuned setting) and a column per pole count, the
+    seed-paired ratio of the tuned part's final test loss to the main part's (``tuning_effect.csv`` as Markdown)."""
+    rows = out["tuning_effect"]
+    if not rows:
+        return []
+    lines = ["## What tuning changed", "",
+             f"Each flow at its tuned setting against the same flow at the published one (lr {args.lr:g}, `decay:0.9`, "
+             "`truncate:10`) on the same seeds: the ratio loss tuned / loss published with its interval (seeds); below 1, "
+             "tuning lowered the final test loss. A flow whose tuned setting is the published one shares the main part's "
+             "runs.", ""]
+    for obs in args.observations:
+        mine = {(r["poles"], r["flow"]): r for r in rows if r["obs"] == obs}
+        if not mine:
+            continue
+        lines += [f"**{obs}**", "", "| flow | tuned setting | " + " | ".join(f"{n} pole{'s' if n > 1 else ''}" for n in args.poles)
+                  + " |", "|---|---" + "|---" * len(args.poles) + "|"]
+        for flow in args.flows:
+            cells = [mine.get((n, flow)) for n in args.poles]
+            first = next((c for c in cells if c), None)
+            if first is None:
+                continue
+            setting = f"`{first['tuned_flow']}`, lr {first['tuned_lr']:g}"
+
+            def cell(c):
+                if c is None:
+                    return "–"
+                if c["same_runs"]:
+                    return "the published setting"
+                if c["ratio"] is None:
+                    return f"– ({c['seeds']})"
+                word = "" if c["verdict"] == stats.NO_DIFFERENCE else f" **{c['verdict']}**"
+                return f"×{c['ratio']:.3g} [{c['ratio_low']:.3g}, {c['ratio_high']:.3g}] ({c['seeds']}){word}"
+            lines.append(f"| `{flow}` | {setting} | " + " | ".join(cell(c) for c in cells) + " |")
         lines.append("")
     return lines
 
@@ -699,7 +824,8 @@ def plot_curves(path, curves: list, flows: list, poles: list, observations: list
 
 
 TABLE_FILES = {"final.csv": "final", "table.csv": "table", "pairs.csv": "pairs", "improvement.csv": "improvement",
-               "profiles.csv": "profiles", "curves.csv": "curves"}
+               "leaders.csv": "leaders", "tuning_effect.csv": "tuning_effect", "profiles.csv": "profiles",
+               "curves.csv": "curves"}
 FILES = [*TABLE_FILES, "summary.md", "cartpole-study.png", "cartpole-study-pairs.png", "cartpole-study-profiles.png",
          "cartpole-study-curves.png"]
 

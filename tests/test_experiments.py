@@ -164,6 +164,9 @@ def test_a_tuned_flow_at_its_published_setting_reuses_the_main_parts_runs(tmp_pa
     final = read(out / "final.csv")
     by_part = {p: {(r["flow"], r["seed"]): r["final_test_loss"] for r in final if r["part"] == p} for p in ("main", "tuned")}
     assert len(by_part["tuned"]) == 4 and by_part["tuned"] == by_part["main"]
+    effect = read(out / "tuning_effect.csv")  # the same runs: no ratio to report, and the summary says why
+    assert len(effect) == 2 and all(r["same_runs"] == "True" and r["ratio"] == "" for r in effect)
+    assert "| `none` | `none`, lr 0.001 | the published setting |" in (out / "summary.md").read_text()
     settings = json.loads((out / "settings.json").read_text())
     assert settings["complete"] and settings["finished"] == settings["runs"]
 

@@ -197,6 +197,57 @@ def test_the_cartpole_study_tables_are_the_stats_modules_numbers():
     assert "## Does `combined` end below `none`?" in text and "## Final test loss per cell" in text
 
 
+def test_the_cartpole_study_names_the_lowest_flow_and_what_tuning_changed():
+    """leaders.csv: per cell the flow with the lowest IQM and each other flow's seed-paired ratio to it; tuning_effect.csv:
+    each flow's tuned runs against its published-setting runs on the same seed, none for a flow tuned to the published
+    setting (the same runs)."""
+    pytest.importorskip("tyro")
+    from experiments import cartpole_study as study
+
+    args = study.parse(["--parts", "main", "tuned", "--poles", "2", "--flows", "none", "combined", "decay:0.9",
+                        "--observations", "raw", "--seeds", "4", "--bootstrap-reps", "300"])
+    chosen = {"none": dict(flow="none", lr=3e-3), "combined": dict(flow="combined", lr=1e-3),
+              "decay:0.9": dict(flow="decay:0.95", lr=1e-3)}
+    runs = study.runs(args, chosen=chosen)
+    rng = np.random.default_rng(1)
+    level = {"none": 0.2, "combined": 0.05, "decay:0.9": 0.01}  # decay ends lowest in both parts, by far
+    losses = {r.name: level[study.describe(r)["flow_label"]] * float(rng.uniform(0.5, 2.0)) for r in runs}
+    for r in runs:  # combined's tuned setting is the published one: its tuned runs are the main runs
+        d = study.describe(r)
+        if d["part"] == "tuned" and d["flow_label"] == "combined":
+            losses[r.name] = losses[study.run_name("main", "published", "raw", 2, "combined", d["seed"])]
+    records = {name: dict(status="done", evals=[], summary=dict(final_test_loss=v, best_test_loss=v,
+                                                                final_test_success=1 - v / 2, seconds=1.0))
+               for name, v in losses.items()}
+    data = study.tables(runs, records, args)
+
+    def of(part, flow):
+        return {s: losses[study.run_name(part, part if part == "tuned" else "published", "raw", 2, flow, s)] for s in range(4)}
+
+    for part in ("main", "tuned"):
+        rows = [r for r in data["leaders"] if r["part"] == part]
+        assert {r["lowest"] for r in rows} == {"decay:0.9"} and {r["flow"] for r in rows} == {"none", "combined"}
+        for r in rows:
+            cell = study._label(part, r["setting"], "raw", 2, r["flow"]) + ", against decay:0.9"
+            ratio = stats.paired_log_ratio(of(part, r["flow"]), of(part, "decay:0.9"), cell=cell, reps=300,
+                                           floor=study.LOSS_FLOOR)
+            assert (r["log_ratio"], r["log_ratio_low"], r["log_ratio_high"]) == (ratio.value, ratio.low, ratio.high)
+            assert r["verdict"] == "higher" and r["seeds"] == 4
+    effect = {r["flow"]: r for r in data["tuning_effect"]}
+    assert effect["combined"]["same_runs"] and effect["combined"]["ratio"] is None
+    for flow, tuned_flow in (("none", "none"), ("decay:0.9", "decay:0.95")):
+        cell = study._label("tuned", "tuned", "raw", 2, flow) + ", tuned against published"
+        ratio = stats.paired_log_ratio(of("tuned", flow), of("main", flow), cell=cell, reps=300, floor=study.LOSS_FLOOR)
+        assert effect[flow]["log_ratio"] == ratio.value and effect[flow]["tuned_flow"] == tuned_flow
+        assert not effect[flow]["same_runs"] and effect[flow]["seeds"] == 4
+    text = study.summary_text(data, args, len(runs), len(runs))
+    assert "## Which flow ends lowest?" in text and "## What tuning changed" in text
+    assert "| `combined` | `combined`, lr 0.001 | the published setting |" in text
+    line = next(t for t in text.splitlines() if t.startswith("| `decay:0.9` | `decay:0.95`, lr 0.001 | "))
+    e = effect["decay:0.9"]
+    assert f"×{e['ratio']:.3g} [{e['ratio_low']:.3g}, {e['ratio_high']:.3g}] (4)" in line
+
+
 def test_iqm_curve_is_the_summary_of_each_evaluation_on_its_own():
     values = np.random.default_rng(3).lognormal(size=(6, 4))
     value, low, high = stats.iqm_curve(values, cell="c")
