@@ -567,7 +567,8 @@ def leaders_text(out: dict, args: Args) -> list[str]:
             lines = ["## Which flow ends lowest?", "",
                      "Per pole count, the flow with the lowest IQM of the final test loss, then every other flow against "
                      "it: the seed-paired ratio loss flow / loss lowest with its interval (seeds). \"Tied\": the interval "
-                     "includes 1 — no measurable difference from the lowest.", ""]
+                     "includes 1 — no measurable difference from the lowest. The IQM and the ratio (a geometric mean over "
+                     "seeds) weigh seeds differently, so a tied flow's ratio can be below 1.", ""]
         lines += [f"**{title}** (part `{part}`)", "", "| poles | lowest IQM | tied with it | above it |", "|---|---|---|---|"]
         for poles in args.poles:
             mine = [r for r in rows if r["poles"] == poles]
