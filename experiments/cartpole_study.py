@@ -130,8 +130,9 @@ class Args(SweepOptions):
     """pole counts the tuning part runs at"""
     tune_observations: tuple[str, ...] = ("raw",)
     """observations the tuning part runs with (the tuned settings serve both)"""
-    lrs: tuple[float, ...] = (3e-4, 1e-3, 3e-3)
-    """learning rates the tuning part tries for every flow"""
+    lrs: tuple[float, ...] = (3e-4, 1e-3, 3e-3, 1e-2)
+    """learning rates the tuning part tries for every flow (1e-2 was added when every flow but all chose 3e-3, the
+    first grid's edge)"""
     gammas: tuple[float, ...] = (0.8, 0.9, 0.95, 0.98)
     """γ the tuning part tries for decay"""
     ks: tuple[int, ...] = (10, 25, 50)
@@ -238,8 +239,24 @@ def choose_tuned(args: Args, runs: list[Run], records: dict) -> dict:
                                   geometric_mean_val_loss=math.exp(score)))
                 if best is None or score < best["score"]:
                     best = dict(flow=candidate, lr=lr, score=score, runs=len(vals))
-        chosen[flow] = best
+        chosen[flow] = dict(best, edge=grid_edges(args, best["flow"], best["lr"]))
     return {"chosen": chosen, "table": table}
+
+
+def grid_edges(args: Args, flow: str, lr: float) -> list[str]:
+    """Which of a tuned setting's values lie on the edge of the grid tried (the best value may lie beyond it):
+    e.g. ["lr 0.01, the highest tried"]. (Beyond the largest γ and K lies ``none``: decay:1 and truncate:horizon.)"""
+    out = []
+    if len(args.lrs) > 1 and lr in (min(args.lrs), max(args.lrs)):
+        out.append(f"lr {lr:g}, the {'lowest' if lr == min(args.lrs) else 'highest'} tried")
+    family, _, value = flow.partition(":")
+    values = {"decay": args.gammas, "truncate": args.ks}.get(family)
+    if values and len(values) > 1:
+        v = float(value)
+        if v in (min(values), max(values)):
+            name = "γ" if family == "decay" else "K"
+            out.append(f"{name} {value}, the {'lowest' if v == min(values) else 'highest'} tried")
+    return out
 
 
 def tuned_runs(args: Args, chosen: dict) -> list[Run]:
@@ -867,8 +884,12 @@ def main(argv=None) -> None:
             tuning = choose_tuned(args, tune, records)
     if tuning is not None:
         write_tables(out, {"tuning.csv": tuning["table"],
-                           "tuned.csv": [dict(flow=f, tuned_flow=c["flow"], lr=c["lr"], mean_log_val_loss=c["score"], runs=c["runs"])
-                                         for f, c in tuning["chosen"].items()]})
+                           "tuned.csv": [dict(flow=f, tuned_flow=c["flow"], lr=c["lr"], mean_log_val_loss=c["score"], runs=c["runs"],
+                                              at_grid_edge="; ".join(c["edge"])) for f, c in tuning["chosen"].items()]})
+        for f, c in tuning["chosen"].items():
+            if c["edge"]:
+                print(f"tuned setting of {f} on the edge of the grid tried ({'; '.join(c['edge'])}): its best may lie "
+                      "beyond it", flush=True)
     data = tables(all_runs, records, args)
     write_tables(out, {name: data[key] for name, key in TABLE_FILES.items()})
     from gradstop._io import atomic_write

@@ -145,6 +145,12 @@ def test_cartpole_study_tunes_each_flow_on_validation_losses_of_its_own_seeds(tm
     assert all(r["lr"] == next(t["lr"] for t in tuned if t["flow"] == r["flow"]) for r in final)
     summaries = [json.loads(p.read_text()) for p in (out / "runs").glob("part=tuning,*/summary.json")]
     assert len(summaries) == 8 and all(s["final_val_loss"] is not None for s in summaries)
+    assert all(r["at_grid_edge"].startswith("lr ") for r in tuned)  # two lrs tried: either is an edge
+    assert "on the edge of the grid tried (lr " in capsys.readouterr().out
+    full = cartpole_study.parse([])
+    assert cartpole_study.grid_edges(full, "decay:0.95", 3e-3) == [] and cartpole_study.grid_edges(full, "none", 1e-3) == []
+    assert cartpole_study.grid_edges(full, "decay:0.98", 1e-2) == ["lr 0.01, the highest tried", "γ 0.98, the highest tried"]
+    assert cartpole_study.grid_edges(full, "truncate:10", 3e-4) == ["lr 0.0003, the lowest tried", "K 10, the lowest tried"]
     with pytest.raises(ValueError, match=r"the tuning seeds \[1, 100\] overlap the reporting seeds 0…9 in \[1\]"):
         cartpole_study.parse(["--parts", "tuned", "--tune-seeds", "1", "100"])
 
