@@ -614,8 +614,8 @@ def tuning_effect_text(out: dict, args: Args) -> list[str]:
     if not rows:
         return []
     lines = ["## What tuning changed", "",
-             f"Each flow at its tuned setting against the same flow at the published one (lr {args.lr:g}, `decay:0.9`, "
-             "`truncate:10`) on the same seeds: the ratio loss tuned / loss published with its interval (seeds); below 1, "
+             f"Each flow at its tuned setting against the same flow at the published one (the main part's: lr {args.lr:g} "
+             "and the flow as named) on the same seeds: the ratio loss tuned / loss published with its interval (seeds); below 1, "
              "tuning lowered the final test loss. A flow whose tuned setting is the published one shares the main part's "
              "runs.", ""]
     for obs in args.observations:
