@@ -414,8 +414,7 @@ def tables(all_runs: list[Run], records: dict, args: Args) -> dict:
         cell = _label(part, setting, obs, poles, flow)
         ours, base = _finished(rows), _finished(groups[(part, setting, obs, poles, "none")])
         common = sorted(set(ours) & set(base))
-        ratio = (stats.paired_log_ratio({s: ours[s] for s in common}, {s: base[s] for s in common}, cell=cell, reps=reps,
-                                        seed=seed, floor=LOSS_FLOOR) if len(common) >= stats.MIN_SEEDS else None)
+        ratio, _ = _paired_ratio(ours, base, cell, reps, seed)
         pairs.append(dict(part=part, setting=setting, obs=obs, poles=poles, flow=flow, seeds=len(common),
                           lower_than_none=sum(ours[s] < base[s] for s in common),
                           floored=sum(v < LOSS_FLOOR for s in common for v in (ours[s], base[s])),
@@ -446,6 +445,16 @@ def tables(all_runs: list[Run], records: dict, args: Args) -> dict:
                 tuning_effect=tuning_effect, profiles=profiles, curves=curves)
 
 
+def _paired_ratio(ours: dict, base: dict, cell: str, reps: int, seed: int):
+    """(the seed-paired log-ratio of ``ours`` to ``base`` on the seeds both have, or None below ``stats.MIN_SEEDS``
+    of them; how many they share)."""
+    common = sorted(set(ours) & set(base))
+    if len(common) < stats.MIN_SEEDS:
+        return None, len(common)
+    return stats.paired_log_ratio({s: ours[s] for s in common}, {s: base[s] for s in common}, cell=cell, reps=reps,
+                                  seed=seed, floor=LOSS_FLOOR), len(common)
+
+
 def _ratio_columns(ratio) -> dict:
     """A paired log-ratio's columns: the log-ratio and the ratio, each with its interval, and the verdict."""
     return {**_estimate_columns("log_ratio", ratio), "ratio": math.exp(ratio.value) if ratio else None,
@@ -467,13 +476,11 @@ def _leaders(groups: dict, table: list, reps: int, seed: int) -> list:
         ranked = sorted(by_flow, key=lambda f: iqm[(part, setting, obs, poles, f)])
         best = ranked[0]
         for flow in ranked[1:]:
-            common = sorted(set(by_flow[flow]) & set(by_flow[best]))
-            ratio = (stats.paired_log_ratio({s: by_flow[flow][s] for s in common}, {s: by_flow[best][s] for s in common},
-                                            cell=_label(part, setting, obs, poles, flow) + f", against {best}", reps=reps,
-                                            seed=seed, floor=LOSS_FLOOR) if len(common) >= stats.MIN_SEEDS else None)
+            ratio, seeds = _paired_ratio(by_flow[flow], by_flow[best], _label(part, setting, obs, poles, flow)
+                                         + f", against {best}", reps, seed)
             out.append(dict(part=part, setting=setting, obs=obs, poles=poles, lowest=best,
                             lowest_iqm=iqm[(part, setting, obs, poles, best)], lowest_seeds=len(by_flow[best]), flow=flow,
-                            flow_iqm=iqm[(part, setting, obs, poles, flow)], seeds=len(common), **_ratio_columns(ratio)))
+                            flow_iqm=iqm[(part, setting, obs, poles, flow)], seeds=seeds, **_ratio_columns(ratio)))
     return out
 
 
@@ -486,14 +493,11 @@ def _tuning_effect(groups: dict, args: Args, reps: int, seed: int) -> list:
         published = groups.get(("main", "published", obs, poles, flow))
         if part != "tuned" or published is None:
             continue
-        tuned, base = _finished(rows), _finished(published)
-        common = sorted(set(tuned) & set(base))
         same = rows[0]["flow_run"] == flow and rows[0]["lr"] == args.lr
-        ratio = (stats.paired_log_ratio({s: tuned[s] for s in common}, {s: base[s] for s in common}, reps=reps, seed=seed,
-                                        cell=_label(part, setting, obs, poles, flow) + ", tuned against published",
-                                        floor=LOSS_FLOOR) if len(common) >= stats.MIN_SEEDS and not same else None)
+        ratio, seeds = _paired_ratio(_finished(rows), _finished(published), _label(part, setting, obs, poles, flow)
+                                     + ", tuned against published", reps, seed)
         out.append(dict(obs=obs, poles=poles, flow=flow, tuned_flow=rows[0]["flow_run"], tuned_lr=rows[0]["lr"],
-                        same_runs=same, seeds=len(common), **_ratio_columns(ratio)))
+                        same_runs=same, seeds=seeds, **_ratio_columns(None if same else ratio)))
     return out
 
 
@@ -584,8 +588,9 @@ def leaders_text(out: dict, args: Args) -> list[str]:
             lines = ["## Which flow ends lowest?", "",
                      "Per pole count, the flow with the lowest IQM of the final test loss, then every other flow against "
                      "it: the seed-paired ratio loss flow / loss lowest with its interval (seeds). \"Tied\": the interval "
-                     "includes 1 — no measurable difference from the lowest. The IQM and the ratio (a geometric mean over "
-                     "seeds) weigh seeds differently, so a tied flow's ratio can be below 1.", ""]
+                     "includes 1 — no measurable difference from the lowest. The IQM and the ratio (a geometric mean "
+                     "over seeds) weigh seeds differently, so a tied flow's ratio can be below 1; one whose whole "
+                     "interval is below 1 is listed there too, marked **lower**.", ""]
         lines += [f"**{title}** (part `{part}`)", "", "| poles | lowest IQM | tied with it | above it |", "|---|---|---|---|"]
         for poles in args.poles:
             mine = [r for r in rows if r["poles"] == poles]
@@ -598,6 +603,7 @@ def leaders_text(out: dict, args: Args) -> list[str]:
 
             def listed(group):
                 return ", ".join(f"`{r['flow']}` ×{r['ratio']:.3g} [{r['ratio_low']:.3g}, {r['ratio_high']:.3g}] ({r['seeds']})"
+                                 + (" **lower**" if r["verdict"] == "lower" else "")
                                  for r in sorted(group, key=lambda r: r["ratio"])) or "–"
             names = ", ".join("`" + r["flow"] + "`" for r in unpaired)
             extra = f"; too few paired seeds: {names}" if unpaired else ""
