@@ -465,22 +465,28 @@ def _ratio_columns(ratio) -> dict:
 def _leaders(groups: dict, table: list, reps: int, seed: int) -> list:
     """Which flow ends lowest: per panel and pole count, the flow with the lowest IQM of the final test loss (of those
     with ≥ 2 finished seeds), and every other flow against it, the seed-paired log-ratio on the seeds both have.
-    A flow whose ratio's interval includes 1 shows no measurable difference from the lowest."""
+    A flow whose ratio's interval includes 1 shows no measurable difference from the lowest. A flow with fewer than
+    2 finished seeds has a row without a ratio (``flow_iqm`` empty, ``seeds`` its finished runs): it was not ranked."""
     iqm = {(r["part"], r["setting"], r["obs"], r["poles"], r["flow"]): r["iqm"] for r in table}
     cells: dict = {}
     for key, rows in groups.items():
-        if iqm.get(key) is not None:
-            cells.setdefault(key[:4], {})[key[4]] = _finished(rows)
+        cells.setdefault(key[:4], {})[key[4]] = _finished(rows)
     out = []
     for (part, setting, obs, poles), by_flow in cells.items():
-        ranked = sorted(by_flow, key=lambda f: iqm[(part, setting, obs, poles, f)])
+        ranked = sorted((f for f in by_flow if iqm.get((part, setting, obs, poles, f)) is not None),
+                        key=lambda f: iqm[(part, setting, obs, poles, f)])
+        if not ranked:
+            continue
         best = ranked[0]
+        head = dict(part=part, setting=setting, obs=obs, poles=poles, lowest=best,
+                    lowest_iqm=iqm[(part, setting, obs, poles, best)], lowest_seeds=len(by_flow[best]))
+        for flow in (f for f in by_flow if f not in ranked):
+            out.append(dict(head, flow=flow, flow_iqm=None, seeds=len(by_flow[flow]), **_ratio_columns(None)))
         for flow in ranked[1:]:
             ratio, seeds = _paired_ratio(by_flow[flow], by_flow[best], _label(part, setting, obs, poles, flow)
                                          + f", against {best}", reps, seed)
-            out.append(dict(part=part, setting=setting, obs=obs, poles=poles, lowest=best,
-                            lowest_iqm=iqm[(part, setting, obs, poles, best)], lowest_seeds=len(by_flow[best]), flow=flow,
-                            flow_iqm=iqm[(part, setting, obs, poles, flow)], seeds=seeds, **_ratio_columns(ratio)))
+            out.append(dict(head, flow=flow, flow_iqm=iqm[(part, setting, obs, poles, flow)], seeds=seeds,
+                            **_ratio_columns(ratio)))
     return out
 
 
@@ -599,7 +605,8 @@ def leaders_text(out: dict, args: Args) -> list[str]:
             head = mine[0]
             tied = [r for r in mine if r["verdict"] == stats.NO_DIFFERENCE or r["verdict"] == "lower"]
             above = [r for r in mine if r["verdict"] == "higher"]
-            unpaired = [r for r in mine if r["verdict"] is None]
+            unpaired = [r for r in mine if r["verdict"] is None and r["flow_iqm"] is not None]
+            unranked = [r for r in mine if r["flow_iqm"] is None]
 
             def listed(group):
                 return ", ".join(f"`{r['flow']}` ×{r['ratio']:.3g} [{r['ratio_low']:.3g}, {r['ratio_high']:.3g}] ({r['seeds']})"
@@ -607,6 +614,8 @@ def leaders_text(out: dict, args: Args) -> list[str]:
                                  for r in sorted(group, key=lambda r: r["ratio"])) or "–"
             names = ", ".join("`" + r["flow"] + "`" for r in unpaired)
             extra = f"; too few paired seeds: {names}" if unpaired else ""
+            if unranked:
+                extra += "; not ranked, fewer than 2 seeds: " + ", ".join(f"`{r['flow']}` ({r['seeds']})" for r in unranked)
             lines.append(f"| {poles} | `{head['lowest']}` {head['lowest_iqm']:.3g} ({head['lowest_seeds']}) | {listed(tied)}{extra} "
                          f"| {listed(above)} |")
         lines.append("")

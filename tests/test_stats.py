@@ -248,6 +248,36 @@ def test_the_cartpole_study_names_the_lowest_flow_and_what_tuning_changed():
     assert f"×{e['ratio']:.3g} [{e['ratio_low']:.3g}, {e['ratio_high']:.3g}] (4)" in line
 
 
+def test_the_cartpole_study_says_which_flows_a_partial_sweep_could_not_rank():
+    """A flow with fewer than 2 finished seeds in a cell is not ranked against the lowest: leaders.csv keeps a row for
+    it without a ratio, and summary.md names it with its seed count instead of leaving it out."""
+    pytest.importorskip("tyro")
+    from experiments import cartpole_study as study
+
+    args = study.parse(["--parts", "main", "--poles", "2", "--flows", "none", "combined", "decay:0.9",
+                        "--observations", "raw", "--seeds", "4", "--bootstrap-reps", "300"])
+    runs = study.runs(args)
+    level = {"none": 0.2, "combined": 0.05, "decay:0.9": 0.01}
+    records = {}
+    for r in runs:
+        d = study.describe(r)
+        if d["flow_label"] == "combined" and d["seed"] > 0:
+            continue  # combined has one finished seed, decay:0.9 none at all
+        if d["flow_label"] == "decay:0.9":
+            continue
+        v = level[d["flow_label"]] * (1 + d["seed"] / 10)
+        records[r.name] = dict(status="done", evals=[], summary=dict(final_test_loss=v, best_test_loss=v,
+                                                                     final_test_success=0.5, seconds=1.0))
+    data = study.tables(runs, records, args)
+    rows = {r["flow"]: r for r in data["leaders"]}
+    assert set(rows) == {"combined", "decay:0.9"} and {r["lowest"] for r in rows.values()} == {"none"}
+    assert (rows["combined"]["seeds"], rows["decay:0.9"]["seeds"]) == (1, 0)
+    assert all(r["flow_iqm"] is None and r["ratio"] is None and r["verdict"] is None for r in rows.values())
+    text = study.summary_text(data, args, len(runs), len(records))
+    line = next(t for t in text.splitlines() if t.startswith("| 2 | `none` "))
+    assert "not ranked, fewer than 2 seeds: `combined` (1), `decay:0.9` (0)" in line
+
+
 def test_iqm_curve_is_the_summary_of_each_evaluation_on_its_own():
     values = np.random.default_rng(3).lognormal(size=(6, 4))
     value, low, high = stats.iqm_curve(values, cell="c")
