@@ -466,7 +466,8 @@ def _leaders(groups: dict, table: list, reps: int, seed: int) -> list:
     """Which flow ends lowest: per panel and pole count, the flow with the lowest IQM of the final test loss (of those
     with ≥ 2 finished seeds), and every other flow against it, the seed-paired log-ratio on the seeds both have.
     A flow whose ratio's interval includes 1 shows no measurable difference from the lowest. A flow with fewer than
-    2 finished seeds has a row without a ratio (``flow_iqm`` empty, ``seeds`` its finished runs): it was not ranked."""
+    2 finished seeds has a row without a ratio (``flow_iqm`` empty, ``seeds`` its finished runs): it was not ranked.
+    A cell with fewer than two such flows has no rows."""
     iqm = {(r["part"], r["setting"], r["obs"], r["poles"], r["flow"]): r["iqm"] for r in table}
     cells: dict = {}
     for key, rows in groups.items():
@@ -475,8 +476,8 @@ def _leaders(groups: dict, table: list, reps: int, seed: int) -> list:
     for (part, setting, obs, poles), by_flow in cells.items():
         ranked = sorted((f for f in by_flow if iqm.get((part, setting, obs, poles, f)) is not None),
                         key=lambda f: iqm[(part, setting, obs, poles, f)])
-        if not ranked:
-            continue
+        if len(ranked) < 2:
+            continue  # nothing to rank against: leaders_text says so
         best = ranked[0]
         head = dict(part=part, setting=setting, obs=obs, poles=poles, lowest=best,
                     lowest_iqm=iqm[(part, setting, obs, poles, best)], lowest_seeds=len(by_flow[best]))
@@ -601,6 +602,7 @@ def leaders_text(out: dict, args: Args) -> list[str]:
         for poles in args.poles:
             mine = [r for r in rows if r["poles"] == poles]
             if not mine:
+                lines.append(f"| {poles} | – | not ranked: fewer than two flows have 2 finished seeds | – |")
                 continue
             head = mine[0]
             tied = [r for r in mine if r["verdict"] == stats.NO_DIFFERENCE or r["verdict"] == "lower"]

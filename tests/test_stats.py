@@ -250,32 +250,34 @@ def test_the_cartpole_study_names_the_lowest_flow_and_what_tuning_changed():
 
 def test_the_cartpole_study_says_which_flows_a_partial_sweep_could_not_rank():
     """A flow with fewer than 2 finished seeds in a cell is not ranked against the lowest: leaders.csv keeps a row for
-    it without a ratio, and summary.md names it with its seed count instead of leaving it out."""
+    it without a ratio, and summary.md names it with its seed count instead of leaving it out; a pole count with fewer
+    than two rankable flows says it is not ranked."""
     pytest.importorskip("tyro")
     from experiments import cartpole_study as study
 
-    args = study.parse(["--parts", "main", "--poles", "2", "--flows", "none", "combined", "decay:0.9",
+    args = study.parse(["--parts", "main", "--poles", "2", "3", "--flows", "none", "input", "combined", "decay:0.9",
                         "--observations", "raw", "--seeds", "4", "--bootstrap-reps", "300"])
     runs = study.runs(args)
     level = {"none": 0.2, "combined": 0.05, "decay:0.9": 0.01}
+    finished = {"none": 4, "decay:0.9": 2, "combined": 1, "input": 0}  # seeds 0 … n-1 finished, at 2 poles only
     records = {}
     for r in runs:
         d = study.describe(r)
-        if d["flow_label"] == "combined" and d["seed"] > 0:
-            continue  # combined has one finished seed, decay:0.9 none at all
-        if d["flow_label"] == "decay:0.9":
-            continue
-        v = level[d["flow_label"]] * (1 + d["seed"] / 10)
-        records[r.name] = dict(status="done", evals=[], summary=dict(final_test_loss=v, best_test_loss=v,
-                                                                     final_test_success=0.5, seconds=1.0))
+        if d["poles"] == 2 and d["seed"] < finished[d["flow_label"]]:
+            v = level[d["flow_label"]] * (1 + d["seed"] / 10)
+            records[r.name] = dict(status="done", evals=[], summary=dict(final_test_loss=v, best_test_loss=v,
+                                                                         final_test_success=0.5, seconds=1.0))
     data = study.tables(runs, records, args)
     rows = {r["flow"]: r for r in data["leaders"]}
-    assert set(rows) == {"combined", "decay:0.9"} and {r["lowest"] for r in rows.values()} == {"none"}
-    assert (rows["combined"]["seeds"], rows["decay:0.9"]["seeds"]) == (1, 0)
-    assert all(r["flow_iqm"] is None and r["ratio"] is None and r["verdict"] is None for r in rows.values())
+    assert set(rows) == {"none", "combined", "input"} and {r["lowest"] for r in rows.values()} == {"decay:0.9"}
+    assert rows["none"]["verdict"] == "higher" and rows["none"]["seeds"] == 2
+    assert (rows["combined"]["seeds"], rows["input"]["seeds"]) == (1, 0)
+    assert all(rows[f]["flow_iqm"] is None and rows[f]["ratio"] is None and rows[f]["verdict"] is None
+               for f in ("combined", "input"))
     text = study.summary_text(data, args, len(runs), len(records))
-    line = next(t for t in text.splitlines() if t.startswith("| 2 | `none` "))
-    assert "not ranked, fewer than 2 seeds: `combined` (1), `decay:0.9` (0)" in line
+    line = next(t for t in text.splitlines() if t.startswith("| 2 | `decay:0.9` "))
+    assert "not ranked, fewer than 2 seeds: `input` (0), `combined` (1)" in line
+    assert "| 3 | – | not ranked: fewer than two flows have 2 finished seeds | – |" in text.splitlines()
 
 
 def test_iqm_curve_is_the_summary_of_each_evaluation_on_its_own():
