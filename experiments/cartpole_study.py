@@ -501,10 +501,11 @@ def _tuning_effect(groups: dict, args: Args, reps: int, seed: int) -> list:
         if part != "tuned" or published is None:
             continue
         same = rows[0]["flow_run"] == flow and rows[0]["lr"] == args.lr
-        ratio, seeds = _paired_ratio(_finished(rows), _finished(published), _label(part, setting, obs, poles, flow)
-                                     + ", tuned against published", reps, seed)
+        tuned, base = _finished(rows), _finished(published)
+        ratio, seeds = (None, len(set(tuned) & set(base))) if same else \
+            _paired_ratio(tuned, base, _label(part, setting, obs, poles, flow) + ", tuned against published", reps, seed)
         out.append(dict(obs=obs, poles=poles, flow=flow, tuned_flow=rows[0]["flow_run"], tuned_lr=rows[0]["lr"],
-                        same_runs=same, seeds=seeds, **_ratio_columns(None if same else ratio)))
+                        same_runs=same, seeds=seeds, **_ratio_columns(ratio)))
     return out
 
 
